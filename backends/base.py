@@ -1,0 +1,98 @@
+"""The one interface every hardware meter implements, and the records meters hand upward.
+
+A meter reports either a cumulative energy counter (NVML total energy, RAPL ``energy_uj``) or a
+power value (NVML power usage, a TDP x utilisation estimate), always with the monotonic time of the
+read. Integration, wrap correction and epoch cuts happen above this layer, in ``tracker.sampler``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+Component = Literal["gpu", "cpu", "dram"]
+Method = Literal["counter", "power", "rapl", "estimate"]
+
+COMPONENTS: tuple[Component, ...] = ("gpu", "cpu", "dram")
+
+
+class MeterError(RuntimeError):
+    """A meter could not be read. The tracker disables that meter, warns once and carries on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One read of a meter.
+
+    ``t_s`` is ``time.monotonic()`` at the read. Exactly one of ``energy_j`` (a cumulative counter,
+    which may wrap at ``Meter.wrap_j``) and ``power_w`` (watts at that moment) is set.
+    """
+
+    t_s: float
+    energy_j: float | None = None
+    power_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInfo:
+    """What a meter measures, as it appears in ``devices.csv`` and ``run.json``.
+
+    ``device`` is the stable name used in logs (``gpu0``, ``cpu1``, ``dram0``); ``host_level`` marks
+    meters shared by every process on the host (CPU package, DRAM), which one rank per host reads.
+    """
+
+    device: str
+    component: Component
+    model: str
+    method: Method
+    host_level: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Something that could not be measured directly: why, and what the user can do about it."""
+
+    component: Component
+    device: str
+    reason: str
+    fix: str = ""
+
+
+@dataclass(slots=True)
+class Found:
+    """What one backend's discovery produced: working meters, and what it could not measure."""
+
+    meters: list[Meter] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+
+    def extend(self, other: Found) -> None:
+        """Add another backend's findings to these."""
+        self.meters.extend(other.meters)
+        self.missing.extend(other.missing)
+
+
+class Meter(abc.ABC):
+    """A readable source of energy or power for one device.
+
+    Subclasses set ``info`` and implement ``read``. ``fast`` says whether a read is cheap enough
+    (well under 0.1 ms) to take on the training thread at an epoch boundary; slow meters (the NVML
+    energy counter costs ~4 ms) are read only by the sampler thread, and the boundary is completed
+    from ``power_hint_w``. ``wrap_j`` is the value at which a counter wraps to zero (RAPL), or None.
+    """
+
+    info: MeterInfo
+    fast: bool = True
+    wrap_j: float | None = None
+
+    @abc.abstractmethod
+    def read(self) -> Reading:
+        """Read the meter now. Raises ``MeterError`` when the hardware cannot be read."""
+
+    def power_hint_w(self) -> float | None:
+        """A cheap current power figure for a slow counter meter, or None where there is none."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing
+        """Release whatever the meter holds (handles, files)."""
