@@ -1,0 +1,335 @@
+"""NVIDIA GPU meters through NVML (the official ``pynvml`` bindings from nvidia-ml-py).
+
+Where a GPU has the total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, Volta and newer,
+millijoules since the driver was loaded) it is read as a counter meter; where it does not, the
+board's power draw (``nvmlDeviceGetPowerUsage``, milliwatts) is polled instead. A GPU in MIG mode is
+reported as missing: NVML exposes energy for the whole board only, shared by every slice.
+
+Importing this module does not touch NVML; ``find_gpus`` initialises it and the last meter's
+``close()`` shuts it down again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pynvml
+
+from backends.base import Found, Meter, MeterError, MeterInfo, Method, Missing, Reading
+
+logger = logging.getLogger("wattprint")
+
+NO_NVML_REASON = "NVML not found (no NVIDIA driver)"
+NO_NVML_FIX = (
+    "install the NVIDIA driver (it provides libnvidia-ml.so.1); in a container, start it with GPU "
+    "access (e.g. `docker run --gpus all` with the NVIDIA Container Toolkit)"
+)
+CHECK_GPU_FIX = "check the GPU and this process's access to it with `nvidia-smi -q`"
+MIG_REASON = "MIG mode is enabled: per-slice energy is not exposed by NVML"
+MIG_FIX = (
+    "measure on a GPU with MIG disabled (`nvidia-smi -i <index> -mig 0`); the board's energy "
+    "counter covers every slice, so reading it for one job would over-count"
+)
+
+
+def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = None) -> Found:
+    """Open a meter for each NVIDIA GPU this process can use.
+
+    ``visible`` is the ``CUDA_VISIBLE_DEVICES`` value (read from the environment when None): indices
+    or ``GPU-`` UUIDs (unique prefixes allowed), mapped in order to the logical names ``gpu0``,
+    ``gpu1``, ... as CUDA numbers them; ``""`` means no GPU. ``wanted`` picks a subset by logical
+    index or UUID and raises ``ValueError`` (naming ``gpus``) for one that does not exist. A missing
+    driver, a MIG slice or an unreadable GPU becomes a ``Missing`` entry, never an exception.
+    """
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        _session.acquire()
+    except (pynvml.NVMLError, OSError) as err:
+        return Found(missing=[Missing("gpu", "gpu", f"{NO_NVML_REASON}: {err}", NO_NVML_FIX)])
+    try:
+        try:
+            physical = _list_physical_gpus()
+        except pynvml.NVMLError as err:
+            reason = f"NVML could not list the GPUs: {err}"
+            return Found(missing=[Missing("gpu", "gpu", reason, NO_NVML_FIX)])
+        slots, found = _resolve_visible(visible, physical)
+        _warn_if_numbering_may_differ(visible, physical)
+        for index in _select(wanted, slots, visible):
+            slot = slots[index]
+            opened = _open(f"gpu{index}", slot) if isinstance(slot, _PhysicalGpu) else slot
+            if isinstance(opened, Missing):
+                found.missing.append(opened)
+            else:
+                found.meters.append(opened)
+        return found
+    finally:
+        _session.release()
+
+
+class NvmlMeter(Meter):
+    """One GPU read through NVML; holds a share of the process-wide NVML session until closed."""
+
+    method: ClassVar[Method]
+
+    def __init__(self, info: MeterInfo, handle: Any) -> None:
+        _session.acquire()
+        self.info = info
+        self._handle = handle
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Give back this meter's share of NVML; the last one to close shuts NVML down."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        _session.release()
+
+    def _call(self, function: str) -> tuple[int, float]:
+        """Run one NVML device query and return its value with the monotonic time it returned."""
+        if self._closed:
+            raise MeterError(f"{self.info.device}: read after close()")
+        try:
+            value = int(getattr(pynvml, function)(self._handle))
+        except pynvml.NVMLError as err:
+            where = f"{self.info.device} ({self.info.detail})"
+            raise MeterError(f"{where}: {function} failed: {err}") from err
+        return value, time.monotonic()
+
+
+class NvmlCounterMeter(NvmlMeter):
+    """The GPU's total-energy counter: exact, but a read costs ~4 ms, so the sampler reads it."""
+
+    method: ClassVar[Method] = "counter"
+    fast = False
+
+    def read(self) -> Reading:
+        """Energy used since the driver was loaded (NVML reports mJ), in joules."""
+        energy_mj, t_s = self._call("nvmlDeviceGetTotalEnergyConsumption")
+        return Reading(t_s=t_s, energy_j=energy_mj / 1000.0)
+
+    def power_hint_w(self) -> float | None:
+        """The board's current power draw (~2 us to read), or None when NVML cannot give it."""
+        try:
+            power_mw, _ = self._call("nvmlDeviceGetPowerUsage")
+        except MeterError:
+            return None
+        return power_mw / 1000.0
+
+
+class NvmlPowerMeter(NvmlMeter):
+    """Power polling for GPUs without the energy counter (before Volta); a read costs ~2 us."""
+
+    method: ClassVar[Method] = "power"
+    fast = True
+
+    def read(self) -> Reading:
+        """The board's power draw (NVML reports mW), in watts."""
+        power_mw, t_s = self._call("nvmlDeviceGetPowerUsage")
+        return Reading(t_s=t_s, power_w=power_mw / 1000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _PhysicalGpu:
+    """A device as NVML numbers it (PCI bus order), or why it could not be queried."""
+
+    index: int
+    handle: Any = None
+    uuid: str = ""
+    model: str = ""
+    error: str = ""
+
+
+class _NvmlSession:
+    """Process-wide NVML init/shutdown, counted so that meters and trackers share one session.
+
+    NVML keeps its own count too (the API reference: shutdown only occurs when the count of
+    ``nvmlInit`` calls reaches zero), so other NVML users in the process are not disturbed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                pynvml.nvmlInit()
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users > 0:
+                return
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError as err:
+                logger.debug("nvmlShutdown failed: %s", err)
+
+
+_session = _NvmlSession()
+
+
+def _list_physical_gpus() -> list[_PhysicalGpu]:
+    """Every device NVML lists; one it may not query (e.g. no permission) keeps its error."""
+    gpus = []
+    for index in range(int(pynvml.nvmlDeviceGetCount())):
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+            model = _text(pynvml.nvmlDeviceGetName(handle))
+        except pynvml.NVMLError as err:
+            gpus.append(_PhysicalGpu(index, error=str(err)))
+            continue
+        gpus.append(_PhysicalGpu(index, handle, uuid, model))
+    return gpus
+
+
+def _resolve_visible(
+    visible: str | None, physical: list[_PhysicalGpu]
+) -> tuple[list[_PhysicalGpu | Missing], Found]:
+    """Map CUDA_VISIBLE_DEVICES to devices the way CUDA does, in order.
+
+    CUDA stops at the first entry that names no device (``-1`` is the usual way to hide all that
+    follow) and accepts a unique prefix of a ``GPU-`` UUID. ``MIG-`` entries are slices. Returns
+    the slots by logical index and a ``Found`` holding what the variable names but cannot be used.
+    """
+    if visible is None:
+        return list(physical), Found()
+    slots: list[_PhysicalGpu | Missing] = []
+    found = Found()
+    for entry in (part.strip() for part in visible.split(",")):
+        if not entry:
+            continue
+        device = f"gpu{len(slots)}"
+        if entry.startswith("MIG-"):
+            slots.append(Missing("gpu", device, f"{MIG_REASON} ({entry})", MIG_FIX))
+            continue
+        if entry.startswith("-") and entry[1:].isdigit():
+            break
+        gpu, problem = _match_entry(entry, physical)
+        if gpu is not None and any(slot is gpu for slot in slots):
+            problem = "is listed twice"
+        if gpu is None or problem:
+            reason = f"CUDA_VISIBLE_DEVICES entry {entry!r} {problem}; CUDA ignores it and the rest"
+            fix = f"list only GPUs that exist: {_describe(physical)}"
+            found.missing.append(Missing("gpu", device, reason, fix))
+            break
+        slots.append(gpu)
+    return slots, found
+
+
+def _match_entry(entry: str, gpus: Sequence[_PhysicalGpu]) -> tuple[_PhysicalGpu | None, str]:
+    """The device an index or (prefix of a) UUID names, or None and why not."""
+    if entry.isdigit():
+        matches = [gpu for gpu in gpus if gpu.index == int(entry)]
+    elif entry.startswith("GPU-"):
+        matches = [gpu for gpu in gpus if gpu.uuid and gpu.uuid.startswith(entry)]
+    else:
+        return None, "is neither an index nor a GPU- UUID"
+    if not matches:
+        return None, "names no GPU"
+    if len(matches) > 1:
+        return None, f"matches {len(matches)} GPUs"
+    return matches[0], ""
+
+
+def _select(
+    wanted: Sequence[int | str] | None, slots: list[_PhysicalGpu | Missing], visible: str | None
+) -> list[int]:
+    """Logical indices picked by ``wanted`` (all when None), in its order, without repeats."""
+    if wanted is None:
+        return list(range(len(slots)))
+    by_logical = [
+        _PhysicalGpu(i, uuid=slot.uuid)
+        if isinstance(slot, _PhysicalGpu)
+        else _PhysicalGpu(i, error="not measurable")
+        for i, slot in enumerate(slots)
+    ]
+    picked: list[int] = []
+    for item in wanted:
+        gpu, problem = _match_entry(str(item).strip(), by_logical)
+        if gpu is None:
+            raise ValueError(
+                f"gpus: {item!r} {problem}; accepted: indices into the visible GPUs or their "
+                f"UUIDs; available: {_describe(by_logical)} (CUDA_VISIBLE_DEVICES={visible!r})"
+            )
+        if gpu.index not in picked:
+            picked.append(gpu.index)
+    return picked
+
+
+def _open(device: str, gpu: _PhysicalGpu) -> Meter | Missing:
+    """A counter meter where the GPU has the energy counter, else a power meter, else Missing."""
+    if gpu.error:
+        reason = f"NVML cannot query GPU {gpu.index}: {gpu.error}"
+        return Missing("gpu", device, reason, CHECK_GPU_FIX)
+    detail = f"uuid={gpu.uuid} nvml_index={gpu.index}"
+    meter_class: type[NvmlMeter] = NvmlCounterMeter
+    try:
+        if _mig_enabled(gpu.handle):
+            return Missing("gpu", device, f"{MIG_REASON} ({detail})", MIG_FIX)
+        try:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
+        except pynvml.NVMLError_NotSupported:
+            pynvml.nvmlDeviceGetPowerUsage(gpu.handle)
+            meter_class = NvmlPowerMeter
+    except pynvml.NVMLError_NotSupported:
+        reason = f"{gpu.model} reports neither an energy counter nor its power draw ({detail})"
+        return Missing("gpu", device, reason, "no software fix: this board has no readable sensor")
+    except pynvml.NVMLError as err:
+        reason = f"NVML cannot read {gpu.model} ({detail}): {err}"
+        return Missing("gpu", device, reason, CHECK_GPU_FIX)
+    info = MeterInfo(device, "gpu", gpu.model, meter_class.method, host_level=False, detail=detail)
+    return meter_class(info, gpu.handle)
+
+
+def _mig_enabled(handle: Any) -> bool:
+    """Whether MIG mode is on now; GPUs without MIG (before Ampere) answer Not Supported."""
+    try:
+        current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+    except pynvml.NVMLError_NotSupported:
+        return False
+    return bool(current == pynvml.NVML_DEVICE_MIG_ENABLE)
+
+
+def _warn_if_numbering_may_differ(visible: str | None, physical: list[_PhysicalGpu]) -> None:
+    """Warn when CUDA's numbering may not be NVML's, so ``gpuN`` might not be CUDA device N.
+
+    NVML numbers devices in PCI bus order; CUDA does too only with CUDA_DEVICE_ORDER=PCI_BUS_ID
+    (its default puts the fastest first). That only matters when the models differ and the GPUs
+    are chosen by index rather than UUID.
+    """
+    if os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return
+    if len({gpu.model for gpu in physical if gpu.model}) < 2:
+        return
+    entries = [part.strip() for part in (visible or "").split(",")]
+    if visible is not None and not any(entry.isdigit() for entry in entries):
+        return
+    logger.warning(
+        "GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA may number them "
+        "differently from NVML, so gpuN may not be the GPU CUDA calls N; set "
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID or list GPU UUIDs in CUDA_VISIBLE_DEVICES"
+    )
+
+
+def _describe(gpus: Sequence[_PhysicalGpu]) -> str:
+    """``0 (GPU-...), 1 (GPU-...)``, for messages that list what exists."""
+    return ", ".join(f"{gpu.index} ({gpu.uuid or gpu.error})" for gpu in gpus) or "none"
+
+
+def _text(value: object) -> str:
+    """NVML strings arrive as ``str`` from current bindings and as ``bytes`` from older ones."""
+    return value.decode() if isinstance(value, bytes) else str(value)

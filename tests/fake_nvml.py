@@ -1,0 +1,234 @@
+"""A simulated NVML, installed at the ``pynvml`` boundary so everything above it runs for real.
+
+Each simulated GPU draws a piecewise-constant power over ``time.monotonic()``, so the energy it
+used between any two moments is known exactly (``SimulatedGPU.energy_j``); its energy counter is
+that integral from a fixed origin, in whole millijoules as the real call returns it. Errors are the
+real ``pynvml`` exception classes, so the code under test catches exactly what it would on a GPU.
+
+    gpu = SimulatedGPU(power_w=step_profile([(t0, 100.0), (t0 + 0.05, 400.0)]))
+    nvml = install_fake_nvml(monkeypatch, [gpu, SimulatedGPU(has_counter=False)])
+    found = find_gpus()  # ... later: gpu.energy_j(t_a, t_b) is the truth to compare against
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from uuid import uuid4
+
+import pynvml
+import pytest
+
+
+@dataclass(frozen=True, slots=True)
+class StepProfile:
+    """Power in watts that holds from each start time (monotonic s) until the next one.
+
+    The first step also covers every moment before its start, so a profile is defined everywhere.
+    """
+
+    starts_s: tuple[float, ...]
+    watts: tuple[float, ...]
+    _energy_at_start_j: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        energies = [0.0]
+        for i in range(1, len(self.starts_s)):
+            step_s = self.starts_s[i] - self.starts_s[i - 1]
+            energies.append(energies[-1] + self.watts[i - 1] * step_s)
+        object.__setattr__(self, "_energy_at_start_j", tuple(energies))
+
+    def __call__(self, t_s: float) -> float:
+        """The power at monotonic time ``t_s``, in watts."""
+        return self.watts[self._step_at(t_s)]
+
+    def energy_j(self, t0_s: float, t1_s: float) -> float:
+        """The exact energy between two monotonic times, in joules."""
+        if t1_s < t0_s:
+            raise ValueError(f"t1_s ({t1_s}) is before t0_s ({t0_s})")
+        return self._energy_since_first_start_j(t1_s) - self._energy_since_first_start_j(t0_s)
+
+    def _step_at(self, t_s: float) -> int:
+        return max(bisect.bisect_right(self.starts_s, t_s) - 1, 0)
+
+    def _energy_since_first_start_j(self, t_s: float) -> float:
+        step = self._step_at(t_s)
+        held_s = t_s - self.starts_s[step]
+        return self._energy_at_start_j[step] + self.watts[step] * held_s
+
+
+def step_profile(steps: Sequence[tuple[float, float]]) -> StepProfile:
+    """A piecewise-constant power profile from ``(start_time_s, watts)`` pairs in time order."""
+    if not steps:
+        raise ValueError("steps: give at least one (start_time_s, watts) pair")
+    starts_s = tuple(float(start) for start, _ in steps)
+    watts = tuple(float(w) for _, w in steps)
+    if any(b <= a for a, b in itertools.pairwise(starts_s)):
+        raise ValueError(f"steps: start times must increase, got {starts_s}")
+    if any(w < 0 for w in watts):
+        raise ValueError(f"steps: watts must be >= 0, got {watts}")
+    return StepProfile(starts_s, watts)
+
+
+def constant_power(watts: float) -> StepProfile:
+    """The same power at every moment."""
+    return step_profile([(0.0, watts)])
+
+
+@dataclass
+class SimulatedGPU:
+    """One simulated NVIDIA GPU: what it is, what it supports, how it draws power and fails.
+
+    ``has_counter=False`` is a pre-Volta board (power only); ``mig_capable=False`` a board whose
+    MIG query answers Not Supported (before Ampere). From ``fail_after_s`` (monotonic) on, every
+    call on the device raises GPU_IS_LOST; set it during a run to lose the GPU there.
+    ``counter_reads_s`` and ``power_reads_s`` record the moment each value was taken.
+    """
+
+    name: str = "NVIDIA H100 80GB HBM3"
+    uuid: str = field(default_factory=lambda: f"GPU-{uuid4()}")
+    power_w: StepProfile = field(default_factory=lambda: constant_power(300.0))
+    has_counter: bool = True
+    has_power: bool = True
+    mig: bool = False
+    mig_capable: bool = True
+    read_delay_s: float = 0.0
+    fail_after_s: float | None = None
+    counter_origin_s: float = 0.0
+    counter_reads_s: list[float] = field(default_factory=list, init=False)
+    power_reads_s: list[float] = field(default_factory=list, init=False)
+
+    def energy_j(self, t0_s: float, t1_s: float) -> float:
+        """The exact simulated energy between two monotonic times, in joules."""
+        return self.power_w.energy_j(t0_s, t1_s)
+
+    def counter_mj(self, t_s: float) -> int:
+        """What the energy counter reads at ``t_s``: whole mJ since ``counter_origin_s``."""
+        return math.floor(self.energy_j(self.counter_origin_s, t_s) * 1000.0)
+
+
+class SimulatedNVML:
+    """The NVML library state over a list of simulated GPUs; handles are the GPU objects.
+
+    Like the real library it counts ``nvmlInit`` calls, shuts down when as many ``nvmlShutdown``
+    calls have followed, and answers Uninitialized to device calls while shut down.
+    ``init_calls`` and ``shutdown_calls`` count the calls made.
+    """
+
+    def __init__(self, gpus: Sequence[SimulatedGPU]) -> None:
+        self.gpus = list(gpus)
+        self.init_calls = 0
+        self.shutdown_calls = 0
+        self._init_count = 0
+
+    @property
+    def initialized(self) -> bool:
+        """Whether NVML is initialised now (more inits than shutdowns)."""
+        return self._init_count > 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Replace the ``pynvml`` functions the backends call with this simulation's."""
+        for name in _SIMULATED_CALLS:
+            monkeypatch.setattr(pynvml, name, getattr(self, name))
+
+    def nvmlInit(self) -> None:
+        self.init_calls += 1
+        self._init_count += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdown_calls += 1
+        self._init_count = max(self._init_count - 1, 0)
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._require_init()
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> SimulatedGPU:
+        self._require_init()
+        if not 0 <= index < len(self.gpus):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self._device(self.gpus[index])
+
+    def nvmlDeviceGetName(self, handle: SimulatedGPU) -> str:
+        return self._device(handle).name
+
+    def nvmlDeviceGetUUID(self, handle: SimulatedGPU) -> str:
+        return self._device(handle).uuid
+
+    def nvmlDeviceGetMigMode(self, handle: SimulatedGPU) -> list[int]:
+        gpu = self._device(handle)
+        if not gpu.mig_capable:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: SimulatedGPU) -> int:
+        gpu = self._device(handle)
+        if not gpu.has_counter:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if gpu.read_delay_s > 0:
+            time.sleep(gpu.read_delay_s)
+        t_s = time.monotonic()
+        gpu.counter_reads_s.append(t_s)
+        return gpu.counter_mj(t_s)
+
+    def nvmlDeviceGetPowerUsage(self, handle: SimulatedGPU) -> int:
+        gpu = self._device(handle)
+        if not gpu.has_power:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        t_s = time.monotonic()
+        gpu.power_reads_s.append(t_s)
+        return round(gpu.power_w(t_s) * 1000.0)
+
+    def _require_init(self) -> None:
+        if not self.initialized:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def _device(self, handle: SimulatedGPU) -> SimulatedGPU:
+        """The GPU behind a handle, after the checks the driver makes on every device call."""
+        self._require_init()
+        if not any(handle is gpu for gpu in self.gpus):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if handle.fail_after_s is not None and time.monotonic() >= handle.fail_after_s:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return handle
+
+
+def install_fake_nvml(
+    monkeypatch: pytest.MonkeyPatch, gpus: Sequence[SimulatedGPU]
+) -> SimulatedNVML:
+    """Make ``pynvml`` see exactly these GPUs, in this order, until the test ends."""
+    nvml = SimulatedNVML(gpus)
+    nvml.install(monkeypatch)
+    return nvml
+
+
+def install_no_nvml(monkeypatch: pytest.MonkeyPatch, error: Exception | None = None) -> None:
+    """Make ``nvmlInit`` fail as on a machine without the NVIDIA driver.
+
+    ``error`` defaults to ``NVMLError_LibraryNotFound``; pass e.g. ``NVMLError_DriverNotLoaded()``
+    or an ``OSError`` to simulate other ways the library fails to load.
+    """
+    failure = error if error is not None else pynvml.NVMLError_LibraryNotFound()
+
+    def failing_init() -> None:
+        raise failure
+
+    monkeypatch.setattr(pynvml, "nvmlInit", failing_init)
+
+
+_SIMULATED_CALLS = (
+    "nvmlInit",
+    "nvmlShutdown",
+    "nvmlDeviceGetCount",
+    "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetName",
+    "nvmlDeviceGetUUID",
+    "nvmlDeviceGetMigMode",
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetPowerUsage",
+)
