@@ -1,0 +1,289 @@
+"""CPU package and DRAM energy from the kernel's powercap (RAPL) tree.
+
+The powercap class (Linux ``Documentation/power/powercap/powercap.rst`` and
+``Documentation/ABI/testing/sysfs-class-powercap``) shows each RAPL domain as a zone directory
+holding ``name``, ``energy_uj`` (a cumulative counter in micro-joules) and
+``max_energy_range_uj`` ("range of the above energy counter in micro-joules"). This reader
+relies on:
+
+* ``/sys/class/powercap`` lists every zone as a top-level link (``intel-rapl:0``,
+  ``intel-rapl:0:0``, ...; the kernel writes zone ids in hexadecimal, so the 11th package is
+  ``intel-rapl:a``) into ``/sys/devices/virtual/powercap/intel-rapl/``, where each sub-zone
+  sits inside its package zone's directory. Discovery takes package zones from the top and
+  their sub-zones from inside them, so it reads that class directory as well as a bind-mounted
+  copy of ``/sys/devices/virtual/powercap`` (zones nested under ``intel-rapl/``).
+* Package zones are named ``package-P`` (P = physical socket) or, on packages with several
+  dies, ``package-P-die-D``; the zone number is the kernel's logical die id, not the socket.
+  Their sub-zones ``core`` and ``uncore`` are parts of the package and are skipped; ``dram`` is
+  not part of it and is metered. ``psys`` (platform) already contains package and DRAM, and the
+  ``intel-rapl-mmio`` control type is a second interface to the same package counter: both
+  are skipped so nothing is counted twice.
+* AMD Zen CPUs report through the same ``intel-rapl`` control type (family 17h since Linux
+  5.11; later kernels add 19h and 1Ah): ``package-P`` with a ``core`` sub-zone and no DRAM zone.
+* Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694, "Platypus": the
+  counter leaks what other processes compute); ``permission_fix`` says how to open it.
+
+Wrap: the kernel reports ``max_energy_range_uj`` as the 32-bit status mask times the energy
+unit, i.e. the largest value ``energy_uj`` shows; the counter moves in steps of one unit (15.3
+to 61 µJ) and goes from that value back to 0, so the exact modulus is the range plus one unit,
+which sysfs does not expose. ``wrap_j`` is the range itself: range + 1 µJ would be no more exact,
+and the error is at most one unit per wrap (61 µJ in 262 kJ). Unwrapping is the sampler's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.base import Component, Found, Meter, MeterError, MeterInfo, Missing, Reading
+
+ROOT_ENV = "WATTPRINT_POWERCAP_ROOT"
+DEFAULT_ROOT = "/sys/class/powercap"
+CPUINFO_PATH = Path("/proc/cpuinfo")
+
+UDEV_RULE_PATH = "/etc/udev/rules.d/99-wattprint-rapl.rules"
+UDEV_RULE = (
+    'ACTION!="remove", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
+    'RUN+="/bin/chmod a+r /sys%p/energy_uj"'
+)
+NO_TREE_FIX = (
+    "load the RAPL driver: sudo modprobe intel_rapl_msr (it brings intel_rapl_common). "
+    "Virtual machines and containers see no RAPL unless the host passes it through: bind-mount "
+    "the host's /sys/devices/virtual/powercap (e.g. docker run -v "
+    "/sys/devices/virtual/powercap:/host/powercap:ro) and set "
+    f"{ROOT_ENV}=/host/powercap"
+)
+
+_log = logging.getLogger("wattprint")
+
+_CONTROL_TYPE = "intel-rapl"
+_PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
+_PACKAGE_NAME = re.compile(r"package-(\d+)(?:-die-(\d+))?")
+_ATTRIBUTE_MAX_BYTES = 64
+
+
+def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
+    """Meters for each socket's package and DRAM energy, and what could not be metered and why.
+
+    ``root`` is the powercap directory; it defaults to env ``WATTPRINT_POWERCAP_ROOT``, else
+    ``/sys/class/powercap``. Discovery never raises: whatever fails becomes a ``Missing``.
+    """
+    base = powercap_root(root)
+    found = Found()
+    zones = list_zones(base)
+    if not zones:
+        reason = f"no RAPL powercap interface at {base}"
+        found.missing.append(Missing("cpu", "cpu", reason, NO_TREE_FIX))
+        found.missing.append(Missing("dram", "dram", reason, NO_TREE_FIX))
+        return found
+    zones_dir = zones[0].path.parent  # where the package zones are listed
+    model = cpu_model()
+    for zone in zones:
+        opened = _open_zone(zone, zones_dir, model)
+        if isinstance(opened, Missing):
+            found.missing.append(opened)
+        else:
+            found.meters.append(opened)
+        if zone.component == "cpu" and not any(
+            other.component == "dram" and other.package == zone.package for other in zones
+        ):
+            device = zone.device.replace("cpu", "dram", 1)
+            found.missing.append(Missing("dram", device, "no DRAM RAPL zone on this CPU", ""))
+    return found
+
+
+def powercap_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The powercap directory: ``root``, else env ``WATTPRINT_POWERCAP_ROOT``, else sysfs."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+
+
+def permission_fix(zones_dir: str | os.PathLike[str]) -> str:
+    """The commands that make ``energy_uj`` readable now, and after every reboot (udev rule)."""
+    d = os.fspath(zones_dir)
+    return (
+        f"sudo chmod a+r {d}/intel-rapl:*/energy_uj {d}/intel-rapl:*/intel-rapl:*/energy_uj "
+        f"(until reboot); to keep it: echo '{UDEV_RULE}' | sudo tee {UDEV_RULE_PATH} "
+        "&& sudo udevadm trigger --subsystem-match=powercap. This lets every local user read "
+        "RAPL again, the side channel CVE-2020-8694 closed; run as root instead where that matters"
+    )
+
+
+class RaplMeter(Meter):
+    """A RAPL energy counter; ``read_uj`` returns micro-joules or raises ``MeterError``.
+
+    One class for every RAPL reader (the sysfs files here, pyRAPL in ``backends.pyrapl``), so
+    all of them hand the sampler the same raw, wrapping counter in joules.
+    """
+
+    fast = True  # a sysfs read costs ~10 us
+
+    def __init__(self, info: MeterInfo, read_uj: Callable[[], float], wrap_j: float | None) -> None:
+        self.info = info
+        self.wrap_j = wrap_j
+        self._read_uj = read_uj
+
+    def read(self) -> Reading:
+        """The counter now, in joules (it wraps at ``wrap_j``)."""
+        t_s = time.monotonic()
+        return Reading(t_s=t_s, energy_j=self._read_uj() / 1e6)
+
+
+@dataclass(frozen=True, slots=True)
+class RaplZone:
+    """One metered powercap zone: a socket's (or die's) package, or its DRAM."""
+
+    path: Path
+    name: str
+    component: Component
+    device: str
+    package: tuple[int, int]  # (socket, die); die is 0 on single-die packages
+
+    @property
+    def energy_path(self) -> Path:
+        return self.path / "energy_uj"
+
+    @property
+    def range_path(self) -> Path:
+        return self.path / "max_energy_range_uj"
+
+
+def list_zones(root: Path) -> list[RaplZone]:
+    """Package and DRAM zones of the powercap tree at ``root``, by socket and die, package first.
+
+    Package zones are looked for in ``root`` (class layout), else in ``root/intel-rapl``
+    (devices layout). Reads only the world-readable ``name`` files; ``core``, ``uncore``,
+    ``psys`` and zones of other control types are left out.
+    """
+    zones_dir = _zones_dir(root)
+    if zones_dir is None:
+        return []
+    zones: list[RaplZone] = []
+    for zone_dir in _numbered(zones_dir, _PACKAGE_ZONE):
+        name = _zone_name(zone_dir) or ""
+        match = _PACKAGE_NAME.fullmatch(name)
+        if match is None:
+            _log.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
+            continue
+        package = (int(match[1]), int(match[2] or 0))
+        if any(zone.package == package for zone in zones):
+            _log.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
+            continue
+        suffix = f"{package[0]}-die{package[1]}" if match[2] is not None else f"{package[0]}"
+        zones.append(RaplZone(zone_dir, name, "cpu", f"cpu{suffix}", package))
+        sub_pattern = re.compile(re.escape(zone_dir.name) + r":([0-9a-f]+)")
+        for sub_dir in _numbered(zone_dir, sub_pattern):
+            if _zone_name(sub_dir) == "dram":
+                zones.append(RaplZone(sub_dir, "dram", "dram", f"dram{suffix}", package))
+                break
+    zones.sort(key=lambda zone: (zone.package, zone.component != "cpu"))
+    return zones
+
+
+def cpu_model() -> str:
+    """The CPU's 'model name' from /proc/cpuinfo, or '' where it cannot be read."""
+    try:
+        with open(CPUINFO_PATH, encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def read_attribute(path: Path) -> str:
+    """The text of one sysfs attribute, freshly read: the one place this module touches sysfs.
+
+    Opened for each read because a sysfs value is produced at read time. Tests wrap this function
+    to make a file refuse root, which file modes cannot (see ``tests.fake_powercap``).
+    """
+    with open(path, "rb", buffering=0) as attribute:
+        return attribute.read(_ATTRIBUTE_MAX_BYTES).decode("ascii", errors="replace")
+
+
+def read_counter_uj(path: Path) -> int:
+    """A non-negative integer attribute (``energy_uj``, ``max_energy_range_uj``).
+
+    Raises OSError when the file cannot be read and ValueError when it holds anything else.
+    """
+    text = read_attribute(path)
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{path} holds {text!r}, not a micro-joule count")
+    return int(value)
+
+
+def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missing:
+    """A meter for ``zone`` if its counter reads now, else why not and how to fix it."""
+    try:
+        read_counter_uj(zone.energy_path)
+        range_uj = read_counter_uj(zone.range_path)
+    except PermissionError as exc:
+        path = exc.filename or zone.energy_path
+        reason = f"{path} is readable by root only (Linux 5.10+, CVE-2020-8694)"
+        return Missing(zone.component, zone.device, reason, permission_fix(zones_dir))
+    except (OSError, ValueError) as exc:
+        return Missing(zone.component, zone.device, f"cannot read RAPL zone {zone.path}: {exc}")
+    if range_uj == 0:
+        return Missing(zone.component, zone.device, f"{zone.range_path} is 0: no usable counter")
+    info = MeterInfo(
+        device=zone.device,
+        component=zone.component,
+        model=f"{zone.name} ({model})" if model else zone.name,
+        method="rapl",
+        host_level=True,
+        detail=f"powercap {zone.energy_path}",
+    )
+    return RaplMeter(info, _sysfs_reader(zone.energy_path), range_uj / 1e6)
+
+
+def _sysfs_reader(path: Path) -> Callable[[], float]:
+    """A reader for one ``energy_uj`` file that turns every failure into ``MeterError``."""
+
+    def read_uj() -> float:
+        try:
+            return read_counter_uj(path)
+        except OSError as exc:
+            raise MeterError(f"cannot read RAPL counter {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise MeterError(f"bad RAPL counter: {exc}") from exc
+
+    return read_uj
+
+
+def _zones_dir(base: Path) -> Path | None:
+    """Where the package zones are: ``base`` (class layout) or ``base/intel-rapl`` (devices)."""
+    for candidate in (base, base / _CONTROL_TYPE):
+        try:
+            if any(_PACKAGE_ZONE.fullmatch(entry.name) for entry in os.scandir(candidate)):
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def _numbered(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Entries of ``directory`` whose name fully matches ``pattern``, by their hexadecimal id."""
+    try:
+        names = [entry.name for entry in os.scandir(directory)]
+    except OSError:
+        return []
+    matched = [(int(m[1], 16), name) for name in names if (m := pattern.fullmatch(name))]
+    return [directory / name for _, name in sorted(matched)]
+
+
+def _zone_name(zone_dir: Path) -> str | None:
+    """A zone's ``name`` attribute, or None where it cannot be read."""
+    try:
+        return read_attribute(zone_dir / "name").strip()
+    except OSError as exc:
+        _log.debug("cannot read the name of RAPL zone %s: %s", zone_dir, exc)
+        return None
