@@ -156,7 +156,10 @@ def test_bundled_files_name_no_path_outside_the_repository() -> None:
 
 
 def test_tables_are_not_read_at_import_time() -> None:
-    code = "import tracker.locations as L;assert L._catalogue.cache_info().currsize == 0"
+    code = (
+        "import tracker.locations as L, tracker.intensity, tracker.equivalents\n"
+        "assert L._catalogue.cache_info().currsize == 0"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=DATA.parent.parent)
 
 
