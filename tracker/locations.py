@@ -98,13 +98,12 @@ def format_locations(locations: Sequence[Location]) -> str:
         )
         for loc in locations
     ]
-    caps = (24, 34, 7, 4, 36, 28)
+    caps = (24, 28, 7, 4, 33, 22)
     widths = [min(cap, max(len(r[i]) for r in [header, *rows])) for i, cap in enumerate(caps)]
     lines = [_format_row(header, widths)] + [_format_row(r, widths) for r in rows]
-    lines.append(
-        f"{len(locations)} location(s), g CO2e per kWh. Ember's state values are a different "
-        "dataset from its country values: do not compare them directly."
-    )
+    lines.append(f"{len(locations)} location(s), g CO2e per kWh.")
+    if any("state dataset" in loc.basis for loc in locations):
+        lines.append("Ember's state values are a different dataset from its country values.")
     if len(locations) == 1:
         lines += _details(locations[0])
     return "\n".join(lines)
