@@ -321,10 +321,19 @@ def test_format_locations_lists_each_location_with_its_columns_in_a_readable_wid
     text = format_locations(search())
     lines = text.splitlines()
     assert lines[0].split() == ["CODE", "NAME", "G/KWH", "YEAR", "BASIS", "SOURCE"]
-    assert len(lines) == 1 + 433 + 1
+    assert len(lines) == 1 + 433 + 2
+    assert lines[-2:] == [
+        "433 location(s), g CO2e per kWh.",
+        "Ember's state values are a different dataset from its country values.",
+    ]
     assert max(len(line) for line in lines) <= 130
     de = next(line for line in lines if line.startswith("DE "))
     assert "344.1" in de and "2024" in de and "lifecycle" in de and "Ember" in de
+
+
+def test_format_without_states_leaves_out_the_state_caveat() -> None:
+    lines = format_locations([resolve("FR"), resolve("gcp:europe-west9")]).splitlines()
+    assert lines[-1] == "2 location(s), g CO2e per kWh."
 
 
 def test_format_single_location_adds_full_basis_source_pue_and_alternatives() -> None:
