@@ -339,6 +339,9 @@ def test_slow_provider_never_blocks_the_constructor_or_the_caller(api: FakeGridA
         answered_s = time.perf_counter() - began
         assert constructed_s < 0.1 and answered_s < 0.05
         assert value == 344.14
+        for second in range(1, 50):
+            assert source.mean_g_per_kwh(T0 + second, T0 + second + 1) == 344.14
+        assert source.series_used() == [(T0, 344.14)]
         [pending] = source.drain_warnings()
         assert "no data yet" in pending
         assert source.wait_ready(3.0)  # the fetch times out after 0.3 s, on its own thread

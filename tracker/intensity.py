@@ -211,7 +211,10 @@ class _LiveSource(IntensitySource):
         if steps is None:
             if not self._ready.is_set():
                 self._warn("pending", f"{self.provenance.label}: no data yet; {self._fallback()}")
-            self._record([(float(start_unix_s), self.fallback.g_per_kwh)])
+            with self._lock:
+                last = next(reversed(self._used.values()), None)
+            if last != self.fallback.g_per_kwh:  # one point per stretch on the fallback
+                self._record([(float(start_unix_s), self.fallback.g_per_kwh)])
             return self.fallback.g_per_kwh
         mean, first, last = steps.mean(start_unix_s, end_unix_s)
         self._record(steps.points(first, last))
