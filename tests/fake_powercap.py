@@ -73,8 +73,14 @@ class FakeZone:
         self.set_energy_uj((self.energy_uj + step_uj) % (self.max_energy_range_uj + 1))
 
     def write_energy_text(self, text: str) -> None:
-        """Put arbitrary text in ``energy_uj`` (to test what a reader does with garbage)."""
-        self.energy_path.write_text(text)
+        """Put arbitrary text in ``energy_uj`` (to test what a reader does with garbage).
+
+        Written to a sibling file and renamed into place: a sysfs read never sees half a value,
+        and a sampler thread reading while a test advances the counter must not either.
+        """
+        staging = self.energy_path.with_name(".energy_uj.tmp")
+        staging.write_text(text)
+        os.replace(staging, self.energy_path)
 
     def make_unreadable(self) -> None:
         """Make ``energy_uj`` unreadable as Linux 5.10+ does for non-root users.

@@ -1,0 +1,54 @@
+"""Finds the meters of this machine: for each component, the first source that works wins.
+
+GPUs come from NVML. CPU packages and DRAM come from RAPL (powercap files, or pyRAPL when chosen);
+where RAPL cannot be read, the labelled estimates take over, and the reason RAPL failed is kept
+among the ``missing`` entries so the user learns the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from backends.base import COMPONENTS, Component, Found
+from backends.cpu_estimate import find_cpu_estimate
+from backends.memory import find_memory_estimate
+from backends.nvml import find_gpus
+from backends.pyrapl import find_pyrapl
+from backends.rapl import find_rapl
+
+RaplReader = Literal["powercap", "pyrapl"]
+RAPL_READERS: tuple[RaplReader, ...] = ("powercap", "pyrapl")
+
+
+def discover(
+    components: Sequence[Component] = COMPONENTS,
+    *,
+    gpus: Sequence[int | str] | None = None,
+    rapl_reader: RaplReader = "powercap",
+    powercap_root: str | os.PathLike[str] | None = None,
+    cpu_tdp_w: float | None = None,
+    cpu_utilisation: float | None = None,
+) -> Found:
+    """Meters for the requested components, and what could not be measured with its fix."""
+    found = Found()
+    if "gpu" in components:
+        found.extend(find_gpus(gpus))
+    if "cpu" not in components and "dram" not in components:
+        return found
+    rapl = find_pyrapl() if rapl_reader == "pyrapl" else find_rapl(powercap_root)
+    fallbacks: dict[Component, Callable[[], Found]] = {
+        "cpu": lambda: find_cpu_estimate(cpu_tdp_w, cpu_utilisation),
+        "dram": find_memory_estimate,
+    }
+    for component, fallback in fallbacks.items():
+        if component not in components:
+            continue
+        found.missing.extend(m for m in rapl.missing if m.component == component)
+        measured = [m for m in rapl.meters if m.info.component == component]
+        if measured:
+            found.meters.extend(measured)
+        else:
+            found.extend(fallback())
+    return found

@@ -1,0 +1,76 @@
+"""Time spent on the training thread by epoch hooks, and the sampler's CPU share.
+
+With 8 simulated GPUs whose counter read costs 4 ms (as NVML's does on an H100), prints the median
+and worst time of ``epoch_start()`` and ``epoch_end()`` (goal: median under 0.5 ms) and the CPU
+seconds the tracker uses per wall second while the training thread sleeps (goal: under 0.2% of one
+core at the default interval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import statistics
+import tempfile
+import time
+
+from benchmarks.simulated import SlowCounterGPU
+from tracker import Tracker
+
+
+def hook_times(gpus: int, epochs: int, epoch_s: float) -> dict[str, list[float]]:
+    """Wall time of each epoch_start/epoch_end call, in seconds."""
+    times: dict[str, list[float]] = {"epoch_start": [], "epoch_end": []}
+    meters = [SlowCounterGPU(i) for i in range(gpus)]
+    with (
+        tempfile.TemporaryDirectory() as log_dir,
+        Tracker("bench", log_dir, meters=meters, verbose=0, intensity=400.0) as tracker,
+    ):
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            tracker.epoch_start()
+            times["epoch_start"].append(time.perf_counter() - t0)
+            time.sleep(epoch_s)
+            t0 = time.perf_counter()
+            tracker.epoch_end()
+            times["epoch_end"].append(time.perf_counter() - t0)
+    return times
+
+
+def sampler_cpu_share(gpus: int, seconds: float, interval: float) -> float:
+    """CPU seconds per wall second used by the process while only the sampler works."""
+    meters = [SlowCounterGPU(i) for i in range(gpus)]
+    with (
+        tempfile.TemporaryDirectory() as log_dir,
+        Tracker("bench", log_dir, meters=meters, verbose=0, intensity=400.0, interval=interval),
+    ):
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        time.sleep(seconds)
+        return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epoch-s", type=float, default=0.02)
+    parser.add_argument("--cpu-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    print(f"{args.gpus} simulated GPUs, counter read 4 ms each, {args.epochs} epochs")
+    for hook, values in hook_times(args.gpus, args.epochs, args.epoch_s).items():
+        ms = sorted(v * 1e3 for v in values)
+        print(
+            f"  {hook:<12} median {statistics.median(ms):.3f} ms  "
+            f"p99 {ms[int(len(ms) * 0.99) - 1]:.3f} ms  max {ms[-1]:.3f} ms  (goal: median<0.5 ms)"
+        )
+    default_s = inspect.signature(Tracker).parameters["interval"].default
+    for label, interval in (("default interval", default_s), ("interval 0.1 s", 0.1)):
+        share = sampler_cpu_share(args.gpus, args.cpu_seconds, interval)
+        print(
+            f"  sampler CPU, {label:<16}: {share * 100:.3f}% of one core (goal at default < 0.2%)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Hermetic defaults for every test: no host powercap, no host GPUs, no location from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Point RAPL at an empty tree and clear variables that would leak the host into a test."""
+    monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    for name in ("WATTPRINT_LOCATION", "CUDA_VISIBLE_DEVICES", "RANK", "ELECTRICITYMAPS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)

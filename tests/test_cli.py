@@ -1,0 +1,110 @@
+"""The command line and process death, in real subprocesses over a simulated powercap tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_powercap import build_powercap
+from tracker import load_run
+
+
+def wattprint(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tracker.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user on a machine with a two-socket RAPL tree and no NVIDIA driver."""
+    root = tmp_path / "powercap"
+    build_powercap(root, sockets=2)
+    return os.environ | {"WATTPRINT_POWERCAP_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+
+
+def test_devices_lists_meters_and_what_is_missing_with_the_fix(env: dict[str, str]) -> None:
+    result = wattprint("devices", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "cpu0" in result.stdout and "rapl" in result.stdout and "dram1" in result.stdout
+    assert "NVML not found" in result.stdout and "fix:" in result.stdout
+    machine = json.loads(wattprint("devices", "--json", env=env).stdout)
+    assert {m["device"] for m in machine["meters"]} == {"cpu0", "cpu1", "dram0", "dram1"}
+
+
+def test_run_measures_the_command_as_one_epoch_and_passes_its_exit_code(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    logs = tmp_path / "runs"
+    result = wattprint(
+        "run", "--project", "cmd", "--log-dir", str(logs), "--location", "SE", "--",
+        sys.executable, "-c", "import time, sys; time.sleep(0.3); sys.exit(3)",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "wattprint epoch 1" in result.stderr and "gCO2e" in result.stderr
+    (run_dir,) = (logs / "cmd").iterdir()
+    epochs = load_run(run_dir)
+    assert len(epochs) == 1 and epochs["duration_s"].iloc[0] >= 0.3
+    assert epochs["methods"].iloc[0] == "gpu=none;cpu=rapl;dram=rapl"
+
+
+def test_cli_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None:
+    result = wattprint("run", "--pue", "0.5", "--", "true", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("wattprint: error: pue must be >= 1.0")
+    assert "Traceback" not in result.stderr
+    missing = wattprint("run", env=env)
+    assert missing.returncode == 2 and "needs a command" in missing.stderr
+
+
+TRAINING = textwrap.dedent(
+    """
+    import sys, time
+    from tracker import Tracker
+    with Tracker("crash", sys.argv[1], intensity=300.0, interval=0.05, verbose=0) as t:
+        for epoch in range(1000):
+            with t.epoch():
+                time.sleep(0.05)
+            print(f"done {epoch + 1}", flush=True)
+    """
+)
+
+
+def test_kill_9_mid_run_leaves_every_completed_epoch_parseable(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    logs = tmp_path / "runs"
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAINING, str(logs)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    completed = 0
+    deadline = time.monotonic() + 60
+    while completed < 4 and time.monotonic() < deadline:
+        completed = int(child.stdout.readline().split()[1])
+    time.sleep(0.02)  # into the next epoch
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (run_dir,) = (logs / "crash").iterdir()
+    epochs = load_run(run_dir)
+    assert len(epochs) >= completed
+    assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
+    assert epochs["cpu_energy_j"].notna().all()
+    devices = load_run(run_dir, devices=True)
+    assert set(devices["epoch"]) == set(epochs["epoch"])
+    json.loads((run_dir / "run.json").read_text())  # whole, never half-written

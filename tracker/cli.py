@@ -1,0 +1,163 @@
+"""The ``wattprint`` command: devices, run, locations, estimate.
+
+User errors (a bad argument, an unknown location) print one ``wattprint: error:`` line and exit 2;
+a traceback means a bug in wattprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from backends.discover import RAPL_READERS, discover
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wattprint`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"wattprint: error: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wattprint",
+        description="Measure and estimate the energy and carbon of machine-learning runs.",
+    )
+    sub = parser.add_subparsers(title="commands")
+
+    devices = sub.add_parser("devices", help="what can be measured here, how, and what is missing")
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
+    devices.add_argument("--rapl-reader", choices=RAPL_READERS, default="powercap")
+    devices.set_defaults(handler=_devices)
+
+    run = sub.add_parser(
+        "run",
+        help="run a command under the tracker, as one epoch",
+        usage="wattprint run [options] -- CMD [ARGS...]",
+    )
+    run.add_argument("--project", default="default")
+    run.add_argument("--log-dir", default="wattprint-runs")
+    run.add_argument("--location", help="country, US-CA style state or aws:/gcp:/azure: region")
+    run.add_argument("--intensity", help="constant gCO2e/kWh or a time-series CSV")
+    run.add_argument("--pue", type=float, help="power usage effectiveness (>= 1.0)")
+    run.add_argument("--interval", type=float, default=0.5, help="sampler period in seconds")
+    run.add_argument("--gpus", help="comma-separated GPU indices or UUIDs")
+    run.add_argument("--quiet", action="store_true", help="no per-epoch and summary lines")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    run.set_defaults(handler=_run)
+
+    locations = sub.add_parser("locations", help="list or search the bundled grid intensities")
+    locations.add_argument("query", nargs="?", help="code, name or part of one")
+    locations.set_defaults(handler=_locations)
+
+    from tracker.estimate import add_estimate_subcommand
+
+    add_estimate_subcommand(sub)
+    return parser
+
+
+def _devices(args: argparse.Namespace) -> int:
+    found = discover(rapl_reader=args.rapl_reader)
+    if args.json:
+        document = {
+            "meters": [dataclasses.asdict(m.info) for m in found.meters],
+            "missing": [dataclasses.asdict(m) for m in found.missing],
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    print("Measured:")
+    for meter in found.meters:
+        info = meter.info
+        detail = f" - {info.detail}" if info.detail else ""
+        print(f"  {info.device:<8} {info.component:<5} {info.method:<9} {info.model}{detail}")
+    if not found.meters:
+        print("  nothing")
+    if found.missing:
+        print("Not measured:")
+        for missing in found.missing:
+            print(f"  {missing.device:<8} {missing.reason}")
+            if missing.fix:
+                print(f"           fix: {missing.fix}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tracker.tracker import Tracker
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ValueError(
+            "wattprint run needs a command after --, e.g. wattprint run -- python train.py"
+        )
+    intensity: float | str | None = args.intensity
+    if isinstance(intensity, str) and _is_number(intensity):
+        intensity = float(intensity)
+    gpus = [int(g) if g.isdigit() else g for g in args.gpus.split(",")] if args.gpus else None
+    tracker = Tracker(
+        project=args.project,
+        log_dir=args.log_dir,
+        location=args.location,
+        intensity=intensity,
+        pue=args.pue,
+        interval=args.interval,
+        gpus=gpus,
+        verbose=0 if args.quiet else 1,
+    )
+    with tracker:
+        tracker.epoch_start()
+        try:
+            child = subprocess.Popen(command)
+        except OSError as error:
+            raise ValueError(f"cannot start {command[0]!r}: {error}") from error
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            child.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            code = child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        tracker.epoch_end()
+    return code if code >= 0 else 128 - code
+
+
+def _locations(args: argparse.Namespace) -> int:
+    from tracker.locations import format_locations, search
+
+    found = search(args.query)
+    if not found:
+        raise ValueError(
+            f"no location matches {args.query!r}; `wattprint locations` lists them all"
+        )
+    print(format_locations(found))
+    return 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The contents of ``run.json``: what ran where, how it was measured, totals and warnings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from backends.base import Meter, Missing
+from tracker import __version__
+from tracker.carbon import Carbon
+from tracker.locations import Location
+from tracker.logs import utc_label
+from tracker.records import RunSummary
+
+
+def run_document(
+    *,
+    status: str,
+    started_unix: float,
+    stopped_unix: float | None,
+    host: str,
+    rank: int,
+    interval_s: float,
+    meters: Sequence[Meter],
+    missing: Sequence[Missing],
+    carbon: Carbon,
+    location: Location | None,
+    summary: RunSummary,
+    whole_run_j: dict[str, float] | None,
+) -> dict[str, Any]:
+    """A JSON-ready description of the run as it stands."""
+    provenance = carbon.source.provenance
+    totals = {k: _finite(v) for k, v in dataclasses.asdict(summary).items()}
+    return {
+        "wattprint_version": __version__,
+        "run_id": summary.run_id,
+        "status": status,
+        "started_utc": utc_label(started_unix),
+        "stopped_utc": utc_label(stopped_unix) if stopped_unix is not None else None,
+        "host": host,
+        "rank": rank,
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "interval_s": interval_s,
+        "pue": carbon.pue,
+        "hardware": [dataclasses.asdict(m.info) | {"fast": m.fast} for m in meters],
+        "missing": [dataclasses.asdict(m) for m in missing],
+        "location": dataclasses.asdict(location) if location is not None else None,
+        "intensity": {
+            "label": provenance.label,
+            "source": provenance.source,
+            "year": provenance.year,
+            "basis": provenance.basis,
+            "series_used": [[utc_label(t), g] for t, g in carbon.source.series_used()],
+        },
+        "totals": totals,
+        "whole_run_energy_j": whole_run_j,
+        "prediction": None,
+        "warnings": list(summary.warnings),
+    }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,328 @@
+"""Background sampling of meters into a cumulative energy and emissions figure per meter.
+
+One daemon thread polls every meter each ``interval_s``. A counter meter contributes the
+wrap-corrected difference of its counter; a power meter the trapezoid integral of its readings.
+Each interval's energy is priced at once by the carbon function, so emissions follow
+power x intensity over time.
+
+Epoch boundaries are cut on the caller's thread by ``snapshot()`` without waiting on slow reads:
+fast meters (RAPL files, NVML power) are read there and then; a slow counter (the NVML energy
+counter, ~4 ms a read) is completed from its last sampler read plus the trapezoid of its cheap power
+hint over the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add
+up exactly to the run's total. State per meter is a handful of numbers: memory does not grow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from backends.base import Meter, Reading
+from tracker.notices import Notices
+
+# gCO2e for `energy_j` joules spent between two monotonic times (PUE included).
+CarbonFn = Callable[[float, float, float], float]
+# (monotonic time, device, average power since the previous point)
+TimelinePoint = tuple[float, str, float]
+
+_TIMELINE_FLUSH_ROWS = 512
+_MIN_RATE_SPAN_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSnapshot:
+    """A meter's cumulative figures at a boundary, and its highest power since the previous one."""
+
+    energy_j: float
+    co2_g: float
+    peak_w: float | None
+    failed_at_s: float | None
+
+
+class Sampler:
+    """Polls meters on a daemon thread and cuts exact epoch boundaries on the caller's thread."""
+
+    def __init__(
+        self,
+        meters: Sequence[Meter],
+        carbon: CarbonFn,
+        notices: Notices,
+        interval_s: float,
+        timeline_period_s: float,
+        on_timeline: Callable[[list[TimelinePoint]], None],
+    ) -> None:
+        self._states = [_MeterState(m) for m in meters]
+        self._carbon = carbon
+        self._notices = notices
+        self._interval_s = interval_s
+        self._timeline_period_s = timeline_period_s
+        self._on_timeline = on_timeline
+        self._timeline: list[TimelinePoint] = []
+        self._jobs: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def meters(self) -> list[Meter]:
+        """The meters sampled, in discovery order."""
+        return [s.meter for s in self._states]
+
+    def start(self) -> None:
+        """Take the first reading of every meter and start the sampling thread."""
+        self.poll()
+        self._thread = threading.Thread(target=self._run, name="wattprint-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, run what is queued, hand over the timeline and close the meters."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._run_jobs()
+        self._flush_timeline()
+        for state in self._states:
+            try:
+                state.meter.close()
+            except Exception as error:  # a driver failing at shutdown loses nothing measured
+                device = state.meter.info.device
+                self._notices.warn(f"close:{device}", f"closing {device} failed: {error}")
+
+    def call_soon(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the sampler thread at once (off the training thread)."""
+        with self._lock:
+            self._jobs.append(job)
+        if self._thread is None or not self._thread.is_alive():
+            self._run_jobs()
+        else:
+            self._wake.set()
+
+    def poll(self) -> None:
+        """Read every working meter once and fold the readings into the cumulative figures."""
+        for state in self._states:
+            if state.failed_at_s is not None:
+                continue
+            if state.meter.fast:
+                with self._lock:
+                    self._read_and_apply(state)
+            else:
+                reading, hint = self._read_slow(state)
+                if reading is not None:
+                    with self._lock:
+                        self._apply(state, reading, hint)
+        if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
+            self._flush_timeline()
+
+    def snapshot(self) -> tuple[float, dict[str, MeterSnapshot]]:
+        """Cut a boundary now: each meter's cumulative energy and CO2 at one monotonic instant.
+
+        Runs on the caller's thread and never waits on a slow read: fast meters are read here and
+        their reading is the boundary; slow ones are completed to ``boundary_s`` from their last
+        read. Resets the per-meter peaks.
+        """
+        hints = {
+            id(s): _safe_hint(s.meter)
+            for s in self._states
+            if not s.meter.fast and s.failed_at_s is None
+        }
+        boundary_s = time.monotonic()
+        result: dict[str, MeterSnapshot] = {}
+        with self._lock:
+            for state in self._states:
+                if state.meter.fast and state.failed_at_s is None:
+                    self._read_and_apply(state)
+                result[state.meter.info.device] = self._cut(state, boundary_s, hints.get(id(state)))
+        return boundary_s, result
+
+    def drain_timeline(self) -> None:
+        """Hand the buffered timeline to ``on_timeline`` (on the sampler thread)."""
+        self.call_soon(self._flush_timeline)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_s = time.monotonic() + self._interval_s
+        while not self._stopping.is_set():
+            woken = self._wake.wait(max(0.0, next_s - time.monotonic()))
+            if self._stopping.is_set():
+                break
+            if woken:
+                self._wake.clear()
+                self._run_jobs()
+            now = time.monotonic()
+            if now >= next_s:
+                self.poll()
+                # Skip ticks missed while starved rather than firing them in a burst.
+                next_s += self._interval_s * max(1, int((now - next_s) / self._interval_s) + 1)
+
+    def _run_jobs(self) -> None:
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            try:
+                job()
+            except Exception as error:  # a failed log write must never end sampling
+                self._notices.warn(
+                    f"job:{type(error).__name__}", f"wattprint background task failed: {error!r}"
+                )
+
+    def _flush_timeline(self) -> None:
+        with self._lock:
+            points, self._timeline = self._timeline, []
+        if points:
+            self._on_timeline(points)
+
+    def _read_slow(self, state: _MeterState) -> tuple[Reading | None, float | None]:
+        try:
+            reading = state.meter.read()
+        except Exception as error:
+            with self._lock:
+                self._fail(state, error)
+            return None, None
+        return reading, _safe_hint(state.meter)
+
+    def _read_and_apply(self, state: _MeterState) -> None:
+        try:
+            reading = state.meter.read()
+        except Exception as error:
+            self._fail(state, error)
+            return
+        self._apply(state, reading, None)
+
+    def _fail(self, state: _MeterState, error: Exception) -> None:
+        info = state.meter.info
+        state.failed_at_s = time.monotonic()
+        self._notices.warn(
+            f"meter:{info.device}",
+            f"{info.device} ({info.model}, {info.method}) stopped working and is no longer "
+            f"measured: {error}",
+        )
+
+    def _apply(self, state: _MeterState, reading: Reading, hint_w: float | None) -> None:
+        t_s = reading.t_s
+        if state.t_s is None:
+            state.t_s = t_s
+            state.raw_j = reading.energy_j
+            state.power_w = reading.power_w if reading.power_w is not None else hint_w
+            state.timeline_t_s, state.timeline_j = t_s, 0.0
+            return
+        dt = t_s - state.t_s
+        if dt <= 0:
+            return
+        if reading.energy_j is not None:
+            delta_j = self._counter_delta(state, reading.energy_j, dt)
+            state.raw_j = reading.energy_j
+            # Back-to-back boundary reads span microseconds: too short to say anything of power.
+            if dt < _MIN_RATE_SPAN_S and state.power_w is not None:
+                rate_w = state.power_w
+            else:
+                rate_w = delta_j / dt
+            now_w = hint_w if hint_w is not None else rate_w
+            peak_w = rate_w
+        else:
+            now_w = reading.power_w if reading.power_w is not None else 0.0
+            previous_w = state.power_w if state.power_w is not None else now_w
+            delta_j = (previous_w + now_w) / 2 * dt
+            peak_w = now_w
+        state.energy_j += delta_j
+        state.co2_g += self._carbon(delta_j, state.t_s, t_s)
+        state.peak_w = peak_w if state.peak_w is None else max(state.peak_w, peak_w)
+        state.t_s, state.power_w = t_s, now_w
+        if t_s - state.timeline_t_s >= self._timeline_period_s:
+            average_w = (state.energy_j - state.timeline_j) / (t_s - state.timeline_t_s)
+            self._timeline.append((t_s, state.meter.info.device, average_w))
+            state.timeline_t_s, state.timeline_j = t_s, state.energy_j
+
+    def _counter_delta(self, state: _MeterState, raw_j: float, dt: float) -> float:
+        """Energy between two counter reads, unwrapping RAPL-style counters and catching resets."""
+        assert state.raw_j is not None
+        delta_j = raw_j - state.raw_j
+        wrap_j = state.meter.wrap_j
+        device = state.meter.info.device
+        expected_j = state.power_w * dt if state.power_w is not None else None
+        if wrap_j:
+            if delta_j < 0:
+                delta_j += wrap_j
+            if expected_j is not None:
+                extra = round((expected_j - delta_j) / wrap_j)
+                if extra >= 1:
+                    delta_j += extra * wrap_j
+                    self._notices.warn(
+                        f"multiwrap:{device}",
+                        f"{device}: the counter wrapped {extra + 1} times between two reads "
+                        f"{dt:.1f} s apart (sampler starved?); the extra wraps were inferred from "
+                        "the preceding power and may be inexact",
+                    )
+        elif delta_j < 0:
+            delta_j = expected_j if expected_j is not None else 0.0
+            self._notices.warn(
+                f"reset:{device}",
+                f"{device}: the energy counter went backwards (driver reload?); the {dt:.1f} s "
+                "around it were estimated from the preceding power",
+            )
+        return delta_j
+
+    def _cut(self, state: _MeterState, boundary_s: float, hint_w: float | None) -> MeterSnapshot:
+        energy_j, co2_g = state.energy_j, state.co2_g
+        slow = not state.meter.fast
+        if (
+            slow
+            and state.t_s is not None
+            and state.power_w is not None
+            and state.failed_at_s is None
+        ):
+            gap_s = boundary_s - state.t_s
+            end_w = hint_w if hint_w is not None else state.power_w
+            if gap_s > 0:  # slow meter: complete the gap since its last read
+                tail_j = (state.power_w + end_w) / 2 * gap_s
+                energy_j += tail_j
+                co2_g += self._carbon(tail_j, state.t_s, boundary_s)
+                peak = max(state.peak_w or 0.0, end_w)
+                state.peak_w = peak
+            elif gap_s < 0:  # read a moment after the boundary: take back that moment
+                back_j = state.power_w * -gap_s
+                energy_j -= back_j
+                co2_g -= self._carbon(back_j, boundary_s, state.t_s)
+        snap = MeterSnapshot(energy_j, co2_g, state.peak_w, state.failed_at_s)
+        state.peak_w = None
+        return snap
+
+
+class _MeterState:
+    """The bounded per-meter state: last read, cumulative figures, peak, timeline anchor."""
+
+    __slots__ = (
+        "co2_g",
+        "energy_j",
+        "failed_at_s",
+        "meter",
+        "peak_w",
+        "power_w",
+        "raw_j",
+        "t_s",
+        "timeline_j",
+        "timeline_t_s",
+    )
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.t_s: float | None = None
+        self.raw_j: float | None = None
+        self.power_w: float | None = None
+        self.energy_j = 0.0
+        self.co2_g = 0.0
+        self.peak_w: float | None = None
+        self.failed_at_s: float | None = None
+        self.timeline_t_s = 0.0
+        self.timeline_j = 0.0
+
+
+def _safe_hint(meter: Meter) -> float | None:
+    try:
+        return meter.power_hint_w()
+    except Exception:  # a hint is optional; the counter read reports real failures
+        return None
