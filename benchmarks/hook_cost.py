@@ -24,7 +24,9 @@ def hook_times(gpus: int, epochs: int, epoch_s: float) -> dict[str, list[float]]
     meters = [SlowCounterGPU(i) for i in range(gpus)]
     with (
         tempfile.TemporaryDirectory() as log_dir,
-        Tracker("bench", log_dir, meters=meters, verbose=0, intensity=400.0) as tracker,
+        Tracker(
+            "bench", log_dir, meters=meters, components=["gpu"], verbose=0, intensity=400.0
+        ) as tracker,
     ):
         for _ in range(epochs):
             t0 = time.perf_counter()
@@ -42,7 +44,15 @@ def sampler_cpu_share(gpus: int, seconds: float, interval: float) -> float:
     meters = [SlowCounterGPU(i) for i in range(gpus)]
     with (
         tempfile.TemporaryDirectory() as log_dir,
-        Tracker("bench", log_dir, meters=meters, verbose=0, intensity=400.0, interval=interval),
+        Tracker(
+            "bench",
+            log_dir,
+            meters=meters,
+            components=["gpu"],
+            verbose=0,
+            intensity=400.0,
+            interval=interval,
+        ),
     ):
         cpu0, wall0 = time.process_time(), time.monotonic()
         time.sleep(seconds)

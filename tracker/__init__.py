@@ -12,6 +12,7 @@ __all__ = [
     "RunSummary",
     "Tracker",
     "__version__",
+    "estimate",
     "load_run",
     "track",
 ]

@@ -140,13 +140,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _locations(args: argparse.Namespace) -> int:
-    from tracker.locations import format_locations, search
+    from tracker.locations import format_locations, resolve, search
 
     found = search(args.query)
     if not found:
-        raise ValueError(
-            f"no location matches {args.query!r}; `wattprint locations` lists them all"
-        )
+        resolve(args.query)  # raises, naming the closest matches
+        found = search(args.query)
     print(format_locations(found))
     return 0
 

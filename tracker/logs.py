@@ -8,13 +8,14 @@ warns once, and is retried at the next write.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tracker.notices import Notices
 from tracker.records import EpochRecord
@@ -88,6 +89,7 @@ class LogWriter:
         self.run_dir = run_dir
         self._notices = notices
         self._pending: dict[str, list[str]] = {}
+        self._handles: dict[str, TextIO] = {}
         run_dir.mkdir(parents=True, exist_ok=True)
         for name, columns in (
             ("epochs.csv", EPOCH_COLUMNS),
@@ -167,18 +169,34 @@ class LogWriter:
         except (OSError, ValueError) as error:
             self._notices.warn("write:run.json", f"could not write {path}: {error}")
 
+    def close(self) -> None:
+        """Close the CSV files (rows still pending stay in memory)."""
+        for handle in self._handles.values():
+            with contextlib.suppress(OSError):
+                handle.close()
+        self._handles.clear()
+
     def _append(self, name: str, lines: Sequence[str]) -> None:
         pending = self._pending.setdefault(name, [])
         pending.extend(lines)
         try:
-            with open(self.run_dir / name, "a", encoding="utf-8", newline="") as handle:
-                handle.write("".join(pending))
+            handle = self._handles.get(name)
+            if handle is None:
+                handle = self._handles[name] = open(  # noqa: SIM115 - kept open for the run
+                    self.run_dir / name, "a", encoding="utf-8", newline=""
+                )
+            handle.write("".join(pending))
+            handle.flush()
         except OSError as error:
             self._notices.warn(
                 f"write:{name}",
                 f"could not write {self.run_dir / name} ({error}); keeping rows in memory and "
                 "retrying at the next epoch",
             )
+            broken = self._handles.pop(name, None)
+            if broken is not None:
+                with contextlib.suppress(OSError):
+                    broken.close()
             return
         pending.clear()
 
@@ -188,13 +206,16 @@ def _csv_line(values: Iterable[object]) -> str:
 
 
 def _csv_field(value: object) -> str:
+    if value.__class__ is float:
+        return "" if value != value else format(value, ".10g")  # NaN is not equal to itself
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else format(value, ".10g")
     text = str(value)
-    if any(c in text for c in ',"\n\r'):
+    if _NEEDS_QUOTES.search(text):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')

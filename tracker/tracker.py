@@ -170,6 +170,7 @@ class Tracker:
             self._notices.warn(f"intensity:{message}", message)
         assert self._writer is not None
         self._writer.write_run_json(self._run_document(session=(end_s, end_snapshot)))
+        self._writer.close()
         summary = self._summary()
         if self.verbose:
             say(summary_line(summary))
@@ -251,7 +252,6 @@ class Tracker:
         self._epochs.append(record)
         assert self._writer is not None
         self._writer.write_epoch(record, self._provenance())
-        self._sampler.call_soon(lambda: self._writer.write_run_json(self._run_document()))  # type: ignore[union-attr]
         if self.verbose:
             say(epoch_line(record))
         for callback in self._callbacks:
@@ -260,7 +260,12 @@ class Tracker:
             except Exception as error:
                 name = getattr(callback, "__qualname__", repr(callback))
                 self._notices.warn(f"callback:{name}", f"epoch callback {name} failed: {error!r}")
+        self._sampler.call_soon(self._write_run_json)  # last: waking the thread costs GIL time
         return record
+
+    def _write_run_json(self) -> None:
+        if self._writer is not None:
+            self._writer.write_run_json(self._run_document())
 
     def _build_record(
         self,
