@@ -13,8 +13,6 @@ from tests.fake_grid_api import FakeGridApi
 from tracker.intensity import (
     MAX_SERIES_POINTS,
     Constant,
-    ElectricityMaps,
-    GBCarbonIntensity,
     IntensitySource,
     Provenance,
     StaticLocation,
@@ -22,6 +20,7 @@ from tracker.intensity import (
     resolve_intensity,
 )
 from tracker.locations import resolve
+from tracker.providers import ElectricityMaps, GBCarbonIntensity
 
 TOKEN = "em-secret-token-0123456789"
 T0 = 1_740_830_400.0  # 2025-03-01T12:00:00Z, the time the fake API reports
