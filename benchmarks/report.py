@@ -35,9 +35,11 @@ class Row:
         return self.values.get("wattprint")
 
     def ratio(self, peer: str) -> float | None:
-        """wattprint / peer, where both figures exist and the peer's is not zero."""
+        """wattprint / peer, where both figures exist and are positive (zero for ours)."""
         ours, theirs = self.ours, self.values.get(peer)
-        if ours is None or theirs is None or theirs == 0 or not math.isfinite(theirs):
+        if ours is None or theirs is None or ours < 0 or not theirs > 0:
+            return None
+        if not math.isfinite(theirs):
             return None
         return ours / theirs
 

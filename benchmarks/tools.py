@@ -10,7 +10,6 @@ Peers are imported only inside these functions: the suite runs without any of th
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import itertools
 import tempfile
@@ -64,6 +63,8 @@ class Tool:
 
     def version(self) -> str:
         """The installed distribution's version, or ``-``."""
+        import importlib.metadata  # not at import time: start-up is timed after this module loads
+
         try:
             return importlib.metadata.version(self.distribution)
         except importlib.metadata.PackageNotFoundError:
