@@ -1,0 +1,263 @@
+"""Predict a whole run's duration, energy and gCO2e from its first epochs, and check it at the end.
+
+The prediction is the mean of the completed epochs times the run's epochs, as carbontracker
+predicts (``carbontracker/predictor.py``: ``total_epochs x mean``). Its range is the run as it
+stands plus the remaining epochs all as cheap as the cheapest epoch seen so far (low) or all as
+costly as the costliest (high). That range assumes nothing about how epochs are distributed: a
+t-interval would need two or more epochs, and assumes independent, normally spread epochs, while
+real epochs drift in one direction (warm-up, caches, learning-rate schedules), which is exactly
+when a min/max bound stays honest. After one epoch there is no spread, so low = high = value.
+
+Energy keys keep their house meaning: ``energy_j`` is IT energy (before PUE), ``energy_kwh`` is
+facility energy (after PUE), as in ``EpochRecord``. Emissions extrapolate the intensity the
+epochs so far were priced at. Partial epochs (closed by an exception) are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracker.records import EpochRecord
+
+J_PER_KWH = 3.6e6
+METHOD = (
+    "mean of the completed epochs x epochs; range: remaining epochs all like the cheapest / "
+    "the costliest epoch so far"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The whole run's predicted duration, energy and emissions, each with a low-high range."""
+
+    epochs: int
+    based_on_epochs: int
+    duration_s: float
+    duration_low_s: float
+    duration_high_s: float
+    energy_j: float
+    energy_low_j: float
+    energy_high_j: float
+    energy_kwh: float
+    energy_low_kwh: float
+    energy_high_kwh: float
+    co2_g: float
+    co2_low_g: float
+    co2_high_g: float
+    method: str = METHOD
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionCheck:
+    """The run's actual figures against its prediction.
+
+    ``*_error`` is the relative difference actual/predicted - 1 (+0.05: 5% above the prediction),
+    taken per epoch when the run did not run exactly the predicted epochs, and None where the
+    prediction was 0. ``energy_in_range`` says whether the actual IT energy fell within the
+    predicted range; it is None unless the run completed exactly the predicted epochs and the
+    prediction had a range (two or more epochs).
+    """
+
+    epochs_predicted: int
+    epochs_run: int
+    duration_s: float
+    energy_j: float
+    co2_g: float
+    duration_error: float | None
+    energy_error: float | None
+    co2_error: float | None
+    energy_in_range: bool | None
+
+
+def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
+    """Extrapolate the completed (non-partial) ``records`` to a run of ``epochs`` epochs.
+
+    Raises ``ValueError`` when there is no completed epoch or ``epochs`` is not an int >= 1.
+    """
+    total = _epochs_argument("epochs", epochs, minimum=1)
+    done = [r for r in records if not r.partial]
+    if not done:
+        raise ValueError("predict needs at least one completed epoch")
+    remaining = max(total - len(done), 0)
+
+    def extrapolate(values: list[float]) -> tuple[float, float, float]:
+        known = [v for v in values if math.isfinite(v)]  # NaN: an epoch's intensity was lost
+        if not known:
+            return (math.nan, math.nan, math.nan)
+        mean = sum(known) / len(known)
+        spent = mean * len(values)  # the sum itself when every epoch is known
+        value = mean * total
+        low, high = spent + remaining * min(known), spent + remaining * max(known)
+        return (value, min(low, value), max(high, value))
+
+    duration = extrapolate([r.duration_s for r in done])
+    energy = extrapolate([r.energy_j for r in done])
+    facility = extrapolate([r.energy_kwh for r in done])
+    co2 = extrapolate([r.co2_g for r in done])
+    return Prediction(
+        epochs=total,
+        based_on_epochs=len(done),
+        duration_s=duration[0],
+        duration_low_s=duration[1],
+        duration_high_s=duration[2],
+        energy_j=energy[0],
+        energy_low_j=energy[1],
+        energy_high_j=energy[2],
+        energy_kwh=facility[0],
+        energy_low_kwh=facility[1],
+        energy_high_kwh=facility[2],
+        co2_g=co2[0],
+        co2_low_g=co2[1],
+        co2_high_g=co2[2],
+    )
+
+
+def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionCheck | None:
+    """Compare the completed ``records`` with ``prediction``; None when no epoch completed."""
+    done = [r for r in records if not r.partial]
+    if not done:
+        return None
+    run = len(done)
+    actual = (
+        sum(r.duration_s for r in done),
+        sum(r.energy_j for r in done),
+        sum(r.co2_g for r in done),
+    )
+    predicted = (prediction.duration_s, prediction.energy_j, prediction.co2_g)
+    scale = prediction.epochs / run  # per-epoch comparison when the counts differ
+    errors = [
+        a * scale / p - 1.0 if p > 0 and math.isfinite(a) else None
+        for a, p in zip(actual, predicted, strict=True)
+    ]
+    in_range = None
+    if run == prediction.epochs and prediction.based_on_epochs >= 2:  # one epoch has no spread
+        in_range = (
+            prediction.energy_low_j * (1 - 1e-9)
+            <= actual[1]
+            <= prediction.energy_high_j * (1 + 1e-9)
+        )
+    return PredictionCheck(
+        epochs_predicted=prediction.epochs,
+        epochs_run=run,
+        duration_s=actual[0],
+        energy_j=actual[1],
+        co2_g=actual[2],
+        duration_error=errors[0],
+        energy_error=errors[1],
+        co2_error=errors[2],
+        energy_in_range=in_range,
+    )
+
+
+class Predictor:
+    """Makes a run's prediction once, after ``epochs_before_pred`` completed epochs.
+
+    ``epochs`` (int >= 1, or None for no prediction) is the run's total; ``epochs_before_pred``
+    (int >= 0, at most ``epochs``) is how many completed epochs to wait for; 0 turns prediction
+    off, as in carbontracker. Bad values raise ``ValueError`` naming the argument.
+    """
+
+    def __init__(self, epochs: int | None, epochs_before_pred: int = 1) -> None:
+        self.epochs = None if epochs is None else _epochs_argument("epochs", epochs, minimum=1)
+        self.epochs_before_pred = _epochs_argument(
+            "epochs_before_pred", epochs_before_pred, minimum=0
+        )
+        if self.epochs is not None and self.epochs_before_pred > self.epochs:
+            raise ValueError(
+                f"epochs_before_pred must be at most epochs ({self.epochs}), "
+                f"got {epochs_before_pred}"
+            )
+        self.prediction: Prediction | None = None
+
+    def observe(self, records: Sequence[EpochRecord]) -> Prediction | None:
+        """Called after each epoch: the prediction when it is made by this call, else None."""
+        if self.prediction is not None or self.epochs is None or self.epochs_before_pred == 0:
+            return None
+        if sum(1 for r in records if not r.partial) < self.epochs_before_pred:
+            return None
+        self.prediction = predict(records, self.epochs)
+        return self.prediction
+
+    def check(self, records: Sequence[EpochRecord]) -> PredictionCheck | None:
+        """The comparison of ``records`` with the prediction, once there is one."""
+        return check(self.prediction, records) if self.prediction is not None else None
+
+
+def prediction_document(
+    prediction: Prediction | None, comparison: PredictionCheck | None
+) -> dict[str, Any] | None:
+    """``run.json``'s "prediction": the prediction's fields, and "check" once the run has one."""
+    if prediction is None:
+        return None
+    document = _finite(dataclasses.asdict(prediction))
+    document["check"] = _finite(dataclasses.asdict(comparison)) if comparison else None
+    return document
+
+
+def prediction_line(prediction: Prediction) -> str:
+    """``wattprint prediction for 10 epochs (from 2): 0:20:00 (0:19:40-0:20:30), 0.03 kWh ...``."""
+    spread = prediction.based_on_epochs >= 2
+    return (
+        f"wattprint prediction for {prediction.epochs} epochs "
+        f"(from {prediction.based_on_epochs}): "
+        f"{duration_text(prediction.duration_s)}"
+        + (
+            f" ({duration_text(prediction.duration_low_s)}-"
+            f"{duration_text(prediction.duration_high_s)})"
+        )
+        * spread
+        + f", {prediction.energy_kwh:.4g} kWh"
+        + (f" ({prediction.energy_low_kwh:.4g}-{prediction.energy_high_kwh:.4g})" * spread)
+        + f", {prediction.co2_g:.4g} gCO2e"
+        + (f" ({prediction.co2_low_g:.4g}-{prediction.co2_high_g:.4g})" * spread)
+        + ("" if spread else "; a range needs 2 or more epochs")
+    )
+
+
+def check_line(comparison: PredictionCheck) -> str:
+    """``actual vs predicted: time +2.1%, energy -0.4% (within range), gCO2e -0.4%``."""
+    parts = []
+    for name, error in (
+        ("time", comparison.duration_error),
+        ("energy", comparison.energy_error),
+        ("gCO2e", comparison.co2_error),
+    ):
+        text = f"{name} {error:+.1%}" if error is not None else f"{name} n/a"
+        if name == "energy" and comparison.energy_in_range is not None:
+            text += " (within range)" if comparison.energy_in_range else " (outside range)"
+        parts.append(text)
+    per_epoch = "" if comparison.epochs_run == comparison.epochs_predicted else " per epoch"
+    return (
+        f"actual vs predicted{per_epoch} ({comparison.epochs_run} of "
+        f"{comparison.epochs_predicted} epochs): " + ", ".join(parts)
+    )
+
+
+def clock(seconds: float) -> str:
+    """``h:mm:ss`` (hours past 24 kept as hours), as carbontracker prints times."""
+    if not math.isfinite(seconds):
+        return "?"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def duration_text(seconds: float) -> str:
+    """``12.3 s`` under a minute, else ``h:mm:ss``."""
+    return f"{seconds:.1f} s" if math.isfinite(seconds) and seconds < 60 else clock(seconds)
+
+
+def _epochs_argument(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _finite(document: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in document.items()
+    }
