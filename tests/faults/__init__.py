@@ -1,0 +1,1 @@
+"""Fault injection: the training run is never harmed and nothing measured is lost."""

@@ -1,0 +1,102 @@
+"""Checks of what users hand to ``Tracker``: each error names the argument and what it accepts.
+
+They run in the constructor, before any work starts, so a typo fails at once with a
+``ValueError`` raised here rather than deep inside ``pathlib`` or a backend an hour into the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+from backends.base import COMPONENTS, Component, Meter
+
+
+def name(argument: str, value: object) -> str:
+    """A non-empty name usable as one directory level (``project``, ``run_id``)."""
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "/\\\0"):
+        raise ValueError(
+            f"{argument} must be a non-empty name without path separators, got {value!r}"
+        )
+    return value
+
+
+def seconds(argument: str, value: object) -> float:
+    """A finite number of seconds greater than 0 (``interval``, ``sample_period``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{argument} must be a positive number of seconds, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{argument} must be a positive number of seconds (> 0), got {value}")
+    return float(value)
+
+
+def components(value: object) -> tuple[Component, ...]:
+    """A non-empty selection from ``COMPONENTS``, returned in their canonical order."""
+    accepted = f"components must be a non-empty sequence drawn from {COMPONENTS}, got {value!r}"
+    if isinstance(value, str) or not isinstance(value, Collection):
+        raise ValueError(accepted)
+    chosen = tuple(c for c in COMPONENTS if c in value)
+    if not chosen or any(c not in COMPONENTS for c in value):
+        raise ValueError(accepted)
+    return chosen
+
+
+def directory(argument: str, value: object) -> Path:
+    """A path given as ``str`` or ``os.PathLike`` (it need not exist yet)."""
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise ValueError(f"{argument} must be a directory path (str or os.PathLike), got {value!r}")
+    return Path(value)
+
+
+def verbosity(value: object) -> int:
+    """``verbose``: 0 (quiet) or 1 (a line per epoch and one per run); a bool also does."""
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"verbose must be 0 (quiet) or 1 (a line per epoch), got {value!r}")
+    return int(value)
+
+
+def check_meters(value: object) -> None:
+    """``meters``: None (discover them) or a sequence of ``backends.base.Meter`` instances."""
+    if value is None:
+        return
+    if not isinstance(value, Sequence) or not all(isinstance(m, Meter) for m in value):
+        raise ValueError(f"meters must be a sequence of backends.Meter instances, got {value!r}")
+
+
+def check_callbacks(value: object) -> None:
+    """``on_epoch_end``: a sequence of callables, each taking an ``EpochRecord``."""
+    if not isinstance(value, Sequence) or not all(callable(fn) for fn in value):
+        raise ValueError(
+            "on_epoch_end must be a sequence of callables taking an EpochRecord "
+            f"(e.g. [print]), got {value!r}"
+        )
+
+
+def check_gpus(value: object) -> None:
+    """``gpus``: None (every visible GPU) or a sequence of indices and ``GPU-`` UUIDs."""
+    if value is None:
+        return
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        ok = False
+    else:
+        ok = all(_is_gpu_key(item) for item in value)
+    if not ok:
+        raise ValueError(
+            "gpus must be a sequence of visible-GPU indices (ints >= 0) or GPU- UUIDs, "
+            f"e.g. [0, 1]; got {value!r}"
+        )
+
+
+def check_callable(argument: str, value: object) -> Callable[..., object]:
+    """A function to decorate or call back."""
+    if not callable(value):
+        raise ValueError(f"{argument} must be a function, got {value!r}")
+    return value
+
+
+def _is_gpu_key(item: object) -> bool:
+    if isinstance(item, bool):
+        return False
+    return (isinstance(item, int) and item >= 0) or (isinstance(item, str) and bool(item.strip()))

@@ -1,0 +1,205 @@
+"""What running trackers do when the process is signalled or forks.
+
+Signals. While a tracker runs, SIGTERM and SIGINT get a handler, installed from the main thread
+only (Python allows no other) and only over a handler the program acts on: the default action or
+a Python function. A signal the program ignores stays ignored (and stays ignored in the programs
+it starts). On a signal, every running tracker of this process closes its open epoch as partial
+and writes ``run.json`` with status ``terminated`` (SIGTERM) or ``interrupted`` (SIGINT); then
+the signal takes its usual effect: the handler that was there before runs (the user's, or
+Python's, which raises ``KeyboardInterrupt``), or, where that was the default action, the
+trackers stop and the signal is raised again with the default action, so the process ends as it
+would have. A program that lives on (its handler returned) goes on being measured from the cut.
+The previous handler is put back when the last tracker stops, unless someone replaced ours.
+
+A signal that arrives while the main thread is inside a tracker hook is held until the hook
+returns (``holding_signals``), so no lock, file or snapshot of the hook is entered twice.
+
+Fork. After ``os.fork`` (DataLoader workers) the child forgets the parent's trackers here; the
+trackers themselves check their owner's pid and do nothing in a child: no sampler, no log
+writes, no exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import ParamSpec, TypeVar
+
+from tracker.records import EpochRecord
+
+logger = logging.getLogger("wattprint")
+
+SIGNAL_STATUS = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# Called on a signal with (status, final): final when the process is about to end.
+InterruptFn = Callable[[str, bool], None]
+
+
+def attach(owner: object, interrupt: InterruptFn, resume: Callable[[], None]) -> None:
+    """Register a started tracker: ``interrupt`` on a signal, ``resume`` if the program lives on."""
+    _state.watch_forks()
+    _state.running.append(_Running(id(owner), os.getpid(), interrupt, resume))
+    _install()
+
+
+def detach(owner: object) -> None:
+    """Forget a stopped tracker; with none left running, put the previous handlers back."""
+    _state.running = [r for r in _state.running if r.key != id(owner)]
+    if not _state.mine():
+        _restore()
+
+
+def holding_signals(method: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a tracker hook: a signal arriving on the main thread during it waits for its end."""
+
+    @functools.wraps(method)
+    def hook(*args: P.args, **kwargs: P.kwargs) -> R:
+        if threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        _state.depth += 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _state.depth -= 1
+            if _state.depth == 0 and _state.held:
+                _deliver_held()
+
+    return hook
+
+
+def inert_record(run_id: str) -> EpochRecord:
+    """What ``epoch_end`` returns in a forked child: nothing measured (NaN, never a silent 0)."""
+    nan = math.nan
+    return EpochRecord(
+        run_id=run_id,
+        epoch=0,
+        start_utc="",
+        end_utc="",
+        start_s=nan,
+        end_s=nan,
+        duration_s=nan,
+        gpu_energy_j=None,
+        cpu_energy_j=None,
+        dram_energy_j=None,
+        energy_j=nan,
+        pue=nan,
+        energy_kwh=nan,
+        intensity_g_per_kwh=nan,
+        co2_g=nan,
+        gpu_avg_w=None,
+        gpu_peak_w=None,
+        methods="not measured: forked child of the tracking process",
+    )
+
+
+# -- internals -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    key: int
+    pid: int
+    interrupt: InterruptFn
+    resume: Callable[[], None]
+
+
+@dataclass
+class _State:
+    """Process-wide: running trackers, the handlers ours replaced, signals held by a hook."""
+
+    running: list[_Running] = field(default_factory=list)
+    previous: dict[int, Callable[[int, FrameType | None], object] | int] = field(
+        default_factory=dict
+    )
+    held: list[int] = field(default_factory=list)
+    dispatching: set[int] = field(default_factory=set)
+    depth: int = 0
+    fork_hook: bool = False
+
+    def mine(self) -> list[_Running]:
+        """The running trackers that belong to this process, oldest first."""
+        pid = os.getpid()
+        return [r for r in self.running if r.pid == pid]
+
+    def watch_forks(self) -> None:
+        if not self.fork_hook and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.forget_parent)
+            self.fork_hook = True
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's trackers and held signals are not this process's."""
+        self.running = []
+        self.held = []
+        self.dispatching = set()
+
+
+_state = _State()
+
+
+def _install() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal.signal works on the main thread only; the tracker runs without it
+    for signum in SIGNAL_STATUS:
+        current = signal.getsignal(signum)
+        if current is _on_signal or current in (signal.SIG_IGN, None):
+            continue  # ours already, ignored on purpose, or set outside Python: left alone
+        _state.previous[signum] = current
+        signal.signal(signum, _on_signal)
+
+
+def _restore() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # ours stays, chaining to the previous handler; harmless with no tracker
+    for signum, previous in _state.previous.items():
+        if signal.getsignal(signum) is _on_signal:
+            signal.signal(signum, previous)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _state.depth > 0:  # the main thread is inside a tracker hook: after it returns
+        if signum not in _state.held:
+            _state.held.append(signum)
+        return
+    _dispatch(signum, frame)
+
+
+def _deliver_held() -> None:
+    while _state.held:
+        _dispatch(_state.held.pop(0), None)
+
+
+def _dispatch(signum: int, frame: FrameType | None) -> None:
+    """Close every tracker's epoch, then give the signal its usual effect."""
+    previous = _state.previous.get(signum, signal.SIG_DFL)
+    if signum in _state.dispatching:  # our handler reached again through another one's chain
+        previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        _state.dispatching.discard(signum)
+    final = previous == signal.SIG_DFL
+    status = SIGNAL_STATUS.get(signal.Signals(signum), "interrupted")
+    for running in reversed(_state.mine()):
+        try:
+            running.interrupt(status, final)
+        except Exception:  # a broken tracker must not change what the signal does
+            logger.exception("wattprint: closing a run on signal %d failed", signum)
+    if final:
+        _restore()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # the default action: the process ends here
+        return
+    if callable(previous):
+        _state.dispatching.add(signum)
+        try:
+            previous(signum, frame)
+        finally:
+            _state.dispatching.discard(signum)
+    for running in _state.mine():
+        running.resume()
