@@ -13,7 +13,7 @@ import pytest
 
 from tests.fake_nvml import SimulatedGPU, install_fake_nvml
 from tests.faults.simulated import ConstantPowerMeter
-from tracker import Tracker, load_run, track
+from tracker import CarbonTracker, Tracker, load_run, track
 from tracker.cli import main
 
 PACKAGES = tuple(
@@ -206,3 +206,37 @@ def test_cli_names_the_line_of_a_bad_intensity_series(
     assert main(["run", "--intensity", os.fspath(series), "--", "true"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"wattprint: error: {series}: line 2: intensity 'lots'")
+
+
+CARBONTRACKER_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
+    ({"epochs": 0}, "epochs"),
+    ({"epochs": "10"}, "epochs"),
+    ({"epochs": 3, "epochs_before_pred": -2}, "epochs_before_pred"),
+    ({"epochs": 3, "monitor_epochs": 0}, "monitor_epochs"),
+    ({"epochs": 3, "update_interval": 0}, "update_interval"),
+    ({"epochs": 3, "components": "tpu"}, "components"),
+    ({"epochs": 3, "components": ["gpu"]}, "components"),
+    ({"epochs": 3, "log_file_prefix": "a/b"}, "log_file_prefix"),
+    ({"epochs": 3, "log_dir": 123}, "log_dir"),
+    ({"epochs": 3, "verbose": "loud"}, "verbose"),
+    ({"epochs": 3, "decimal_precision": -1}, "decimal_precision"),
+    ({"epochs": 3, "api_keys": "abc"}, "api_keys"),
+    ({"epochs": 3, "sim_cpu": "Xeon", "sim_cpu_tdp": -5}, "sim_cpu_tdp"),
+    ({"epochs": 3, "sim_cpu": "Xeon", "sim_cpu_tdp": 100, "sim_cpu_util": 2}, "sim_cpu_util"),
+    ({"epochs": 3, "sim_gpu": "A100", "sim_gpu_watts": "lots"}, "sim_gpu_watts"),
+    ({"epochs": 3, "pue": 0.5}, "pue"),
+    ({"epochs": 3, "location": "XX"}, "location"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"), CARBONTRACKER_ARGUMENTS, ids=[str(k) for k, _ in CARBONTRACKER_ARGUMENTS]
+)
+def test_carbontracker_arguments_fail_at_once_naming_the_argument(
+    kwargs: dict[str, Any], named: str, tmp_path: Path
+) -> None:
+    kwargs.setdefault("log_dir", tmp_path)
+    with pytest.raises(ValueError, match=named) as excinfo:
+        CarbonTracker(**kwargs)
+    assert raised_by_wattprint(excinfo)
+    assert not any(tmp_path.iterdir())
