@@ -1,0 +1,81 @@
+"""PyTorch Lightning: ``WattprintCallback`` measures each training epoch with a ``Tracker``.
+
+    from tracker.integrations.lightning import WattprintCallback
+    trainer = Trainer(max_epochs=10, callbacks=[WattprintCallback(project="resnet", location="DE")])
+
+An epoch runs from ``on_train_epoch_start`` to ``on_train_epoch_end`` (the validation Lightning runs
+at the end of an epoch included). Each epoch's figures (``wattprint/energy_kwh``,
+``wattprint/co2_g``, ``wattprint/energy_j`` and the components measured) also go to the trainer's
+loggers at the trainer's global step; the Tracker stops when the fit ends or fails. Works with
+``lightning`` (``lightning.pytorch``) or the older ``pytorch_lightning`` package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from lightning.pytorch import Callback, LightningModule, Trainer
+except ImportError:  # pragma: no cover - the standalone package
+    try:
+        from pytorch_lightning import (  # type: ignore[assignment]
+            Callback,
+            LightningModule,
+            Trainer,
+        )
+    except ImportError as error:
+        raise ImportError(
+            "tracker.integrations.lightning needs PyTorch Lightning: "
+            "pip install 'wattprint[lightning]'"
+        ) from error
+
+from tracker.integrations._hooks import TrackerHooks, epoch_metrics
+from tracker.tracker import Tracker
+
+
+class WattprintCallback(Callback):
+    """Measures every training epoch; give a ``Tracker`` or ``Tracker`` keyword arguments.
+
+    ``log_metrics=False`` keeps the figures out of the trainer's loggers (they are in the run's
+    files either way). In a distributed fit every rank measures its own devices and rank 0's run
+    directory holds the job's totals (see ``tracker.distributed``); the loggers, which Lightning
+    runs on rank 0 only, get rank 0's own figures.
+    """
+
+    def __init__(
+        self, tracker: Tracker | None = None, *, log_metrics: bool = True, **tracker_kwargs: Any
+    ) -> None:
+        super().__init__()
+        self.hooks = TrackerHooks("lightning", tracker, tracker_kwargs)
+        self.log_metrics = log_metrics
+
+    @property
+    def tracker(self) -> Tracker | None:
+        """The Tracker of the current (or last) fit."""
+        return self.hooks.tracker
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.hooks.start()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.hooks.epoch_start()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = self.hooks.epoch_end()
+        if record is None or not self.log_metrics:
+            return
+        metrics = epoch_metrics(record)
+
+        def log() -> None:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+        self.hooks.safely("logging the epoch", log)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.hooks.stop()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self.hooks.stop(exception)
