@@ -5,7 +5,9 @@ loop prints ``epoch N started`` (flushed), so a test can strike mid-epoch; ``fin
 loop ran to its end. ``--handler`` sets, before the trackers start, what the program itself does
 on ``--signal``: nothing (``none``: the default), ``exit`` (a handler that reports how many
 partial epochs ``run0`` has on disk, then ``sys.exit(7)``), ``return`` (a handler that asks the
-loop to stop after this epoch and returns) or ``ignore`` (SIG_IGN).
+loop to stop after this epoch and returns) or ``ignore`` (SIG_IGN). Epochs are steps of 20 ms;
+epoch ``--struck`` lasts ``--struck-s`` (10 s), so a signal sent when it starts lands inside it
+however slow the machine, and a handler that asks to stop ends it at the next step.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import csv
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -24,6 +26,7 @@ from tests.faults.simulated import ConstantPowerMeter
 from tracker import Tracker
 
 HANDLER_EXIT_CODE = 7
+STEP_S = 0.02
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,23 +61,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for i in range(args.trackers)
     ]
+
+    def train(epoch: int) -> None:
+        print(f"epoch {epoch} started", flush=True)
+        seconds = args.struck_s if epoch == args.struck else args.epoch_s
+        end_s = time.monotonic() + seconds
+        while not stop_requested and time.monotonic() < end_s:
+            time.sleep(min(STEP_S, seconds))
+
     if args.style == "bare":
-        _bare(trackers, args.epochs, args.epoch_s, stop_requested)
+        _bare(trackers, args.epochs, train, stop_requested)
     else:
-        _with_blocks(trackers, args.epochs, args.epoch_s, stop_requested)
+        _with_blocks(trackers, args.epochs, train, stop_requested)
     print("finished", flush=True)
     return 0
 
 
-def _bare(trackers: list[Tracker], epochs: int, epoch_s: float, stop: list[int]) -> None:
+def _bare(
+    trackers: list[Tracker], epochs: int, train: Callable[[int], None], stop: list[int]
+) -> None:
     """start/epoch_start/epoch_end/stop, no context manager: only the tracker can close up."""
     for tracker in trackers:
         tracker.start()
     for epoch in range(1, epochs + 1):
         for tracker in trackers:
             tracker.epoch_start()
-        print(f"epoch {epoch} started", flush=True)
-        time.sleep(epoch_s)
+        train(epoch)
         for tracker in trackers:
             tracker.epoch_end()
         if stop:
@@ -83,7 +95,9 @@ def _bare(trackers: list[Tracker], epochs: int, epoch_s: float, stop: list[int])
         tracker.stop()
 
 
-def _with_blocks(trackers: list[Tracker], epochs: int, epoch_s: float, stop: list[int]) -> None:
+def _with_blocks(
+    trackers: list[Tracker], epochs: int, train: Callable[[int], None], stop: list[int]
+) -> None:
     with contextlib.ExitStack() as running:
         for tracker in trackers:
             running.enter_context(tracker)
@@ -91,8 +105,7 @@ def _with_blocks(trackers: list[Tracker], epochs: int, epoch_s: float, stop: lis
             with contextlib.ExitStack() as open_epochs:
                 for tracker in trackers:
                     open_epochs.enter_context(tracker.epoch())
-                print(f"epoch {epoch} started", flush=True)
-                time.sleep(epoch_s)
+                train(epoch)
             if stop:
                 break
 
@@ -110,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--style", choices=("with", "bare"), default="with")
     parser.add_argument("--trackers", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--epoch-s", type=float, default=0.3)
+    parser.add_argument("--epoch-s", type=float, default=0.1)
+    parser.add_argument("--struck", type=int, default=0, help="the epoch a test will signal")
+    parser.add_argument("--struck-s", type=float, default=10.0)
     return parser
 
 
