@@ -21,6 +21,7 @@ writes, no exception.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -36,7 +37,7 @@ from tracker.records import EpochRecord
 
 logger = logging.getLogger("wattprint")
 
-SIGNAL_STATUS = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
+SIGNAL_STATUS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,7 +54,9 @@ def attach(owner: object, interrupt: InterruptFn, resume: Callable[[], None]) ->
 
 def detach(owner: object) -> None:
     """Forget a stopped tracker; with none left running, put the previous handlers back."""
-    _state.running = [r for r in _state.running if r.key != id(owner)]
+    for running in [r for r in _state.running if r.key == id(owner)]:
+        with contextlib.suppress(ValueError):  # one atomic step: trackers stop on any thread
+            _state.running.remove(running)
     if not _state.mine():
         _restore()
 
@@ -137,9 +140,9 @@ class _State:
 
     def forget_parent(self) -> None:
         """In a forked child: the parent's trackers and held signals are not this process's."""
-        self.running = []
-        self.held = []
-        self.dispatching = set()
+        self.running.clear()
+        self.held.clear()
+        self.dispatching.clear()
 
 
 _state = _State()
@@ -184,7 +187,7 @@ def _dispatch(signum: int, frame: FrameType | None) -> None:
         previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         _state.dispatching.discard(signum)
     final = previous == signal.SIG_DFL
-    status = SIGNAL_STATUS.get(signal.Signals(signum), "interrupted")
+    status = SIGNAL_STATUS.get(signum, "interrupted")
     for running in reversed(_state.mine()):
         try:
             running.interrupt(status, final)
