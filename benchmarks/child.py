@@ -8,7 +8,9 @@ Only the standard library is imported before a task starts, so start-up timing b
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -67,7 +69,7 @@ def hooks(task: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.workload import EpochPlan, run_epoch
 
     load = _prepare(task)
-    session = ALL[task["tool"]].open(Options(sync_cuda=task["setting"] == "host"))
+    session = ALL[task["tool"]].open(Options(sync_cuda=_cuda_sync(task)))
     plan = EpochPlan(float(task["epoch_s"]), 0.7, 0.05, 600.0)
     start_ms, end_ms = [], []
     for _ in range(int(task["epochs"])):
@@ -115,7 +117,7 @@ def accuracy(task: dict[str, Any]) -> dict[str, Any]:
     load = _prepare(task)
     plans = epoch_plans(int(task["epochs"]), task["shortest_s"], task["longest_s"])
     truth = _Truth(task)
-    session = ALL[task["tool"]].open(Options(sync_cuda=task["setting"] == "host"))
+    session = ALL[task["tool"]].open(Options(sync_cuda=_cuda_sync(task)))
     rows: dict[str, list[float | None]] = {"tool_j": [], "counter_j": [], "exact_j": []}
     for index, plan in enumerate(plans):
         if index % 2:
@@ -182,9 +184,7 @@ class _Truth:
 
             pynvml.nvmlInit()
             self._pynvml = pynvml
-            self._handles = [
-                pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
-            ]
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in _visible(pynvml)]
 
     def read(self) -> tuple[float, float | None]:
         now = time.monotonic()
@@ -197,6 +197,23 @@ class _Truth:
 
 
 _SIM_GPUS: list[Any] = []
+
+
+def _visible(pynvml: Any) -> list[int]:
+    """NVML indices of the GPUs the load runs on: ``CUDA_VISIBLE_DEVICES`` (indices) or all."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None and all(part.strip().isdigit() for part in listed.split(",")):
+        return [int(part) for part in listed.split(",")]
+    return list(range(pynvml.nvmlDeviceGetCount()))
+
+
+def _cuda_sync(task: dict[str, Any]) -> bool:
+    """Whether tools may synchronise CUDA here (Zeus does it through torch)."""
+    if task["setting"] != "host" or importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _prepare(task: dict[str, Any]) -> Any:
