@@ -28,7 +28,13 @@ def main() -> None:
 
     step, backend = make_step()
     print(f"training with {backend}, {args.epochs} epochs x {args.steps} steps")
-    with Tracker(project="example", log_dir=args.log_dir, location=args.location) as tracker:
+    with Tracker(
+        project="example",
+        log_dir=args.log_dir,
+        location=args.location,
+        epochs=args.epochs,  # predict the whole run ...
+        epochs_before_pred=min(2, args.epochs),  # ... from two epochs: a range from their spread
+    ) as tracker:
         for epoch in range(args.epochs):
             with tracker.epoch():
                 loss = sum(step() for _ in range(args.steps)) / args.steps
@@ -56,7 +62,7 @@ def make_step() -> tuple[Step, str]:
     def step() -> float:
         optimiser.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
+        torch.autograd.backward(loss)  # typed, unlike Tensor.backward
         optimiser.step()
         return float(loss.item())
 

@@ -2,11 +2,13 @@
 
 __version__ = "0.1.0"
 
+from tracker.compat import CarbonTracker
 from tracker.logs import load_run
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.tracker import Tracker, track
 
 __all__ = [
+    "CarbonTracker",
     "DeviceEnergy",
     "EpochRecord",
     "RunSummary",

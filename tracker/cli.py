@@ -1,4 +1,4 @@
-"""The ``wattprint`` command: devices, run, locations, estimate.
+"""The ``wattprint`` command: devices, run, locations, estimate, report, merge.
 
 User errors (a bad argument, an unknown location) print one ``wattprint: error:`` line and exit 2;
 a traceback means a bug in wattprint.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     from tracker.estimate import add_estimate_subcommand
 
     add_estimate_subcommand(sub)
+    from tracker.report import register as add_report_subcommand
+
+    add_report_subcommand(sub)
+    from tracker.merge import add_merge_subcommand
+
+    add_merge_subcommand(sub)
     return parser
 
 
@@ -106,6 +113,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(
             "wattprint run needs a command after --, e.g. wattprint run -- python train.py"
         )
+    if shutil.which(command[0]) is None:  # say so before a run directory is made
+        raise ValueError(f"cannot start {command[0]!r}: no such executable file")
     intensity: float | str | None = args.intensity
     if isinstance(intensity, str) and _is_number(intensity):
         intensity = float(intensity)

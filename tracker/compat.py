@@ -113,7 +113,8 @@ class CarbonTracker:
         self.interpretable = bool(interpretable)
         self.stop_and_confirm = bool(stop_and_confirm)
         self.ignore_errors = bool(ignore_errors)
-        self.verbose = int(verbose)
+        verbosity = int(verbose) if isinstance(verbose, bool) else verbose
+        self.verbose = checked_int("verbose", verbosity, 0)
         self.decimal_precision = checked_int("decimal_precision", decimal_precision, 0)
         self.epoch_counter = 0
         self.deleted = False

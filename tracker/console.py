@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
+from tracker.predict import check_line
 from tracker.records import EpochRecord, RunSummary
 
 
 def say(line: str) -> None:
-    """Print one wattprint line on stderr (the training's stdout stays the user's)."""
-    print(line, file=sys.stderr, flush=True)
+    """Print one wattprint line on stderr (the training's stdout stays the user's).
+
+    A closed or broken stderr (a pipe whose reader left) loses the line, never the training.
+    """
+    with contextlib.suppress(OSError, ValueError):  # ValueError: the stream was closed
+        print(line, file=sys.stderr, flush=True)
 
 
 def epoch_line(record: EpochRecord) -> str:
@@ -35,5 +41,7 @@ def summary_line(summary: RunSummary) -> str:
     return (
         f"wattprint run {summary.run_id}: {summary.epochs} epochs, {summary.duration_s:.1f} s, "
         f"{summary.energy_kwh:.4g} kWh (PUE {summary.pue:g}), {summary.co2_g:.4g} gCO2e at "
-        f"{summary.intensity_g_per_kwh:.0f} g/kWh; logs in {summary.run_dir}"
+        f"{summary.intensity_g_per_kwh:.0f} g/kWh; "
+        + (f"{check_line(summary.prediction_check)}; " if summary.prediction_check else "")
+        + f"logs in {summary.run_dir}"
     )

@@ -2,8 +2,9 @@
 
 ``epochs.csv`` and ``devices.csv`` get one flushed append per epoch, so a killed process leaves
 every finished epoch on disk; ``run.json`` is replaced atomically (temporary file + rename) so
-it is always whole. A write that fails (directory gone, disk full) keeps the rows in memory,
-warns once, and is retried at the next write.
+it is always whole. A write that fails (directory unwritable or gone, disk full) keeps the rows
+in memory, warns once, and is retried at the next write and at close; a line a failed write
+left half on disk is cut off before the retry, so the files stay parseable.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from tracker.arguments import directory
 from tracker.notices import Notices
 from tracker.records import EpochRecord
 
@@ -59,6 +61,7 @@ DEVICE_COLUMNS = (
     "peak_w",
 )
 SAMPLE_COLUMNS = ("time", "elapsed_s", "device", "power_w")
+MAX_PENDING_SAMPLES = 100_000  # timeline rows held while writes fail (~8 MB); epochs: all
 
 
 def utc_label(unix_s: float) -> str:
@@ -76,7 +79,7 @@ def load_run(
     if devices and samples:
         raise ValueError("load_run: pass at most one of devices=True and samples=True")
     name = "devices.csv" if devices else "samples.csv" if samples else "epochs.csv"
-    path = Path(run_dir) / name
+    path = directory("run_dir", run_dir) / name
     if not path.is_file():
         raise FileNotFoundError(f"load_run: {path} not found (not a wattprint run directory?)")
     return pd.read_csv(path)
@@ -89,8 +92,8 @@ class LogWriter:
         self.run_dir = run_dir
         self._notices = notices
         self._pending: dict[str, list[str]] = {}
-        self._handles: dict[str, TextIO] = {}
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self._handles: dict[str, BinaryIO] = {}
+        self._sizes: dict[str, int] = {}  # bytes of each file known to be whole on disk
         for name, columns in (
             ("epochs.csv", EPOCH_COLUMNS),
             ("devices.csv", DEVICE_COLUMNS),
@@ -164,41 +167,88 @@ class LogWriter:
         path = self.run_dir / "run.json"
         temporary = path.with_name(f".run.json.{os.getpid()}.tmp")
         try:
-            temporary.write_text(json.dumps(document, indent=2, default=str, allow_nan=False))
-            os.replace(temporary, path)
-        except (OSError, ValueError) as error:
+            text = json.dumps(document, indent=2, default=str, allow_nan=False)
+        except ValueError as error:
             self._notices.warn("write:run.json", f"could not write {path}: {error}")
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.replace(temporary, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            self._cannot_write(error)
 
     def close(self) -> None:
-        """Close the CSV files (rows still pending stay in memory)."""
+        """Write the rows still pending if writing works now, then close the CSV files."""
+        for name, pending in self._pending.items():
+            if pending:
+                self._append(name, [])
         for handle in self._handles.values():
             with contextlib.suppress(OSError):
                 handle.close()
         self._handles.clear()
+        unwritten = sum(len(pending) for pending in self._pending.values())
+        if unwritten:
+            self._notices.warn(
+                f"unwritten:{self.run_dir}",
+                f"{unwritten} log rows could not be written to {self.run_dir} by the end of the "
+                "run; its epochs remain in Tracker.epochs and Tracker.summary",
+            )
 
     def _append(self, name: str, lines: Sequence[str]) -> None:
         pending = self._pending.setdefault(name, [])
         pending.extend(lines)
+        if name == "samples.csv" and len(pending) > MAX_PENDING_SAMPLES:
+            self._drop_oldest(name, pending)
         try:
-            handle = self._handles.get(name)
-            if handle is None:
-                handle = self._handles[name] = open(  # noqa: SIM115 - kept open for the run
-                    self.run_dir / name, "a", encoding="utf-8", newline=""
-                )
-            handle.write("".join(pending))
+            handle = self._handles.get(name) or self._open(name)
+            handle.write("".join(pending).encode("utf-8"))
             handle.flush()
+            self._sizes[name] = handle.tell()
         except OSError as error:
-            self._notices.warn(
-                f"write:{name}",
-                f"could not write {self.run_dir / name} ({error}); keeping rows in memory and "
-                "retrying at the next epoch",
-            )
+            self._cannot_write(error)
             broken = self._handles.pop(name, None)
             if broken is not None:
                 with contextlib.suppress(OSError):
                     broken.close()
+            with contextlib.suppress(OSError):  # shrinking a file needs no free space
+                self._cut_back(name)
             return
         pending.clear()
+
+    def _open(self, name: str) -> BinaryIO:
+        """Open a CSV for appending, first cutting off what a failed write left half-done."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._cut_back(name)
+        path = self.run_dir / name
+        handle = self._handles[name] = open(path, "ab")  # noqa: SIM115 - kept open for the run
+        return handle
+
+    def _cut_back(self, name: str) -> None:
+        """Truncate a CSV to its last whole row, dropping a line a failed write left half-done."""
+        whole = self._sizes.get(name)
+        path = self.run_dir / name
+        if whole is not None and path.exists() and path.stat().st_size > whole:
+            os.truncate(path, whole)
+
+    def _cannot_write(self, error: OSError) -> None:
+        self._notices.warn(
+            f"write:{self.run_dir}",
+            f"cannot write the logs in {self.run_dir} ({error}); the run goes on, keeping what "
+            "is unwritten in memory and writing it as soon as writing works again",
+        )
+
+    def _drop_oldest(self, name: str, pending: list[str]) -> None:
+        first = 0 if name in self._sizes else 1  # a file never written keeps its header line
+        del pending[first : first + len(pending) - MAX_PENDING_SAMPLES]
+        self._notices.warn(
+            f"dropped:{self.run_dir}",
+            f"{self.run_dir / name}: writes have failed for long; keeping only the latest "
+            f"{MAX_PENDING_SAMPLES} power timeline rows in memory (every epoch row is kept)",
+        )
 
 
 def _csv_line(values: Iterable[object]) -> str:

@@ -7,18 +7,22 @@ A sampler that fails every 0.5 s must not flood the user's log: each cause (a ke
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 
 logger = logging.getLogger("wattprint")
+_instances: weakref.WeakSet[Notices] = weakref.WeakSet()
 
 
 class Notices:
     """A thread-safe, de-duplicated list of the warnings a run raised."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler may warn while this thread holds it
         self._seen: set[str] = set()
         self._messages: list[str] = []
+        _instances.add(self)
 
     def warn(self, key: str, message: str) -> bool:
         """Log ``message`` unless ``key`` was already warned about; True when it was new."""
@@ -34,3 +38,13 @@ class Notices:
         """Every warning so far, oldest first."""
         with self._lock:
             return list(self._messages)
+
+
+def _renew_locks_in_child() -> None:
+    """A forked child gets a fresh lock: the parent's sampler thread may have held the old one."""
+    for notices in list(_instances):
+        notices._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)

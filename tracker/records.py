@@ -6,8 +6,12 @@ Figures are joules, seconds and watts; ``None`` means "not measured" (never a si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from backends.base import Component, Method
+
+if TYPE_CHECKING:
+    from tracker.predict import Prediction, PredictionCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +89,5 @@ class RunSummary:
     methods: str
     missing: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    prediction: Prediction | None = None  # made after epochs_before_pred epochs, when epochs=N
+    prediction_check: PredictionCheck | None = None  # the actual epochs against it

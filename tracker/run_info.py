@@ -15,6 +15,7 @@ from tracker import __version__
 from tracker.carbon import Carbon
 from tracker.locations import Location
 from tracker.logs import utc_label
+from tracker.predict import prediction_document
 from tracker.records import RunSummary
 
 
@@ -32,10 +33,20 @@ def run_document(
     location: Location | None,
     summary: RunSummary,
     whole_run_j: dict[str, float] | None,
+    slurm: dict[str, str] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready description of the run as it stands."""
+    """A JSON-ready description of the run as it stands.
+
+    ``slurm``: the SLURM job, step and task the process ran in; ``job``: its part in a distributed
+    job (``tracker.distributed``).
+    """
     provenance = carbon.source.provenance
-    totals = {k: _finite(v) for k, v in dataclasses.asdict(summary).items()}
+    totals = {
+        k: _finite(v)
+        for k, v in dataclasses.asdict(summary).items()
+        if k not in ("prediction", "prediction_check")  # under "prediction" below
+    }
     return {
         "wattprint_version": __version__,
         "run_id": summary.run_id,
@@ -44,6 +55,8 @@ def run_document(
         "stopped_utc": utc_label(stopped_unix) if stopped_unix is not None else None,
         "host": host,
         "rank": rank,
+        "slurm": slurm,
+        "distributed": job,
         "pid": os.getpid(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -61,7 +74,7 @@ def run_document(
         },
         "totals": totals,
         "whole_run_energy_j": whole_run_j,
-        "prediction": None,
+        "prediction": prediction_document(summary.prediction, summary.prediction_check),
         "warnings": list(summary.warnings),
     }
 

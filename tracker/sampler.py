@@ -29,6 +29,9 @@ TimelinePoint = tuple[float, str, float]
 
 _TIMELINE_FLUSH_ROWS = 512
 _MIN_RATE_SPAN_S = 0.01
+# A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
+_STALE_INTERVALS = 3
+_STALE_MIN_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Sampler:
         self._carbon = carbon
         self._notices = notices
         self._interval_s = interval_s
+        self._stale_s = max(_STALE_INTERVALS * interval_s, _STALE_MIN_S)
         self._timeline_period_s = timeline_period_s
         self._on_timeline = on_timeline
         self._timeline: list[TimelinePoint] = []
@@ -122,8 +126,10 @@ class Sampler:
 
         Runs on the caller's thread and never waits on a slow read: fast meters are read here and
         their reading is the boundary; slow ones are completed to ``boundary_s`` from their last
-        read. Resets the per-meter peaks.
+        read, unless the sampler thread has been starved of them (then they are read here too, so
+        counters stay exact). Resets the per-meter peaks.
         """
+        self._read_stale()
         hints = {
             id(s): _safe_hint(s.meter)
             for s in self._states
@@ -176,6 +182,19 @@ class Sampler:
         if points:
             self._on_timeline(points)
 
+    def _read_stale(self) -> None:
+        """Read on this thread the slow meters the sampler thread has not reached for a while."""
+        oldest_s = time.monotonic() - self._stale_s
+        for state in self._states:
+            last_s = state.t_s
+            if state.meter.fast or state.failed_at_s is not None or last_s is None:
+                continue
+            if last_s < oldest_s:
+                reading, hint = self._read_slow(state)
+                if reading is not None:
+                    with self._lock:
+                        self._apply(state, reading, hint)
+
     def _read_slow(self, state: _MeterState) -> tuple[Reading | None, float | None]:
         try:
             reading = state.meter.read()
@@ -225,6 +244,13 @@ class Sampler:
             peak_w = rate_w
         else:
             now_w = reading.power_w if reading.power_w is not None else 0.0
+            if dt > self._stale_s and state.meter.info.method == "power":
+                self._notices.warn(
+                    f"gap:{state.meter.info.device}",
+                    f"{state.meter.info.device}: no power reading for {dt:.1f} s (the sampler "
+                    "was starved, e.g. by a busy thread holding the GIL); the energy over such a "
+                    "gap is interpolated between its two ends and may be inexact",
+                )
             previous_w = state.power_w if state.power_w is not None else now_w
             delta_j = (previous_w + now_w) / 2 * dt
             peak_w = now_w

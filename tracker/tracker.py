@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import secrets
-import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,12 +23,16 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import RAPL_READERS, RaplReader, discover
+from tracker import arguments, lifecycle
 from tracker.carbon import J_PER_KWH, Carbon
 from tracker.console import epoch_line, say, summary_line
+from tracker.distributed import JobLink, host_name, process_rank, slurm_info, validated_mode
+from tracker.epochs import build_record, sum_optional
 from tracker.intensity import IntensitySource, resolve_intensity
-from tracker.logs import LogWriter, utc_label
+from tracker.logs import LogWriter
 from tracker.notices import Notices
-from tracker.records import DeviceEnergy, EpochRecord, RunSummary
+from tracker.predict import Predictor, prediction_line
+from tracker.records import EpochRecord, RunSummary
 from tracker.run_info import run_document
 from tracker.sampler import MeterSnapshot, Sampler, TimelinePoint
 
@@ -47,7 +51,10 @@ class Tracker:
     ``US-CA``-style state or an ``aws:``/``gcp:``/``azure:`` region (default: env
     ``WATTPRINT_LOCATION``); ``intensity`` overrides it with a constant gCO2e/kWh, a time-series CSV
     or a provider; ``pue`` defaults to the cloud provider's figure for a region, else 1.0; ``gpus``
-    picks devices by index or UUID; ``meters`` replaces discovery with explicit meters.
+    picks devices by index or UUID; ``meters`` replaces discovery with explicit meters. With
+    ``epochs=N``, the whole run is predicted once after ``epochs_before_pred`` epochs (0: never).
+    ``distributed="auto"`` joins an initialised ``torch.distributed`` job at ``start`` (see
+    ``tracker.distributed``); ``False`` measures this process alone.
     """
 
     def __init__(
@@ -67,18 +74,20 @@ class Tracker:
         sample_period: float = 1.0,
         rapl_reader: str = "powercap",
         run_id: str | None = None,
+        epochs: int | None = None,
+        epochs_before_pred: int = 1,
+        distributed: bool | str = "auto",
     ) -> None:
-        self.project = _validated_name("project", project)
-        self.interval_s = _positive("interval", interval)
-        self.sample_period_s = _positive("sample_period", sample_period)
-        self.components: tuple[Component, ...] = _validated_components(components)
+        self.project = arguments.name("project", project)
+        self.interval_s = arguments.seconds("interval", interval)
+        self.sample_period_s = arguments.seconds("sample_period", sample_period)
+        self.components: tuple[Component, ...] = arguments.components(components)
         if rapl_reader not in RAPL_READERS:
             raise ValueError(f"rapl_reader must be one of {RAPL_READERS}, got {rapl_reader!r}")
         self._rapl_reader: RaplReader = "pyrapl" if rapl_reader == "pyrapl" else "powercap"
-        if meters is not None and not all(isinstance(m, Meter) for m in meters):
-            raise ValueError("meters must be a sequence of backends.Meter instances")
-        if any(not callable(fn) for fn in on_epoch_end):
-            raise ValueError("on_epoch_end must be a sequence of callables taking an EpochRecord")
+        arguments.check_meters(meters)
+        arguments.check_callbacks(on_epoch_end)
+        arguments.check_gpus(gpus)
         self._notices = Notices()
         source, place, intensity_warnings = resolve_intensity(location, intensity)
         default_pue = place.default_pue if place is not None and place.default_pue else 1.0
@@ -87,12 +96,16 @@ class Tracker:
         self._intensity_warnings = intensity_warnings
         self._gpus = gpus
         self._explicit_meters = list(meters) if meters is not None else None
-        self.verbose = int(verbose)
+        self.verbose = arguments.verbosity(verbose)
         self._callbacks: list[EpochCallback] = list(on_epoch_end)
+        self._predictor = Predictor(epochs, epochs_before_pred)
         self.run_id = run_id or _new_run_id()
-        self._run_dir = Path(log_dir) / self.project / _validated_name("run_id", self.run_id)
-        self._host = socket.gethostname()
-        self._rank = int(os.environ.get("RANK", "0") or 0)
+        run_dir = arguments.directory("log_dir", log_dir) / self.project
+        self._run_dir = run_dir / arguments.name("run_id", self.run_id)
+        self._host = host_name()
+        self._rank, self._slurm = process_rank(), slurm_info()
+        self._job_mode = validated_mode(distributed)
+        self._job: JobLink | None = None  # this process's part in a distributed job
         self._missing: list[Missing] = []
         self._sampler: Sampler | None = None
         self._writer: LogWriter | None = None
@@ -102,13 +115,18 @@ class Tracker:
         self._epochs: list[EpochRecord] = []
         self._stopped = False
         self._status = "created"
+        self._pid = os.getpid()  # in a forked child (a DataLoader worker) the hooks do nothing
+        self._run_json_lock = threading.Lock()
+        self._signalled: EpochRecord | None = None  # an epoch a signal closed, for epoch_end
+        self._last_cut: tuple[float, dict[str, MeterSnapshot]] = (0.0, {})
 
     # -- public API ------------------------------------------------------------------------------
 
     @property
     def run_dir(self) -> Path:
-        """Where this run's logs are written: ``<log_dir>/<project>/<run_id>``."""
-        return self._run_dir
+        """Where this run's logs are written: ``<log_dir>/<project>/<run_id>`` (distributed: rank
+        0's holds the whole job's, other ranks write ``rank-<N>`` in it: tracker.distributed)."""
+        return self._job.run_dir if self._job is not None else self._run_dir
 
     @property
     def epochs(self) -> list[EpochRecord]:
@@ -126,14 +144,21 @@ class Tracker:
             raise ValueError("add_epoch_callback needs a callable taking an EpochRecord")
         self._callbacks.append(callback)
 
+    @lifecycle.holding_signals
     def start(self) -> Tracker:
         """Discover meters, open the run directory and start sampling (idempotent)."""
-        if self._sampler is not None:
+        if self._pid != os.getpid():
             return self
         if self._stopped:
             raise ValueError("this Tracker was stopped; create a new Tracker for a new run")
+        if self._sampler is not None:
+            return self
         for message in self._intensity_warnings:
             self._notices.warn(f"intensity:{message}", message)
+        if job := JobLink.join(self._job_mode, self.project, self.run_id, self._notices):
+            self._job, self.run_id, self._rank = job, job.run_id, job.rank
+            self._run_dir = job.place(self._run_dir)
+            self.components = job.components(self.components)
         meters = self._discover()
         self._writer = LogWriter(self._run_dir, self._notices)
         self._sampler = Sampler(
@@ -148,16 +173,24 @@ class Tracker:
         self._sampler.start()
         self._started_s, self._start_snapshot = self._sampler.snapshot()
         self._writer.write_run_json(self._run_document())
+        if self._job is not None:
+            job_args = (self.components, self._provenance(), self._run_document, self._notices)
+            self._job.open(meters, self._missing, *job_args, self.verbose)
+        lifecycle.attach(self, self._interrupt, self._resume)
         if self.verbose:
             measured = ", ".join(f"{m.info.device} ({m.info.method})" for m in meters) or "nothing"
             say(f"wattprint: run {self.run_id} measuring {measured}; logs in {self._run_dir}")
         return self
 
+    @lifecycle.holding_signals
     def stop(self) -> RunSummary:
         """Close an open epoch (marked partial), stop sampling and write the final run.json."""
+        if self._pid != os.getpid():
+            return self._summary()
         if self._stopped or self._sampler is None:
             self._stopped = True
             return self._summary()
+        lifecycle.detach(self)
         if self._open_epoch is not None:
             self._close_epoch(partial=True)
         self._stopped = True
@@ -171,26 +204,40 @@ class Tracker:
         assert self._writer is not None
         self._writer.write_run_json(self._run_document(session=(end_s, end_snapshot)))
         self._writer.close()
+        if self._job is not None:
+            self._job.finish(wait=self._status == "finished")
         summary = self._summary()
         if self.verbose:
             say(summary_line(summary))
         return summary
 
+    @lifecycle.holding_signals
     def epoch_start(self) -> None:
         """Mark the start of an epoch (starts the tracker on first use)."""
+        if self._pid != os.getpid():
+            return
         if self._open_epoch is not None:
             raise ValueError(
                 f"epoch_start() called while epoch {len(self._epochs) + 1} is open; "
                 "call epoch_end() first"
             )
+        if self._stopped:
+            raise ValueError("epoch_start() called after stop(); create a new Tracker")
+        self._signalled = None
         if self._sampler is None:
             self.start()
         assert self._sampler is not None
         self._open_epoch = self._sampler.snapshot()
 
+    @lifecycle.holding_signals
     def epoch_end(self) -> EpochRecord:
         """Close the open epoch: its energy per component and device, duration and gCO2e."""
+        if self._pid != os.getpid():
+            return lifecycle.inert_record(self.run_id)
         if self._open_epoch is None:
+            if self._signalled is not None:  # a signal closed it (partial); the loop went on
+                record, self._signalled = self._signalled, None
+                return record
             raise ValueError("epoch_end() called without a matching epoch_start()")
         return self._close_epoch(partial=False)
 
@@ -201,7 +248,7 @@ class Tracker:
         try:
             yield
         except BaseException:
-            self._close_epoch(partial=True)
+            self._close_partial()
             raise
         self.epoch_end()
 
@@ -214,7 +261,7 @@ class Tracker:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is not None:
+        if exc_type is not None and self._status == "running":  # a signal's status stays
             self._status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
         self.stop()
 
@@ -226,6 +273,8 @@ class Tracker:
         else:
             found = discover(self.components, gpus=self._gpus, rapl_reader=self._rapl_reader)
             meters, self._missing = found.meters, found.missing
+        if self._job is not None:  # this rank's GPU; the host's meters on one rank per host
+            meters, self._missing = self._job.select(meters, self._missing, self._gpus is not None)
         for missing in self._missing:
             fix = f" Fix: {missing.fix}" if missing.fix else ""
             self._notices.warn(
@@ -246,14 +295,29 @@ class Tracker:
     def _close_epoch(self, partial: bool) -> EpochRecord:
         assert self._sampler is not None and self._open_epoch is not None
         start_s, start = self._open_epoch
-        end_s, end = self._sampler.snapshot()
+        end_s, end = self._last_cut = self._sampler.snapshot()
         self._open_epoch = None
-        record = self._build_record(len(self._epochs) + 1, start_s, start, end_s, end, partial)
+        record = build_record(
+            run_id=self.run_id,
+            epoch=len(self._epochs) + 1,
+            meters=self._sampler.meters,
+            start=(start_s, start),
+            end=(end_s, end),
+            carbon=self._carbon,
+            components=self.components,
+            host=self._host,
+            rank=self._rank,
+            partial=partial,
+        )
         self._epochs.append(record)
         assert self._writer is not None
         self._writer.write_epoch(record, self._provenance())
+        if self._job is not None:
+            self._job.submit(record)
         if self.verbose:
             say(epoch_line(record))
+        if (prediction := self._predictor.observe(self._epochs)) is not None and self.verbose:
+            say(prediction_line(prediction))
         for callback in self._callbacks:
             try:
                 callback(record)
@@ -264,81 +328,34 @@ class Tracker:
         return record
 
     def _write_run_json(self) -> None:
-        if self._writer is not None:
-            self._writer.write_run_json(self._run_document())
+        with self._run_json_lock:  # the sampler thread and a signal handler both write it
+            if self._writer is not None:
+                self._writer.write_run_json(self._run_document())
 
-    def _build_record(
-        self,
-        epoch: int,
-        start_s: float,
-        start: dict[str, MeterSnapshot],
-        end_s: float,
-        end: dict[str, MeterSnapshot],
-        partial: bool,
-    ) -> EpochRecord:
-        assert self._sampler is not None
-        duration_s = end_s - start_s
-        devices = tuple(
-            self._device_energy(meter, start[meter.info.device], end[meter.info.device], duration_s)
-            for meter in self._sampler.meters
-        )
-        co2_g = sum(
-            end[m.info.device].co2_g - start[m.info.device].co2_g
-            for m in self._sampler.meters
-            if start[m.info.device].failed_at_s is None
-        )
-        by_component = {c: _component_total(devices, c) for c in COMPONENTS}
-        energy_j = sum(v for v in by_component.values() if v is not None)
-        energy_kwh = energy_j * self._carbon.pue / J_PER_KWH
-        intensity = co2_g / energy_kwh if energy_kwh > 0 else self._carbon.intensity(start_s, end_s)
-        gpus = [d for d in devices if d.component == "gpu" and d.energy_j is not None]
-        gpu_peak = sum(d.peak_w for d in gpus if d.peak_w is not None) if gpus else None
-        return EpochRecord(
-            run_id=self.run_id,
-            epoch=epoch,
-            start_utc=utc_label(self._carbon.to_unix(start_s)),
-            end_utc=utc_label(self._carbon.to_unix(end_s)),
-            start_s=start_s,
-            end_s=end_s,
-            duration_s=duration_s,
-            gpu_energy_j=by_component["gpu"],
-            cpu_energy_j=by_component["cpu"],
-            dram_energy_j=by_component["dram"],
-            energy_j=energy_j,
-            pue=self._carbon.pue,
-            energy_kwh=energy_kwh,
-            intensity_g_per_kwh=intensity,
-            co2_g=co2_g,
-            gpu_avg_w=_rate(by_component["gpu"], duration_s),
-            gpu_peak_w=gpu_peak,
-            methods=_methods(devices, self.components),
-            devices=devices,
-            partial=partial,
-        )
+    @lifecycle.holding_signals
+    def _close_partial(self) -> None:
+        if self._open_epoch is not None and self._pid == os.getpid():  # unless a signal did
+            self._close_epoch(partial=True)
 
-    def _device_energy(
-        self, meter: Meter, start: MeterSnapshot, end: MeterSnapshot, duration_s: float
-    ) -> DeviceEnergy:
-        info = meter.info
-        if start.failed_at_s is not None:
-            energy_j: float | None = None
-        else:
-            energy_j = end.energy_j - start.energy_j
-        avg_w = _rate(energy_j, duration_s)
-        peak_w = end.peak_w if end.peak_w is not None else avg_w
-        if peak_w is not None and avg_w is not None:
-            peak_w = max(peak_w, avg_w)
-        return DeviceEnergy(
-            device=info.device,
-            component=info.component,
-            model=info.model,
-            method="failed" if end.failed_at_s is not None else info.method,
-            energy_j=energy_j,
-            avg_w=avg_w,
-            peak_w=peak_w if energy_j is not None else None,
-            host=self._host,
-            rank=self._rank,
-        )
+    @lifecycle.holding_signals
+    def _interrupt(self, status: str, final: bool) -> None:
+        """A signal: close the open epoch as partial and record ``status``; stop when ``final``."""
+        if self._stopped:
+            return
+        self._status = status
+        if final:
+            self.stop()
+            return
+        if self._open_epoch is not None:
+            self._signalled = self._close_epoch(partial=True)
+        self._write_run_json()
+
+    def _resume(self) -> None:
+        """The program lived on after the signal: measure on, the open epoch from the cut."""
+        if not self._stopped:
+            self._status = "running"
+            if self._signalled is not None:
+                self._open_epoch, self._signalled = self._last_cut, None
 
     def _write_timeline(self, points: list[TimelinePoint]) -> None:
         if self._writer is not None:
@@ -353,7 +370,7 @@ class Tracker:
     def _summary(self) -> RunSummary:
         epochs = self._epochs
         by_component = {
-            c: _sum_optional([e.component_energy_j(c) for e in epochs]) for c in COMPONENTS
+            c: sum_optional([e.component_energy_j(c) for e in epochs]) for c in COMPONENTS
         }
         energy_j = sum(e.energy_j for e in epochs)
         energy_kwh = energy_j * self._carbon.pue / J_PER_KWH
@@ -377,6 +394,8 @@ class Tracker:
             methods=epochs[-1].methods if epochs else "",
             missing=tuple(f"{m.device}: {m.reason}" for m in self._missing),
             warnings=tuple(self._notices.messages()),
+            prediction=self._predictor.prediction,
+            prediction_check=self._predictor.check(epochs),
         )
 
     def _run_document(
@@ -403,6 +422,8 @@ class Tracker:
             location=self._location,
             summary=self._summary(),
             whole_run_j=whole_run_j,
+            slurm=self._slurm,
+            job=self._job.describe() if self._job is not None else None,
         )
 
 
@@ -417,6 +438,9 @@ def track(func: Callable[P, R] | None = None, /, **tracker_kwargs: Any) -> Any:
 
     ``@track`` or ``@track(project="fit", location="DE")``; arguments are those of ``Tracker``.
     """
+    if func is not None:
+        arguments.check_callable("track's argument", func)
+    Tracker(**tracker_kwargs)  # checks the arguments now, not at the first call
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
@@ -429,54 +453,5 @@ def track(func: Callable[P, R] | None = None, /, **tracker_kwargs: Any) -> Any:
     return decorate(func) if func is not None else decorate
 
 
-def _validated_name(argument: str, value: str) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c in value for c in "/\\\0"):
-        raise ValueError(
-            f"{argument} must be a non-empty name without path separators, got {value!r}"
-        )
-    return value
-
-
-def _positive(argument: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{argument} must be a positive number of seconds, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{argument} must be a positive number of seconds (> 0), got {value}")
-    return float(value)
-
-
-def _validated_components(components: Sequence[str]) -> tuple[Component, ...]:
-    chosen = tuple(c for c in COMPONENTS if c in components)
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not chosen or isinstance(components, str):
-        raise ValueError(
-            f"components must be a non-empty sequence drawn from {COMPONENTS}, got {components!r}"
-        )
-    return chosen
-
-
 def _new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def _rate(energy_j: float | None, duration_s: float) -> float | None:
-    return energy_j / duration_s if energy_j is not None and duration_s > 0 else None
-
-
-def _component_total(devices: Sequence[DeviceEnergy], component: Component) -> float | None:
-    return _sum_optional([d.energy_j for d in devices if d.component == component])
-
-
-def _sum_optional(values: Sequence[float | None]) -> float | None:
-    """The sum of the known values; None when none is known (never a silent 0)."""
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
-def _methods(devices: Sequence[DeviceEnergy], components: Sequence[Component]) -> str:
-    """How each component was measured, e.g. ``gpu=counter;cpu=rapl;dram=estimate``."""
-    parts = []
-    for component in components:
-        methods = sorted({str(d.method) for d in devices if d.component == component})
-        parts.append(f"{component}={'+'.join(methods) if methods else 'none'}")
-    return ";".join(parts)

@@ -1,0 +1,123 @@
+"""Turns two boundary snapshots into an ``EpochRecord``: energy per device and component, CO2.
+
+Pure arithmetic on what the sampler cut: the difference of each meter's cumulative figures. A meter
+that had failed before the epoch began contributes ``None`` (not measured), never 0; one that failed
+during it keeps what it measured and is marked ``failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from backends.base import COMPONENTS, Component, Meter
+from tracker.carbon import J_PER_KWH, Carbon
+from tracker.logs import utc_label
+from tracker.records import DeviceEnergy, EpochRecord
+from tracker.sampler import MeterSnapshot
+
+
+def build_record(
+    *,
+    run_id: str,
+    epoch: int,
+    meters: Sequence[Meter],
+    start: tuple[float, dict[str, MeterSnapshot]],
+    end: tuple[float, dict[str, MeterSnapshot]],
+    carbon: Carbon,
+    components: Sequence[Component],
+    host: str,
+    rank: int,
+    partial: bool,
+) -> EpochRecord:
+    """The record of the epoch between two snapshots of the same meters."""
+    (start_s, first), (end_s, last) = start, end
+    duration_s = end_s - start_s
+    devices = tuple(
+        _device_energy(m, first[m.info.device], last[m.info.device], duration_s, host, rank)
+        for m in meters
+    )
+    co2_g = sum(
+        last[m.info.device].co2_g - first[m.info.device].co2_g
+        for m in meters
+        if first[m.info.device].failed_at_s is None
+    )
+    by_component = {c: component_total(devices, c) for c in COMPONENTS}
+    energy_j = sum(v for v in by_component.values() if v is not None)
+    energy_kwh = energy_j * carbon.pue / J_PER_KWH
+    intensity = co2_g / energy_kwh if energy_kwh > 0 else carbon.intensity(start_s, end_s)
+    gpus = [d for d in devices if d.component == "gpu" and d.energy_j is not None]
+    gpu_peak = sum(d.peak_w for d in gpus if d.peak_w is not None) if gpus else None
+    return EpochRecord(
+        run_id=run_id,
+        epoch=epoch,
+        start_utc=utc_label(carbon.to_unix(start_s)),
+        end_utc=utc_label(carbon.to_unix(end_s)),
+        start_s=start_s,
+        end_s=end_s,
+        duration_s=duration_s,
+        gpu_energy_j=by_component["gpu"],
+        cpu_energy_j=by_component["cpu"],
+        dram_energy_j=by_component["dram"],
+        energy_j=energy_j,
+        pue=carbon.pue,
+        energy_kwh=energy_kwh,
+        intensity_g_per_kwh=intensity,
+        co2_g=co2_g,
+        gpu_avg_w=rate(by_component["gpu"], duration_s),
+        gpu_peak_w=gpu_peak,
+        methods=methods(devices, components),
+        devices=devices,
+        partial=partial,
+    )
+
+
+def sum_optional(values: Sequence[float | None]) -> float | None:
+    """The sum of the known values; None when none is known (never a silent 0)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def rate(energy_j: float | None, duration_s: float) -> float | None:
+    """Average power over a span, or None where the energy is unknown or the span empty."""
+    return energy_j / duration_s if energy_j is not None and duration_s > 0 else None
+
+
+def component_total(devices: Sequence[DeviceEnergy], component: Component) -> float | None:
+    """A component's energy: the sum over its measured devices, None if none was measured."""
+    return sum_optional([d.energy_j for d in devices if d.component == component])
+
+
+def methods(devices: Sequence[DeviceEnergy], components: Sequence[Component]) -> str:
+    """How each component was measured, e.g. ``gpu=counter;cpu=rapl;dram=estimate``."""
+    parts = []
+    for component in components:
+        found = sorted({str(d.method) for d in devices if d.component == component})
+        parts.append(f"{component}={'+'.join(found) if found else 'none'}")
+    return ";".join(parts)
+
+
+def _device_energy(
+    meter: Meter,
+    start: MeterSnapshot,
+    end: MeterSnapshot,
+    duration_s: float,
+    host: str,
+    rank: int,
+) -> DeviceEnergy:
+    info = meter.info
+    energy_j = None if start.failed_at_s is not None else end.energy_j - start.energy_j
+    avg_w = rate(energy_j, duration_s)
+    peak_w = end.peak_w if end.peak_w is not None else avg_w
+    if peak_w is not None and avg_w is not None:
+        peak_w = max(peak_w, avg_w)
+    return DeviceEnergy(
+        device=info.device,
+        component=info.component,
+        model=info.model,
+        method="failed" if end.failed_at_s is not None else info.method,
+        energy_j=energy_j,
+        avg_w=avg_w,
+        peak_w=peak_w if energy_j is not None else None,
+        host=host,
+        rank=rank,
+    )
