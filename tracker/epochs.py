@@ -7,13 +7,18 @@ during it keeps what it measured and is marked ``failed``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from backends.base import COMPONENTS, Component, Meter
 from tracker.carbon import J_PER_KWH, Carbon
 from tracker.logs import utc_label
-from tracker.records import DeviceEnergy, EpochRecord
+from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.sampler import MeterSnapshot
+
+if TYPE_CHECKING:
+    from tracker.predict import Prediction, PredictionCheck
 
 
 def build_record(
@@ -71,7 +76,53 @@ def build_record(
     )
 
 
-def sum_optional(values: Sequence[float | None]) -> float | None:
+def summarise(
+    run_id: str,
+    run_dir: str,
+    records: Sequence[EpochRecord],
+    intensity_source: str,
+    *,
+    missing: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    pue: float | None = None,
+    nominal_intensity: float = math.nan,
+    prediction: Prediction | None = None,
+    prediction_check: PredictionCheck | None = None,
+) -> RunSummary:
+    """Totals over epoch records, one process's or a whole job's.
+
+    ``pue`` is the run's own; a job's records may carry several, and then the effective ratio of
+    facility to IT energy is reported. ``nominal_intensity`` stands where no energy was measured.
+    """
+    by_component = {c: sum_optional(r.component_energy_j(c) for r in records) for c in COMPONENTS}
+    energy_j = sum(r.energy_j for r in records)
+    energy_kwh = sum(r.energy_kwh for r in records)
+    co2_g = sum(r.co2_g for r in records)
+    if pue is None:
+        pue = energy_kwh * J_PER_KWH / energy_j if energy_j > 0 else 1.0
+    return RunSummary(
+        run_id=run_id,
+        run_dir=run_dir,
+        epochs=len(records),
+        duration_s=sum(r.duration_s for r in records),
+        gpu_energy_j=by_component["gpu"],
+        cpu_energy_j=by_component["cpu"],
+        dram_energy_j=by_component["dram"],
+        energy_j=energy_j,
+        pue=pue,
+        energy_kwh=energy_kwh,
+        co2_g=co2_g,
+        intensity_g_per_kwh=co2_g / energy_kwh if energy_kwh > 0 else nominal_intensity,
+        intensity_source=intensity_source,
+        methods=records[-1].methods if records else "",
+        missing=tuple(missing),
+        warnings=tuple(warnings),
+        prediction=prediction,
+        prediction_check=prediction_check,
+    )
+
+
+def sum_optional(values: Iterable[float | None]) -> float | None:
     """The sum of the known values; None when none is known (never a silent 0)."""
     known = [v for v in values if v is not None]
     return sum(known) if known else None

@@ -18,7 +18,8 @@ from typing import Any
 
 from backends.base import COMPONENTS, Component
 from tracker.carbon import J_PER_KWH
-from tracker.records import DeviceEnergy, EpochRecord, RunSummary
+from tracker.epochs import methods, sum_optional
+from tracker.records import DeviceEnergy, EpochRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def combine(
     """
     devices = tuple(d for part in sorted(parts, key=lambda p: p.rank) for d in part.devices)
     by_component = {
-        c: _sum_known(d.energy_j for d in devices if d.component == c) for c in COMPONENTS
+        c: sum_optional(d.energy_j for d in devices if d.component == c) for c in COMPONENTS
     }
     energy_j = sum(v for v in by_component.values() if v is not None)
     energy_kwh = sum(p.energy_j * p.pue for p in parts) / J_PER_KWH
@@ -135,57 +136,10 @@ def combine(
         co2_g=co2_g,
         gpu_avg_w=gpu_j / duration_s if gpu_j is not None and duration_s > 0 else None,
         gpu_peak_w=sum(d.peak_w for d in gpus if d.peak_w is not None) if gpus else None,
-        methods=methods_label(devices, components),
+        methods=methods(devices, components),
         devices=devices,
         partial=not complete or any(p.partial for p in parts),
     )
-
-
-def job_summary(
-    run_id: str,
-    run_dir: str,
-    records: Sequence[EpochRecord],
-    intensity_source: str,
-    missing: Sequence[str] = (),
-    warnings: Sequence[str] = (),
-) -> RunSummary:
-    """Totals over a job's epoch records, in the form ``Tracker.summary`` returns."""
-    by_component = {c: _sum_known(r.component_energy_j(c) for r in records) for c in COMPONENTS}
-    energy_j = sum(r.energy_j for r in records)
-    energy_kwh = sum(r.energy_kwh for r in records)
-    co2_g = sum(r.co2_g for r in records)
-    return RunSummary(
-        run_id=run_id,
-        run_dir=run_dir,
-        epochs=len(records),
-        duration_s=sum(r.duration_s for r in records),
-        gpu_energy_j=by_component["gpu"],
-        cpu_energy_j=by_component["cpu"],
-        dram_energy_j=by_component["dram"],
-        energy_j=energy_j,
-        pue=energy_kwh * J_PER_KWH / energy_j if energy_j > 0 else 1.0,
-        energy_kwh=energy_kwh,
-        co2_g=co2_g,
-        intensity_g_per_kwh=co2_g / energy_kwh if energy_kwh > 0 else math.nan,
-        intensity_source=intensity_source,
-        methods=records[-1].methods if records else "",
-        missing=tuple(missing),
-        warnings=tuple(warnings),
-    )
-
-
-def methods_label(devices: Sequence[DeviceEnergy], components: Sequence[Component]) -> str:
-    """How each component was measured, e.g. ``gpu=counter;cpu=rapl;dram=estimate``."""
-    parts = []
-    for component in components:
-        methods = sorted({str(d.method) for d in devices if d.component == component})
-        parts.append(f"{component}={'+'.join(methods) if methods else 'none'}")
-    return ";".join(parts)
-
-
-def _sum_known(values: Iterable[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
 
 
 def _mean(values: Iterable[float]) -> float:

@@ -22,7 +22,8 @@ from typing import Any
 
 from backends.base import Component
 from tracker.console import say
-from tracker.job import RankEpoch, combine, job_summary
+from tracker.epochs import summarise
+from tracker.job import RankEpoch, combine
 from tracker.logs import LogWriter
 from tracker.notices import Notices
 from tracker.records import EpochRecord
@@ -270,13 +271,13 @@ class Collector:
             for i in infos
             for m in i["missing"]
         ]
-        summary = job_summary(
+        summary = summarise(
             self._run_id,
             str(self._job_dir),
             self._records,
             base["totals"].get("intensity_source", ""),
-            missing,
-            base.get("warnings", ()),
+            missing=missing,
+            warnings=base.get("warnings", ()),
         )
         totals = dataclasses.asdict(summary)
         return base | {

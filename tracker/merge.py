@@ -24,7 +24,8 @@ from typing import Any
 
 from backends.base import COMPONENTS, Component
 from tracker import __version__
-from tracker.job import RankEpoch, combine, job_summary
+from tracker.epochs import summarise
+from tracker.job import RankEpoch, combine
 from tracker.logs import LogWriter
 from tracker.notices import Notices
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
@@ -75,13 +76,15 @@ def merge_runs(
         records.append(record)
         writer.write_epoch(record, _provenance(runs, epoch))
     writer.write_samples(_samples(runs))
-    summary = job_summary(
+    summary = summarise(
         run_id,
         str(target),
         records,
         runs[0].document.get("totals", {}).get("intensity_source", ""),
-        [f"{r.host} rank {r.rank} {m}" for r in runs for m in _missing(r)],
-        [f"{r.host} rank {r.rank}: {w}" for r in runs for w in r.document.get("warnings", [])],
+        missing=[f"{r.host} rank {r.rank} {m}" for r in runs for m in _missing(r)],
+        warnings=[
+            f"{r.host} rank {r.rank}: {w}" for r in runs for w in r.document.get("warnings", [])
+        ],
     )
     writer.write_run_json(_document(runs, run_id, summary, dropped, incomplete))
     writer.close()

@@ -12,10 +12,9 @@ import math
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tracker.report import RunFiles
+from tracker.report import RunFiles, number
 
 __all__ = ["INSTALL_HINT", "plot_run", "require_matplotlib"]
 
@@ -64,7 +63,7 @@ def _draw_power(axes: Any, files: RunFiles, spans: list[tuple[str, float, float]
     if samples.is_file():
         with samples.open(encoding="utf-8", newline="") as handle:
             for row in csv.DictReader(handle):
-                t, w = _f(row.get("elapsed_s")), _f(row.get("power_w"))
+                t, w = number(row.get("elapsed_s")), number(row.get("power_w"))
                 if math.isfinite(t) and math.isfinite(w):
                     series[row.get("device", "?")][0].append(t)
                     series[row.get("device", "?")][1].append(w)
@@ -101,10 +100,10 @@ def _draw_power(axes: Any, files: RunFiles, spans: list[tuple[str, float, float]
 
 
 def _draw_energy(axes: Any, files: RunFiles) -> None:
-    epochs = [int(_f(r.get("epoch"))) for r in files.epochs]
+    epochs = [int(number(r.get("epoch"))) for r in files.epochs]
     bottom = [0.0] * len(epochs)
     for component, colour in _COMPONENT_COLOURS.items():
-        values = [_f(r.get(f"{component}_energy_j")) / J_PER_WH for r in files.epochs]
+        values = [number(r.get(f"{component}_energy_j")) / J_PER_WH for r in files.epochs]
         if not any(math.isfinite(v) for v in values):
             continue
         heights = [v if math.isfinite(v) else 0.0 for v in values]
@@ -115,11 +114,11 @@ def _draw_energy(axes: Any, files: RunFiles) -> None:
     axes.set_ylabel("Wh (IT, before PUE)")
     axes.set_xticks(epochs)
     co2 = axes.twinx()
-    co2.plot(epochs, [_f(r.get("co2_g")) for r in files.epochs], color="#b03a2e", marker="o",
+    co2.plot(epochs, [number(r.get("co2_g")) for r in files.epochs], color="#b03a2e", marker="o",
              linewidth=1.5, label="gCO2e")  # fmt: skip
     co2.set_ylabel("gCO2e", color="#b03a2e")
-    co2.set_ylim(0, max([_finite_or_zero(_f(r.get("co2_g"))) for r in files.epochs] or [0]) * 1.35
-                 or 1.0)  # fmt: skip
+    highest_g = max([_finite_or_zero(number(r.get("co2_g"))) for r in files.epochs] or [0.0])
+    co2.set_ylim(0, highest_g * 1.35 or 1.0)
     axes.set_ylim(0, max(bottom or [0.0]) * 1.35 or 1.0)  # headroom for the legend
     handles = axes.get_legend_handles_labels()
     extra = co2.get_legend_handles_labels()
@@ -129,18 +128,18 @@ def _draw_energy(axes: Any, files: RunFiles) -> None:
 
 
 def _draw_cumulative(axes: Any, files: RunFiles) -> None:
-    epochs = [0] + [int(_f(r.get("epoch"))) for r in files.epochs]
+    epochs = [0] + [int(number(r.get("epoch"))) for r in files.epochs]
     running = [0.0]
     for row in files.epochs:
-        running.append(running[-1] + _finite_or_zero(_f(row.get("co2_g"))))
+        running.append(running[-1] + _finite_or_zero(number(row.get("co2_g"))))
     axes.plot(epochs, running, color="#b03a2e", marker="o", linewidth=1.8, label="actual")
     prediction = files.run.get("prediction")
     if prediction:
         total, done = int(prediction["epochs"]), int(prediction["based_on_epochs"])
         spent = running[min(done, len(running) - 1)]
-        axes.plot([0, total], [0.0, _f(prediction.get("co2_g"))], color="0.3", linestyle="--",
+        axes.plot([0, total], [0.0, number(prediction.get("co2_g"))], color="0.3", linestyle="--",
                   linewidth=1.2, label=f"predicted after {done} epoch(s)")  # fmt: skip
-        low, high = _f(prediction.get("co2_low_g")), _f(prediction.get("co2_high_g"))
+        low, high = number(prediction.get("co2_low_g")), number(prediction.get("co2_high_g"))
         if math.isfinite(low) and math.isfinite(high) and high > low:
             axes.fill_between([done, total], [spent, low], [spent, high], color="0.6", alpha=0.3,
                               linewidth=0, label="predicted range")  # fmt: skip
@@ -172,15 +171,6 @@ def _unix(label: object) -> float:
     try:
         return datetime.fromisoformat(label.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return math.nan
-
-
-def _f(value: object) -> float:
-    if value is None or value == "":
-        return math.nan
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
         return math.nan
 
 

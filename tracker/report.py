@@ -91,13 +91,13 @@ def markdown_statement(files: RunFiles) -> str:
     run, totals = files.run, files.run["totals"]
     pue = float(run.get("pue") or 1.0)
     energy_j, kwh, co2 = (
-        _f(totals.get("energy_j")),
-        _f(totals.get("energy_kwh")),
-        _f(totals.get("co2_g")),
+        number(totals.get("energy_j")),
+        number(totals.get("energy_kwh")),
+        number(totals.get("co2_g")),
     )
-    intensity = _f(totals.get("intensity_g_per_kwh"))
+    intensity = number(totals.get("intensity_g_per_kwh"))
     hardware, where, source = _hardware_text(run), _location_text(run), _intensity_text(run)
-    epochs, duration = int(totals.get("epochs") or 0), _f(totals.get("duration_s"))
+    epochs, duration = int(totals.get("epochs") or 0), number(totals.get("duration_s"))
     year = (run.get("intensity") or {}).get("year")
     summary = (
         f"Training run `{run.get('run_id', files.run_dir.name)}` ({files.project}) took "
@@ -190,12 +190,12 @@ def _epoch_table(files: RunFiles) -> str:
     rows = [
         (
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
-            duration_text(_f(row.get("duration_s"))),
+            duration_text(number(row.get("duration_s"))),
             *(_wh(row.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
             _wh(row.get("energy_j")),
-            _g(_f(row.get("energy_kwh"))),
-            _g(_f(row.get("intensity_g_per_kwh"))),
-            _g(_f(row.get("co2_g"))),
+            _g(number(row.get("energy_kwh"))),
+            _g(number(row.get("intensity_g_per_kwh"))),
+            _g(number(row.get("co2_g"))),
         )
         for row in files.epochs
     ]
@@ -203,12 +203,12 @@ def _epoch_table(files: RunFiles) -> str:
     rows.append(
         (
             "total",
-            duration_text(_f(totals.get("duration_s"))),
+            duration_text(number(totals.get("duration_s"))),
             *(_wh(totals.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
             _wh(totals.get("energy_j")),
-            _g(_f(totals.get("energy_kwh"))),
-            _g(_f(totals.get("intensity_g_per_kwh"))),
-            _g(_f(totals.get("co2_g"))),
+            _g(number(totals.get("energy_kwh"))),
+            _g(number(totals.get("intensity_g_per_kwh"))),
+            _g(number(totals.get("co2_g"))),
         )
     )
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
@@ -222,7 +222,7 @@ def _epoch_table(files: RunFiles) -> str:
 
 def _components(files: RunFiles) -> str:
     totals = files.run["totals"]
-    energy_j, duration = _f(totals.get("energy_j")), _f(totals.get("duration_s"))
+    energy_j, duration = number(totals.get("energy_j")), number(totals.get("duration_s"))
     details = {h.get("device"): h for h in files.run.get("hardware", [])}
     lines = ["Totals per component"]
     for component in ("gpu", "cpu", "dram"):
@@ -231,15 +231,15 @@ def _components(files: RunFiles) -> str:
         if value is None:
             lines.append(f"  {component:<5} not measured")
             continue
-        share = f"{_f(value) / energy_j:.1%}" if energy_j > 0 else "-"
-        watts = f"{_f(value) / duration:.4g} W avg" if duration > 0 else ""
+        share = f"{number(value) / energy_j:.1%}" if energy_j > 0 else "-"
+        watts = f"{number(value) / duration:.4g} W avg" if duration > 0 else ""
         devices = "; ".join(_device_text(d, details.get(d, {}), files.devices) for d in names)
         lines.append(f"  {component:<5} {_wh(value)} Wh  {share:>6}  {watts}  {devices}")
     pue = float(files.run.get("pue") or 1.0)
-    co2 = _f(totals.get("co2_g"))
+    co2 = number(totals.get("co2_g"))
     lines.append(
-        f"  all   {_wh(energy_j)} Wh IT x PUE {pue:g} = {_g(_f(totals.get('energy_kwh')))} kWh "
-        f"-> {_mass(co2)} CO2e at {_g(_f(totals.get('intensity_g_per_kwh')))} g/kWh"
+        f"  all   {_wh(energy_j)} Wh IT x PUE {pue:g} = {_g(number(totals.get('energy_kwh')))} kWh "
+        f"-> {_mass(co2)} CO2e at {_g(number(totals.get('intensity_g_per_kwh')))} g/kWh"
     )
     if math.isfinite(co2) and co2 >= 0:
         lines.append("  That is about:")
@@ -270,9 +270,9 @@ def _prediction(files: RunFiles) -> str:
         rows.append(
             (
                 name,
-                show(_f(p.get(key))),
-                f"{show(_f(p.get(low)))} - {show(_f(p.get(high)))}" if spread else "n/a",
-                show(_f(check.get(key))) if check else "-",
+                show(number(p.get(key))),
+                f"{show(number(p.get(low)))} - {show(number(p.get(high)))}" if spread else "n/a",
+                show(number(check.get(key))) if check else "-",
                 f"{error:+.1%}{' per epoch' if per_epoch else ''}" if error is not None else "-",
             )
         )
@@ -364,7 +364,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _f(value: object) -> float:
+def number(value: object) -> float:
     """A number from JSON or CSV; NaN where it is missing ('' or null)."""
     if value is None or value == "":
         return math.nan
@@ -379,7 +379,7 @@ def _g(value: float) -> str:
 
 
 def _wh(value: object) -> str:
-    return _g(_f(value) / J_PER_WH)
+    return _g(number(value) / J_PER_WH)
 
 
 def _wh_unit(joules: float) -> str:

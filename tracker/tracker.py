@@ -24,10 +24,10 @@ from typing import Any, ParamSpec, TypeVar, overload
 from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import RAPL_READERS, RaplReader, discover
 from tracker import arguments, lifecycle
-from tracker.carbon import J_PER_KWH, Carbon
+from tracker.carbon import Carbon
 from tracker.console import epoch_line, say, summary_line
 from tracker.distributed import JobLink, host_name, process_rank, slurm_info, validated_mode
-from tracker.epochs import build_record, sum_optional
+from tracker.epochs import build_record, summarise
 from tracker.intensity import IntensitySource, resolve_intensity
 from tracker.logs import LogWriter
 from tracker.notices import Notices
@@ -368,34 +368,18 @@ class Tracker:
         return (f"{p.label}: {p.source}", p.year, p.basis)
 
     def _summary(self) -> RunSummary:
-        epochs = self._epochs
-        by_component = {
-            c: sum_optional([e.component_energy_j(c) for e in epochs]) for c in COMPONENTS
-        }
-        energy_j = sum(e.energy_j for e in epochs)
-        energy_kwh = energy_j * self._carbon.pue / J_PER_KWH
-        co2_g = sum(e.co2_g for e in epochs)
         p = self._carbon.source.provenance
-        nominal = self._location.g_per_kwh if self._location is not None else math.nan
-        return RunSummary(
-            run_id=self.run_id,
-            run_dir=str(self._run_dir),
-            epochs=len(epochs),
-            duration_s=sum(e.duration_s for e in epochs),
-            gpu_energy_j=by_component["gpu"],
-            cpu_energy_j=by_component["cpu"],
-            dram_energy_j=by_component["dram"],
-            energy_j=energy_j,
+        return summarise(
+            self.run_id,
+            str(self._run_dir),
+            self._epochs,
+            f"{p.label}: {p.source} ({p.year}, {p.basis})",
+            missing=[f"{m.device}: {m.reason}" for m in self._missing],
+            warnings=self._notices.messages(),
             pue=self._carbon.pue,
-            energy_kwh=energy_kwh,
-            co2_g=co2_g,
-            intensity_g_per_kwh=co2_g / energy_kwh if energy_kwh > 0 else nominal,
-            intensity_source=f"{p.label}: {p.source} ({p.year}, {p.basis})",
-            methods=epochs[-1].methods if epochs else "",
-            missing=tuple(f"{m.device}: {m.reason}" for m in self._missing),
-            warnings=tuple(self._notices.messages()),
+            nominal_intensity=self._location.g_per_kwh if self._location else math.nan,
             prediction=self._predictor.prediction,
-            prediction_check=self._predictor.check(epochs),
+            prediction_check=self._predictor.check(self._epochs),
         )
 
     def _run_document(
