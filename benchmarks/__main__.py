@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         cuda_torch=bool(gpu_count) and _cuda_torch(),
         say=_say,
     )
-    started = time.monotonic()
+    started, started_utc = time.monotonic(), time.gmtime()
     rows = run(context, selected)
-    environment = _environment(context, gpu_names, args.quick, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    environment = _environment(gpu_names, args.quick, started_utc, seconds)
     print(_heading(environment))
     print(table(rows))
     if args.csv:
@@ -120,10 +121,10 @@ def _cuda_torch() -> bool:
 
 
 def _environment(
-    context: Context, gpu_names: list[str], quick: bool, seconds: float
+    gpu_names: list[str], quick: bool, started_utc: time.struct_time, seconds: float
 ) -> dict[str, Any]:
     return {
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", started_utc),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
         f"{platform.release()}",
         "gpus": gpu_names or ["none"],
