@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     started, started_utc = time.monotonic(), time.gmtime()
     rows = run(context, selected)
+    for row in rows:
+        for tool in wanted:
+            if (reason := ALL[tool].missing_reason()) is not None:
+                row.notes.setdefault(tool, reason)
     seconds = time.monotonic() - started
     environment = _environment(gpu_names, args.quick, started_utc, seconds)
     print(_heading(environment))
