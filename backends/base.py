@@ -76,10 +76,12 @@ class Found:
 class Meter(abc.ABC):
     """A readable source of energy or power for one device.
 
-    Subclasses set ``info`` and implement ``read``. ``fast`` says whether a read is cheap enough
-    (well under 0.1 ms) to take on the training thread at an epoch boundary; slow meters (the NVML
-    energy counter costs ~4 ms) are read only by the sampler thread, and the boundary is completed
-    from ``power_hint_w``. ``wrap_j`` is the value at which a counter wraps to zero (RAPL), or None.
+    Subclasses set ``info`` and implement ``read``. ``fast`` says whether the meter is read on the
+    training thread at an epoch boundary: worth it only for a read that is cheap (well under
+    0.1 ms) and exact at that instant (RAPL files, NVML power). Other meters are read only by the
+    sampler thread and the boundary is completed from ``power_hint_w``: the NVML energy counter
+    (~4 ms a read) and estimates (which a boundary read would not make any truer). ``wrap_j`` is
+    the value at which a counter wraps to zero (RAPL), or None.
     """
 
     info: MeterInfo

@@ -36,9 +36,9 @@ CPUINFO_PATH = Path("/proc/cpuinfo")
 
 
 class CpuEstimateMeter(Meter):
-    """Whole-host CPU power as ``tdp_w x utilisation``; cheap to read (``fast``)."""
+    """Whole-host CPU power as ``tdp_w x utilisation``; read by the sampler thread only."""
 
-    fast = True
+    fast = False  # an estimate gains nothing from a read on the training thread
 
     def __init__(self, tdp_w: float, model: str, detail: str, utilisation: float | None) -> None:
         self.tdp_w = tdp_w

@@ -16,9 +16,9 @@ __all__ = ["GpuEstimateMeter"]
 
 
 class GpuEstimateMeter(Meter):
-    """Constant power ``watts x utilisation`` for a named GPU; cheap to read (``fast``)."""
+    """Constant power ``watts x utilisation`` for a named GPU; read by the sampler thread only."""
 
-    fast = True
+    fast = False  # an estimate gains nothing from a read on the training thread
 
     def __init__(
         self, model: str, watts: float, utilisation: float, device: str = "gpu0", detail: str = ""

@@ -31,9 +31,9 @@ _BYTES_PER_GB = 1024**3  # memory is sold in binary gigabytes
 
 
 class MemoryEstimateMeter(Meter):
-    """Host DRAM power as ``watts_per_gb x installed GB``; constant, cheap to read (``fast``)."""
+    """Host DRAM power as ``watts_per_gb x installed GB``; constant, so read by the sampler only."""
 
-    fast = True
+    fast = False  # an estimate gains nothing from a read on the training thread
 
     def __init__(self, power_w: float, detail: str) -> None:
         self.power_w = power_w
