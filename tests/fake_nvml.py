@@ -87,6 +87,12 @@ class SimulatedGPU:
     MIG query answers Not Supported (before Ampere). From ``fail_after_s`` (monotonic) on, every
     call on the device raises GPU_IS_LOST; set it during a run to lose the GPU there.
     ``counter_reads_s`` and ``power_reads_s`` record the moment each value was taken.
+
+    Hopper's NVML is modelled by ``counter_step_s`` (the counter changes only at
+    ``grid_origin_s + k * counter_step_s``), ``power_average_s`` (power usage is the mean over that
+    many seconds up to the last update) and ``read_sample_at`` (the share of ``read_delay_s`` after
+    which a counter read takes its value: 0.5 is mid-way). ``reads_in_flight`` counts counter
+    reads under way. The defaults are a counter that changes continuously, read at its end.
     """
 
     name: str = "NVIDIA H100 80GB HBM3"
@@ -99,6 +105,11 @@ class SimulatedGPU:
     read_delay_s: float = 0.0
     fail_after_s: float | None = None
     counter_origin_s: float = 0.0
+    counter_step_s: float = 0.0
+    grid_origin_s: float = 0.0
+    power_average_s: float = 0.0
+    read_sample_at: float = 1.0
+    reads_in_flight: int = field(default=0, init=False)
     counter_reads_s: list[float] = field(default_factory=list, init=False)
     power_reads_s: list[float] = field(default_factory=list, init=False)
 
@@ -108,7 +119,22 @@ class SimulatedGPU:
 
     def counter_mj(self, t_s: float) -> int:
         """What the energy counter reads at ``t_s``: whole mJ since ``counter_origin_s``."""
-        return math.floor(self.energy_j(self.counter_origin_s, t_s) * 1000.0)
+        return math.floor(self.energy_j(self.counter_origin_s, self.last_update_s(t_s)) * 1000.0)
+
+    def power_usage_w(self, t_s: float) -> float:
+        """What power usage reads at ``t_s``: the power then, or the trailing mean."""
+        if self.power_average_s <= 0:
+            return self.power_w(t_s)
+        update_s = self.last_update_s(t_s)
+        start_s = update_s - self.power_average_s
+        return self.energy_j(start_s, update_s) / self.power_average_s
+
+    def last_update_s(self, t_s: float) -> float:
+        """The latest moment the counter (and averaged power) changed at or before ``t_s``."""
+        if self.counter_step_s <= 0:
+            return t_s
+        steps = math.floor((t_s - self.grid_origin_s) / self.counter_step_s)
+        return self.grid_origin_s + steps * self.counter_step_s
 
 
 class SimulatedNVML:
@@ -170,9 +196,15 @@ class SimulatedNVML:
         gpu = self._device(handle)
         if not gpu.has_counter:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        if gpu.read_delay_s > 0:
-            time.sleep(gpu.read_delay_s)
-        t_s = time.monotonic()
+        gpu.reads_in_flight += 1
+        try:
+            if gpu.read_delay_s > 0:
+                time.sleep(gpu.read_delay_s * gpu.read_sample_at)
+            t_s = time.monotonic()
+            if gpu.read_delay_s > 0 and gpu.read_sample_at < 1.0:
+                time.sleep(gpu.read_delay_s * (1.0 - gpu.read_sample_at))
+        finally:
+            gpu.reads_in_flight -= 1
         gpu.counter_reads_s.append(t_s)
         return gpu.counter_mj(t_s)
 
@@ -182,7 +214,7 @@ class SimulatedNVML:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         t_s = time.monotonic()
         gpu.power_reads_s.append(t_s)
-        return round(gpu.power_w(t_s) * 1000.0)
+        return round(gpu.power_usage_w(t_s) * 1000.0)
 
     def _require_init(self) -> None:
         if not self.initialized:

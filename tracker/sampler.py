@@ -6,20 +6,25 @@ Each interval's energy is priced at once by the carbon function, so emissions fo
 power x intensity over time.
 
 Epoch boundaries are cut on the caller's thread by ``snapshot()`` without waiting on slow reads:
-fast meters (RAPL files, NVML power) are read there and then; a slow counter (the NVML energy
-counter, ~4 ms a read) is completed from its last sampler read plus the trapezoid of its cheap power
-hint over the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add
-up exactly to the run's total. State per meter is a handful of numbers: memory does not grow.
+fast meters (RAPL files, NVML power) are read there and then. A slow energy counter (the NVML
+counter, ~4 ms a read, updated every 100 ms on Hopper) is read by a ``GridFollower`` thread of its
+own just after each update, so an edge takes the counter's value for its window; a counter without
+such a grid is completed from its last sampler read plus the trapezoid of its cheap power hint over
+the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add up exactly
+to the run's total. State per meter is a handful of numbers: memory does not grow.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from backends.base import Meter, Reading
+from tracker import follower
+from tracker.follower import FollowBudget, GridFollower, safe_hint
 from tracker.notices import Notices
 
 # gCO2e for `energy_j` joules spent between two monotonic times (PUE included).
@@ -55,8 +60,10 @@ class Sampler:
         interval_s: float,
         timeline_period_s: float,
         on_timeline: Callable[[list[TimelinePoint]], None],
+        follow_budget: FollowBudget | None = None,
     ) -> None:
         self._states = [_MeterState(m) for m in meters]
+        self._follow_budget = follow_budget or follower.BUDGET
         self._carbon = carbon
         self._notices = notices
         self._interval_s = interval_s
@@ -76,8 +83,15 @@ class Sampler:
         return [s.meter for s in self._states]
 
     def start(self) -> None:
-        """Take the first reading of every meter and start the sampling thread."""
+        """Take the first reading of every meter; start the followers and the sampling thread."""
         self.poll()
+        for state in self._states:  # slow counters (energy readings), not estimates (power)
+            if not state.meter.fast and state.raw_j is not None and state.failed_at_s is None:
+                assert state.t_s is not None
+                seed = ((state.read_started_s + state.t_s) / 2, state.raw_j)
+                host = _FollowerHost(self, state)
+                state.follower = GridFollower(state.meter, host, seed, self._follow_budget)
+                state.follower.start()
         self._thread = threading.Thread(target=self._run, name="wattprint-sampler", daemon=True)
         self._thread.start()
 
@@ -85,6 +99,9 @@ class Sampler:
         """Stop the thread, run what is queued, hand over the timeline and close the meters."""
         self._stopping.set()
         self._wake.set()
+        for state in self._states:
+            if state.follower is not None:
+                state.follower.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._run_jobs()
@@ -108,15 +125,15 @@ class Sampler:
     def poll(self) -> None:
         """Read every working meter once and fold the readings into the cumulative figures."""
         for state in self._states:
-            if state.failed_at_s is not None:
+            if state.failed_at_s is not None or _followed(state):
                 continue
             if state.meter.fast:
                 with self._lock:
                     self._read_and_apply(state)
             else:
                 reading, hint = self._read_slow(state)
-                if reading is not None:
-                    with self._lock:
+                with self._lock:
+                    if reading is not None and not _followed(state):  # locked meanwhile
                         self._apply(state, reading, hint)
         if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
             self._flush_timeline()
@@ -131,7 +148,7 @@ class Sampler:
         """
         self._read_stale()
         hints = {
-            id(s): _safe_hint(s.meter)
+            id(s): safe_hint(s.meter)
             for s in self._states
             if not s.meter.fast and s.failed_at_s is None
         }
@@ -187,22 +204,23 @@ class Sampler:
         oldest_s = time.monotonic() - self._stale_s
         for state in self._states:
             last_s = state.t_s
-            if state.meter.fast or state.failed_at_s is not None or last_s is None:
+            if state.meter.fast or state.failed_at_s is not None or _followed(state):
                 continue
-            if last_s < oldest_s:
+            if last_s is not None and last_s < oldest_s:
                 reading, hint = self._read_slow(state)
                 if reading is not None:
                     with self._lock:
                         self._apply(state, reading, hint)
 
     def _read_slow(self, state: _MeterState) -> tuple[Reading | None, float | None]:
+        state.read_started_s = time.monotonic()
         try:
             reading = state.meter.read()
         except Exception as error:
             with self._lock:
                 self._fail(state, error)
             return None, None
-        return reading, _safe_hint(state.meter)
+        return reading, safe_hint(state.meter)
 
     def _read_and_apply(self, state: _MeterState) -> None:
         try:
@@ -295,7 +313,12 @@ class Sampler:
     def _cut(self, state: _MeterState, boundary_s: float, hint_w: float | None) -> MeterSnapshot:
         energy_j, co2_g = state.energy_j, state.co2_g
         slow = not state.meter.fast
-        if (
+        grid = state.follower
+        if grid is not None and grid.locked and state.failed_at_s is None:
+            edge = grid.edge(boundary_s, hint_w)  # the counter's value for the edge's window
+            energy_j += edge.energy_j
+            co2_g += _signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
+        elif (
             slow
             and state.t_s is not None
             and state.power_w is not None
@@ -313,6 +336,8 @@ class Sampler:
                 back_j = state.power_w * -gap_s
                 energy_j -= back_j
                 co2_g -= self._carbon(back_j, boundary_s, state.t_s)
+            if grid is not None:  # calibrating: corrected once the grid is known
+                grid.note_edge(boundary_s, energy_j)
         snap = MeterSnapshot(energy_j, co2_g, state.peak_w, state.failed_at_s)
         state.peak_w = None
         return snap
@@ -325,10 +350,12 @@ class _MeterState:
         "co2_g",
         "energy_j",
         "failed_at_s",
+        "follower",
         "meter",
         "peak_w",
         "power_w",
         "raw_j",
+        "read_started_s",
         "t_s",
         "timeline_j",
         "timeline_t_s",
@@ -345,10 +372,47 @@ class _MeterState:
         self.failed_at_s: float | None = None
         self.timeline_t_s = 0.0
         self.timeline_j = 0.0
+        self.read_started_s = 0.0
+        self.follower: GridFollower | None = None
 
 
-def _safe_hint(meter: Meter) -> float | None:
-    try:
-        return meter.power_hint_w()
-    except Exception:  # a hint is optional; the counter read reports real failures
-        return None
+class _FollowerHost:
+    """The sampler as one meter's follower sees it (``follower.Host``)."""
+
+    def __init__(self, sampler: Sampler, state: _MeterState) -> None:
+        self.lock = sampler._lock
+        self._sampler = sampler
+        self._state = state
+
+    def apply(self, reading: Reading, hint_w: float | None) -> None:
+        last_s = self._state.t_s
+        if last_s is not None and reading.t_s <= last_s:  # a window's time, just after a read
+            reading = Reading(t_s=last_s + 1e-6, energy_j=reading.energy_j)
+        self._sampler._apply(self._state, reading, hint_w)
+
+    def cumulative_j(self, raw_j: float) -> float:
+        assert self._state.raw_j is not None
+        return self._state.energy_j - (self._state.raw_j - raw_j)
+
+    def fail(self, error: Exception) -> None:
+        if self._state.failed_at_s is None:  # the sampler may have found it failed first
+            self._sampler._fail(self._state, error)
+
+    def shift(self, energy_j: float, from_s: float) -> None:
+        self._state.energy_j += energy_j
+        now_s = time.monotonic()
+        self._state.co2_g += _signed_co2(self._sampler._carbon, energy_j, from_s, now_s)
+
+    def warn(self, key: str, message: str) -> None:
+        self._sampler._notices.warn(key, message)
+
+
+def _followed(state: _MeterState) -> bool:
+    """Whether a follower thread reads this meter now (the sampler loop leaves it alone)."""
+    return state.follower is not None and state.follower.locked
+
+
+def _signed_co2(carbon: CarbonFn, energy_j: float, a_s: float, b_s: float) -> float:
+    """The gCO2e of ``energy_j`` (negative when it is taken back) spent between two times."""
+    t0_s, t1_s = sorted((a_s, b_s))
+    return math.copysign(carbon(abs(energy_j), t0_s, t1_s), energy_j)
