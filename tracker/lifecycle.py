@@ -14,9 +14,9 @@ The previous handler is put back when the last tracker stops, unless someone rep
 A signal that arrives while the main thread is inside a tracker hook is held until the hook
 returns (``holding_signals``), so no lock, file or snapshot of the hook is entered twice.
 
-Fork. After ``os.fork`` (DataLoader workers) the child forgets the parent's trackers here; the
-trackers themselves check their owner's pid and do nothing in a child: no sampler, no log
-writes, no exception.
+Fork. After ``os.fork`` (DataLoader workers) the child forgets the parent's trackers here and gets
+the signal handlers back that the program had before them; the trackers themselves check their
+owner's pid and do nothing in a child: no sampler, no log writes, no exception.
 """
 
 from __future__ import annotations
@@ -139,10 +139,17 @@ class _State:
             self.fork_hook = True
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's trackers and held signals are not this process's."""
+        """In a forked child: drop the parent's trackers and held signals; put its handlers back.
+
+        A child runs no tracker, so it gets the handlers it would have had without one. A Python
+        handler would also make it racy to stop: a SIGTERM landing just before a blocking C call
+        (a pool worker waiting for its task queue) sets a flag nothing reads, and the worker hangs.
+        """
         self.running.clear()
         self.held.clear()
         self.dispatching.clear()
+        self.depth = 0
+        _restore()
 
 
 _state = _State()
