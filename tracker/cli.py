@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -137,15 +138,35 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"cannot start {command[0]!r}: {error}") from error
 
         def forward(signum: int, _frame: FrameType | None) -> None:
-            child.send_signal(signum)
+            if signum != signal.SIGINT or not _terminal_reached_child():
+                child.send_signal(signum)
 
-        previous = signal.signal(signal.SIGTERM, forward)
+        forwarded = (signal.SIGTERM, signal.SIGINT)
+        previous = {signum: signal.signal(signum, forward) for signum in forwarded}
         try:
-            code = child.wait()
+            code = child.wait()  # a signal ends the command, and the command ends the epoch
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         tracker.epoch_end()
     return code if code >= 0 else 128 - code
+
+
+def _terminal_reached_child() -> bool:
+    """Whether a Ctrl-C reached the command too: we (and so it) are the terminal's foreground.
+
+    The terminal signals its whole foreground process group; forwarding that SIGINT again would
+    interrupt the command twice (e.g. inside its own clean-up).
+    """
+    if sys.platform == "win32":
+        return False
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+        except (OSError, ValueError):  # closed or detached stream: try the next
+            continue
+    return False
 
 
 def _locations(args: argparse.Namespace) -> int:
