@@ -130,12 +130,13 @@ class GridFollower:
         """Remember an edge cut while calibrating, to correct it once the grid is known (locked)."""
         self._provisional = (edge_s, energy_j)
 
-    def edge(self, edge_s: float, hint_w: float | None) -> Edge:
+    def edge(self, edge_s: float) -> Edge:
         """What to add at ``edge_s`` to the held value (called holding the host's lock).
 
         Before the next predicted update the held value is the counter's own value at the edge;
-        after it, the windows whose reads are not in yet are extrapolated. An edge cut here ends
-        any correction of an earlier calibration edge (it would move this one too).
+        after it, the windows whose reads are not in yet are extrapolated (with the power hint,
+        read only then). An edge cut here ends any correction of an earlier calibration edge (it
+        would move this one too).
         """
         if self._provisional is not None:
             self._trace, self._provisional = [], None
@@ -146,7 +147,8 @@ class GridFollower:
             return Edge(0.0, self._held_s)
         windows = 1 + math.floor((edge_s - self._next_s) / self._period_s)
         first_j = self._last_j
-        if self._use_hint and self._ring and hint_w is not None and self._held_hint_w is not None:
+        hint_w = safe_hint(self.meter) if self._use_hint and self._ring else None
+        if hint_w is not None and self._held_hint_w is not None:
             first_j = POWER_AVERAGE_S * (hint_w - self._held_hint_w) + self._ring[0]
         return Edge(first_j + (windows - 1) * self._last_j, self._held_s)
 

@@ -147,10 +147,10 @@ class Sampler:
         counters stay exact). Resets the per-meter peaks.
         """
         self._read_stale()
-        hints = {
+        hints = {  # a followed counter reads its hint at the edge, in the rare case it needs one
             id(s): safe_hint(s.meter)
             for s in self._states
-            if not s.meter.fast and s.failed_at_s is None
+            if not s.meter.fast and s.failed_at_s is None and not _followed(s)
         }
         boundary_s = time.monotonic()
         result: dict[str, MeterSnapshot] = {}
@@ -315,7 +315,7 @@ class Sampler:
         slow = not state.meter.fast
         grid = state.follower
         if grid is not None and grid.locked and state.failed_at_s is None:
-            edge = grid.edge(boundary_s, hint_w)  # the counter's value for the edge's window
+            edge = grid.edge(boundary_s)  # the counter's value for the edge's window
             energy_j += edge.energy_j
             co2_g += _signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
         elif (
