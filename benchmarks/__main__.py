@@ -133,6 +133,7 @@ def _environment(
         f"{platform.release()}",
         "gpus": gpu_names or ["none"],
         "python": platform.python_version(),
+        "wakeup_cpu_us": round(_wakeup_cpu_us(), 1),
         "versions": tool_versions(),
         "mode": "quick" if quick else "full",
         "seconds": round(seconds, 1),
@@ -143,9 +144,22 @@ def _heading(environment: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in environment["versions"].items())
     return (
         f"\n{environment['date_utc']} | {environment['machine']} | GPU: "
-        f"{'; '.join(environment['gpus'])} | Python {environment['python']}\n{versions} | "
+        f"{'; '.join(environment['gpus'])} | Python {environment['python']} | timed wake-up "
+        f"{environment['wakeup_cpu_us']} us CPU\n{versions} | "
         f"{environment['mode']} run, {environment['seconds']} s\n"
     )
+
+
+def _wakeup_cpu_us(wakeups: int = 20) -> float:
+    """CPU time of one timed thread wake-up on this host, in us: what any sampler pays per tick.
+
+    Sampler and follower threads sleep between reads; on a bare-metal Linux host a wake-up costs a
+    few us, in some virtual machines and sandboxes 100 us or more, which sets their CPU floor.
+    """
+    started_s = time.thread_time()
+    for _ in range(wakeups):
+        time.sleep(0.1)  # a follower's period: idle long enough for the CPU to nap
+    return (time.thread_time() - started_s) / wakeups * 1e6
 
 
 def _cpu_model() -> str:
