@@ -40,7 +40,7 @@ def main() -> None:
                 loss = sum(step() for _ in range(args.steps)) / args.steps
             print(f"epoch {epoch + 1}: loss {loss:.4f}")
     epochs = load_run(tracker.run_dir)
-    print(epochs[["epoch", "duration_s", "energy_j", "co2_g", "methods"]].to_string(index=False))
+    print(epochs[["epoch", "duration_s", "it_energy_j", "co2_g", "methods"]].to_string(index=False))
     print(f"logs: {tracker.run_dir}")
 
 

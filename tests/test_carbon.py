@@ -31,13 +31,16 @@ def test_intensity_doubling_halfway_gives_one_and_a_half_times_the_first_half_ra
         tracker.epoch_start()
         time.sleep(max(0.0, half_s + 0.6 - time.monotonic()))
         record = tracker.epoch_end()
+    assert record.it_energy_j and record.co2_g and record.facility_energy_kwh
     first_s, second_s = half_s - record.start_s, record.end_s - half_s
     expected = 250.0 / J_PER_KWH * (first_s * 200.0 + second_s * 400.0)
     assert record.co2_g == pytest.approx(expected, rel=1e-4)
     # Halves of equal length: 1.5x what the whole epoch would cost at the first half's rate.
-    first_half_rate = record.energy_j / J_PER_KWH * 200.0
+    first_half_rate = record.it_energy_j / J_PER_KWH * 200.0
     assert record.co2_g / first_half_rate == pytest.approx(1.5, abs=0.02)
-    assert record.intensity_g_per_kwh == pytest.approx(expected / record.energy_kwh, rel=1e-4)
+    assert record.intensity_g_per_kwh == pytest.approx(
+        expected / record.facility_energy_kwh, rel=1e-4
+    )
 
 
 def test_power_step_coinciding_with_intensity_step_is_weighted_by_when_the_energy_was_used(
@@ -56,10 +59,11 @@ def test_power_step_coinciding_with_intensity_step_is_weighted_by_when_the_energ
         tracker.epoch_start()
         time.sleep(max(0.0, step_s + 0.6 - time.monotonic()))
         record = tracker.epoch_end()
+    assert record.it_energy_j is not None
     truth = (
         gpu.energy_j(record.start_s, step_s) * 100.0 + gpu.energy_j(step_s, record.end_s) * 500.0
     ) / J_PER_KWH
-    naive = record.energy_j / J_PER_KWH * 300.0  # mean intensity x total energy
+    naive = record.it_energy_j / J_PER_KWH * 300.0  # mean intensity x total energy
     assert record.co2_g == pytest.approx(truth, rel=0.02)
     assert abs(naive - truth) / truth > 0.15  # the naive product would be visibly wrong
 

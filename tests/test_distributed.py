@@ -146,7 +146,9 @@ def test_job_total_on_rank_0_is_the_sum_of_every_rank_with_host_meters_counted_o
         assert row["gpu_energy_j"] == pytest.approx(truth["gpu"], rel=1e-3)
         assert row["cpu_energy_j"] == pytest.approx(truth["cpu"], rel=1e-6)
         assert row["dram_energy_j"] == pytest.approx(truth["dram"], rel=1e-6)
-        assert row["energy_j"] == pytest.approx(truth["gpu"] + truth["cpu"] + truth["dram"], 1e-3)
+        assert row["it_energy_j"] == pytest.approx(
+            truth["gpu"] + truth["cpu"] + truth["dram"], 1e-3
+        )
         assert row["co2_g"] == pytest.approx(truth["co2_g"], rel=1e-3)
 
     devices = load_run(job_dir, devices=True)
@@ -163,7 +165,7 @@ def test_job_total_on_rank_0_is_the_sum_of_every_rank_with_host_meters_counted_o
 
     run = json.loads((job_dir / "run.json").read_text())
     assert run["distributed"]["role"] == "job" and run["distributed"]["world_size"] == len(layout)
-    assert run["totals"]["energy_j"] == pytest.approx(epochs["energy_j"].sum())
+    assert run["totals"]["it_energy_j"] == pytest.approx(epochs["it_energy_j"].sum())
     assert run["status"] == "finished"
     measured = {r["rank"]: r["measured"] for r in run["distributed"]["ranks"]}
     assert measured == {rank: entry[2] or entry[1] == 0 for rank, entry in enumerate(layout)}
@@ -182,7 +184,14 @@ def test_merge_of_the_rank_directories_gives_the_process_group_totals(
     ranks = [str(job_dir / f"rank-{rank}") for rank in range(len(TWO_HOSTS_TWO_RANKS_EACH))]
     assert wattprint(["merge", *ranks, "--out", str(tmp_path / "merged")]) == 0
     merged, whole = load_run(tmp_path / "merged"), load_run(job_dir)
-    columns = ["gpu_energy_j", "cpu_energy_j", "dram_energy_j", "energy_j", "energy_kwh", "co2_g"]
+    columns = [
+        "gpu_energy_j",
+        "cpu_energy_j",
+        "dram_energy_j",
+        "it_energy_j",
+        "facility_energy_kwh",
+        "co2_g",
+    ]
     pd.testing.assert_frame_equal(merged[columns], whole[columns], rtol=1e-9)
 
 

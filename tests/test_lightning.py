@@ -84,13 +84,13 @@ def test_each_epoch_is_a_row_and_its_figures_reach_the_trainers_logger(
     assert list(epochs["epoch"]) == [1, 2] and not epochs["partial"].any()
     for _, row in epochs.iterrows():
         assert row["gpu_energy_j"] == pytest.approx(GPU_W * row["duration_s"], rel=1e-3)
-        assert row["co2_g"] == pytest.approx(row["energy_kwh"] * 400.0, rel=1e-9)
+        assert row["co2_g"] == pytest.approx(row["facility_energy_kwh"] * 400.0, rel=1e-9)
     assert trainer.logger is not None and trainer.logger.log_dir is not None
     with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as handle:
         logged = [r for r in csv.DictReader(handle) if r.get("wattprint/co2_g")]
     assert [float(r["wattprint/co2_g"]) for r in logged] == pytest.approx(list(epochs["co2_g"]))
-    assert [float(r["wattprint/energy_kwh"]) for r in logged] == pytest.approx(
-        list(epochs["energy_kwh"])
+    assert [float(r["wattprint/facility_energy_kwh"]) for r in logged] == pytest.approx(
+        list(epochs["facility_energy_kwh"])
     )
     run = json.loads((callback.tracker.run_dir / "run.json").read_text())
     assert run["status"] == "finished"

@@ -28,7 +28,7 @@ def record(epoch: int, energy_j: float, duration_s: float, partial: bool = False
     return EpochRecord(
         run_id="r", epoch=epoch, start_utc="", end_utc="", start_s=0.0, end_s=duration_s,
         duration_s=duration_s, gpu_energy_j=None, cpu_energy_j=energy_j, dram_energy_j=None,
-        energy_j=energy_j, pue=PUE, energy_kwh=kwh, intensity_g_per_kwh=INTENSITY,
+        it_energy_j=energy_j, pue=PUE, facility_energy_kwh=kwh, intensity_g_per_kwh=INTENSITY,
         co2_g=kwh * INTENSITY, gpu_avg_w=None, gpu_peak_w=None, methods="cpu=rapl",
         partial=partial,
     )  # fmt: skip
@@ -41,10 +41,10 @@ def co2(energy_j: float) -> float:
 def test_after_one_epoch_the_prediction_is_that_epoch_times_the_epochs_with_no_range() -> None:
     p = predict([record(1, 30.0, 2.0)], epochs=10)
     assert (p.epochs, p.based_on_epochs) == (10, 1)
-    assert p.energy_j == pytest.approx(300.0)
-    assert p.energy_low_j == p.energy_high_j == pytest.approx(300.0)
+    assert p.it_energy_j == pytest.approx(300.0)
+    assert p.it_energy_low_j == p.it_energy_high_j == pytest.approx(300.0)
     assert p.duration_s == pytest.approx(20.0)
-    assert p.energy_kwh == pytest.approx(300.0 * PUE / KWH)
+    assert p.facility_energy_kwh == pytest.approx(300.0 * PUE / KWH)
     assert p.co2_g == pytest.approx(co2(300.0))
 
 
@@ -52,9 +52,9 @@ def test_after_three_epochs_the_range_spans_cheapest_to_costliest_remaining_epoc
     records = [record(k + 1, e, d) for k, (e, d) in enumerate([(30, 2.0), (36, 2.5), (27, 1.5)])]
     p = predict(records, epochs=10)
     spent = 30.0 + 36.0 + 27.0
-    assert p.energy_j == pytest.approx(10 * spent / 3)
-    assert p.energy_low_j == pytest.approx(spent + 7 * 27.0)
-    assert p.energy_high_j == pytest.approx(spent + 7 * 36.0)
+    assert p.it_energy_j == pytest.approx(10 * spent / 3)
+    assert p.it_energy_low_j == pytest.approx(spent + 7 * 27.0)
+    assert p.it_energy_high_j == pytest.approx(spent + 7 * 36.0)
     assert (p.duration_low_s, p.duration_s, p.duration_high_s) == pytest.approx(
         (6.0 + 7 * 1.5, 20.0, 6.0 + 7 * 2.5)
     )
@@ -65,7 +65,7 @@ def test_after_three_epochs_the_range_spans_cheapest_to_costliest_remaining_epoc
 
 def test_partial_epochs_are_left_out_of_the_prediction() -> None:
     p = predict([record(1, 30.0, 2.0), record(2, 5.0, 0.2, partial=True)], epochs=4)
-    assert p.based_on_epochs == 1 and p.energy_j == pytest.approx(120.0)
+    assert p.based_on_epochs == 1 and p.it_energy_j == pytest.approx(120.0)
 
 
 def test_check_compares_per_epoch_when_the_run_stopped_early() -> None:
@@ -119,11 +119,13 @@ def test_tracker_predicts_once_after_epochs_before_pred_and_records_it(
     remaining = 10 - before
     p = recorded_prediction(tracker)
     assert p.based_on_epochs == before
-    assert p.energy_j == pytest.approx(10 * sum(seen) / before, rel=1e-6)  # IT energy, before PUE
-    assert p.energy_low_j == pytest.approx(sum(seen) + remaining * min(seen), rel=1e-6)
-    assert p.energy_high_j == pytest.approx(sum(seen) + remaining * max(seen), rel=1e-6)
-    assert p.energy_kwh == pytest.approx(p.energy_j * PUE / KWH, rel=1e-6)
-    assert p.co2_g == pytest.approx(co2(p.energy_j), rel=1e-6)
+    assert p.it_energy_j == pytest.approx(
+        10 * sum(seen) / before, rel=1e-6
+    )  # IT energy, before PUE
+    assert p.it_energy_low_j == pytest.approx(sum(seen) + remaining * min(seen), rel=1e-6)
+    assert p.it_energy_high_j == pytest.approx(sum(seen) + remaining * max(seen), rel=1e-6)
+    assert p.facility_energy_kwh == pytest.approx(p.it_energy_j * PUE / KWH, rel=1e-6)
+    assert p.co2_g == pytest.approx(co2(p.it_energy_j), rel=1e-6)
     err = capsys.readouterr().err
     assert err.count("wattprint prediction for 10 epochs") == 1
     assert tracker.summary.prediction == p

@@ -100,11 +100,11 @@ def test_epoch_energy_matches_simulated_truth_per_device(
         assert record.cpu_energy_j == pytest.approx(
             rapl_truth["cpu0"] + rapl_truth["cpu1"], rel=1e-3
         )
-    run_total = sum(r.energy_j for r in records)
-    assert tracker.summary.energy_j == pytest.approx(run_total)
+    run_total = sum(r.it_energy_j or math.nan for r in records)
+    assert tracker.summary.it_energy_j == pytest.approx(run_total)
     epochs = load_run(tracker.run_dir)
     assert list(epochs["epoch"]) == [1, 2, 3]
-    assert epochs["energy_j"].sum() == pytest.approx(run_total, rel=1e-6)
+    assert epochs["it_energy_j"].sum() == pytest.approx(run_total, rel=1e-6)
 
 
 def test_epoch_shorter_than_sampling_interval_still_gets_its_energy(
@@ -129,8 +129,9 @@ def test_co2_is_energy_times_pue_times_constant_intensity(
     with Tracker("co2", tmp_path, intensity=400.0, pue=1.5, verbose=0) as tracker, tracker.epoch():
         time.sleep(0.3)
     record = tracker.epochs[0]
-    assert record.energy_kwh == pytest.approx(record.energy_j * 1.5 / 3.6e6)
-    assert record.co2_g == pytest.approx(record.energy_kwh * 400.0)
+    assert record.it_energy_j is not None and record.facility_energy_kwh is not None
+    assert record.facility_energy_kwh == pytest.approx(record.it_energy_j * 1.5 / 3.6e6)
+    assert record.co2_g == pytest.approx(record.facility_energy_kwh * 400.0)
     assert record.intensity_g_per_kwh == pytest.approx(400.0)
 
 
@@ -286,8 +287,8 @@ def test_log_schema_and_run_json(tmp_path: Path, gpus: list[SimulatedGPU]) -> No
     epochs = load_run(tracker.run_dir)
     assert list(epochs.columns)[:16] == [
         "run_id", "epoch", "start_utc", "end_utc", "duration_s", "gpu_energy_j", "cpu_energy_j",
-        "dram_energy_j", "energy_j", "pue", "energy_kwh", "intensity_g_per_kwh", "co2_g",
-        "gpu_avg_w", "gpu_peak_w", "methods",
+        "dram_energy_j", "it_energy_j", "pue", "facility_energy_kwh", "intensity_g_per_kwh",
+        "co2_g", "gpu_avg_w", "gpu_peak_w", "methods",
     ]  # fmt: skip
     assert epochs["start_utc"].iloc[0].endswith("Z")
     assert epochs["intensity_source"].iloc[0].startswith("FR")

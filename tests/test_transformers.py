@@ -98,7 +98,7 @@ def test_every_n_steps_cuts_a_record_per_window_of_steps(tmp_path: Path) -> None
     assert callback.tracker is not None
     epochs = load_run(callback.tracker.run_dir)
     assert len(epochs) == 3  # steps 1-3, 4-6, and the last two (7-8)
-    logged = [e["step"] for e in trainer.state.log_history if "wattprint/energy_j" in e]
+    logged = [e["step"] for e in trainer.state.log_history if "wattprint/it_energy_j" in e]
     assert logged == [3, 6, 8]
     with pytest.raises(ValueError, match="every_n_steps"):
         WattprintCallback(every_n_steps=0)

@@ -49,6 +49,7 @@ from tracker.compat_args import (
     run_id_with,
     simulated_meters,
 )
+from tracker.console import figure
 from tracker.equivalents import equivalents
 from tracker.predict import Prediction, clock
 from tracker.records import RunSummary
@@ -212,7 +213,7 @@ class CarbonTracker:
     @property
     def predicted_energy_kwh(self) -> float | None:
         """Predicted facility energy (kWh, PUE included) of all ``epochs``, once predicted."""
-        return self.prediction.energy_kwh if self.prediction is not None else None
+        return self.prediction.facility_energy_kwh if self.prediction is not None else None
 
     @property
     def predicted_duration_s(self) -> float | None:
@@ -220,14 +221,14 @@ class CarbonTracker:
         return self.prediction.duration_s if self.prediction is not None else None
 
     @property
-    def actual_emissions(self) -> float:
-        """gCO2e of the epochs measured so far."""
+    def actual_emissions(self) -> float | None:
+        """gCO2e of the epochs measured so far; None when nothing was measured."""
         return (self.summary or self.tracker.summary).co2_g
 
     @property
-    def actual_energy_kwh(self) -> float:
-        """Facility energy (kWh) of the epochs measured so far."""
-        return (self.summary or self.tracker.summary).energy_kwh
+    def actual_energy_kwh(self) -> float | None:
+        """Facility energy (kWh) of the epochs measured so far; None when nothing was measured."""
+        return (self.summary or self.tracker.summary).facility_energy_kwh
 
     @property
     def actual_duration_s(self) -> float:
@@ -270,11 +271,12 @@ class CarbonTracker:
         if p.based_on_epochs >= 2:
             d = self.decimal_precision
             extra.append(
-                f"\tRange:\t{p.energy_low_kwh:.{d}f}-{p.energy_high_kwh:.{d}f} kWh, "
+                f"\tRange:\t{p.facility_energy_low_kwh:.{d}f}-"
+                f"{p.facility_energy_high_kwh:.{d}f} kWh, "
                 f"{p.co2_low_g:.{d}f}-{p.co2_high_g:.{d}f} g (cheapest to costliest epoch)"
             )
         title = f"Predicted consumption for {p.epochs} epoch(s):"
-        return self._block(title, p.duration_s, p.energy_kwh, p.co2_g, extra)
+        return self._block(title, p.duration_s, p.facility_energy_kwh, p.co2_g, extra)
 
     def _actual_block(self, summary: RunSummary) -> str:
         records = self.tracker.epochs
@@ -289,21 +291,28 @@ class CarbonTracker:
             if self.epochs_before_pred == 0
             else f"Actual consumption for {complete} epoch(s):"
         )
-        return self._block(title, summary.duration_s, summary.energy_kwh, summary.co2_g, extra)
+        return self._block(
+            title, summary.duration_s, summary.facility_energy_kwh, summary.co2_g, extra
+        )
 
     def _block(
-        self, title: str, duration_s: float, energy_kwh: float, co2_g: float, extra: list[str]
+        self,
+        title: str,
+        duration_s: float,
+        energy_kwh: float | None,
+        co2_g: float | None,
+        extra: list[str],
     ) -> str:
         d = self.decimal_precision
         lines = [
             "",
             title,
             f"\tTime:\t{clock(duration_s)}",
-            f"\tEnergy:\t{energy_kwh:.{d}f} kWh",
-            f"\tCO2eq:\t{co2_g:.{d}f} g",
+            f"\tEnergy:\t{figure(energy_kwh, f'.{d}f')} kWh",
+            f"\tCO2eq:\t{figure(co2_g, f'.{d}f')} g",
             *extra,
         ]
-        if self.interpretable and math.isfinite(co2_g) and co2_g >= 0:
+        if self.interpretable and co2_g is not None and math.isfinite(co2_g) and co2_g >= 0:
             car = equivalents(co2_g)[0]
             lines += ["\tThis is equivalent to:", f"\t{car.value:.{d}f} {car.unit} {car.label}"]
         return "\n".join(lines)

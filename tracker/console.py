@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 
 from tracker.predict import check_line
@@ -18,6 +19,11 @@ def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def figure(value: float | None, spec: str = ".4g") -> str:
+    """A figure for a line of text; ``n/a`` where it was not measured (never a silent 0)."""
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)
+
+
 def epoch_line(record: EpochRecord) -> str:
     """``wattprint epoch 3: 12.4 s, 0.00312 kWh, 1.21 gCO2e | gpu 250 W (counter) ...``."""
     parts = []
@@ -31,7 +37,7 @@ def epoch_line(record: EpochRecord) -> str:
     flag = " [partial]" if record.partial else ""
     return (
         f"wattprint epoch {record.epoch}{flag}: {record.duration_s:.2f} s, "
-        f"{record.energy_kwh:.4g} kWh, {record.co2_g:.4g} gCO2e"
+        f"{figure(record.facility_energy_kwh)} kWh, {figure(record.co2_g)} gCO2e"
         + (" | " + ", ".join(parts) if parts else " | nothing measured")
     )
 
@@ -40,7 +46,8 @@ def summary_line(summary: RunSummary) -> str:
     """The run's totals in one line."""
     return (
         f"wattprint run {summary.run_id}: {summary.epochs} epochs, {summary.duration_s:.1f} s, "
-        f"{summary.energy_kwh:.4g} kWh (PUE {summary.pue:g}), {summary.co2_g:.4g} gCO2e at "
+        f"{figure(summary.facility_energy_kwh)} kWh (PUE {summary.pue:g}), "
+        f"{figure(summary.co2_g)} gCO2e at "
         f"{summary.intensity_g_per_kwh:.0f} g/kWh; "
         + (f"{check_line(summary.prediction_check)}; " if summary.prediction_check else "")
         + f"logs in {summary.run_dir}"

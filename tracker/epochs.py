@@ -41,15 +41,17 @@ def build_record(
         _device_energy(m, first[m.info.device], last[m.info.device], duration_s, host, rank)
         for m in meters
     )
-    co2_g = sum(
+    co2_g = sum_optional(
         last[m.info.device].co2_g - first[m.info.device].co2_g
         for m in meters
         if first[m.info.device].failed_at_s is None
     )
     by_component = {c: component_total(devices, c) for c in COMPONENTS}
-    energy_j = sum(v for v in by_component.values() if v is not None)
-    energy_kwh = energy_j * carbon.pue / J_PER_KWH
-    intensity = co2_g / energy_kwh if energy_kwh > 0 else carbon.intensity(start_s, end_s)
+    it_energy_j = sum_optional(by_component.values())
+    facility_kwh = facility_kwh_of(it_energy_j, carbon.pue)
+    intensity = intensity_of(co2_g, facility_kwh)
+    if math.isnan(intensity):
+        intensity = carbon.intensity(start_s, end_s)
     gpus = [d for d in devices if d.component == "gpu" and d.energy_j is not None]
     gpu_peak = sum(d.peak_w for d in gpus if d.peak_w is not None) if gpus else None
     return EpochRecord(
@@ -63,9 +65,9 @@ def build_record(
         gpu_energy_j=by_component["gpu"],
         cpu_energy_j=by_component["cpu"],
         dram_energy_j=by_component["dram"],
-        energy_j=energy_j,
+        it_energy_j=it_energy_j,
         pue=carbon.pue,
-        energy_kwh=energy_kwh,
+        facility_energy_kwh=facility_kwh,
         intensity_g_per_kwh=intensity,
         co2_g=co2_g,
         gpu_avg_w=rate(by_component["gpu"], duration_s),
@@ -95,11 +97,12 @@ def summarise(
     facility to IT energy is reported. ``nominal_intensity`` stands where no energy was measured.
     """
     by_component = {c: sum_optional(r.component_energy_j(c) for r in records) for c in COMPONENTS}
-    energy_j = sum(r.energy_j for r in records)
-    energy_kwh = sum(r.energy_kwh for r in records)
-    co2_g = sum(r.co2_g for r in records)
+    it_energy_j = sum_optional(r.it_energy_j for r in records)
+    facility_kwh = sum_optional(r.facility_energy_kwh for r in records)
+    co2_g = sum_optional(r.co2_g for r in records)
     if pue is None:
-        pue = energy_kwh * J_PER_KWH / energy_j if energy_j > 0 else 1.0
+        pue = effective_pue(it_energy_j, facility_kwh, 1.0)
+    intensity = intensity_of(co2_g, facility_kwh)
     return RunSummary(
         run_id=run_id,
         run_dir=run_dir,
@@ -108,11 +111,11 @@ def summarise(
         gpu_energy_j=by_component["gpu"],
         cpu_energy_j=by_component["cpu"],
         dram_energy_j=by_component["dram"],
-        energy_j=energy_j,
+        it_energy_j=it_energy_j,
         pue=pue,
-        energy_kwh=energy_kwh,
+        facility_energy_kwh=facility_kwh,
         co2_g=co2_g,
-        intensity_g_per_kwh=co2_g / energy_kwh if energy_kwh > 0 else nominal_intensity,
+        intensity_g_per_kwh=nominal_intensity if math.isnan(intensity) else intensity,
         intensity_source=intensity_source,
         methods=records[-1].methods if records else "",
         missing=tuple(missing),
@@ -126,6 +129,25 @@ def sum_optional(values: Iterable[float | None]) -> float | None:
     """The sum of the known values; None when none is known (never a silent 0)."""
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+def facility_kwh_of(it_energy_j: float | None, pue: float) -> float | None:
+    """Facility energy in kWh: IT energy in J times PUE; None where the IT energy is unknown."""
+    return None if it_energy_j is None else it_energy_j * pue / J_PER_KWH
+
+
+def effective_pue(it_energy_j: float | None, facility_kwh: float | None, default: float) -> float:
+    """The ratio of facility to IT energy, or ``default`` where there is no IT energy."""
+    if it_energy_j is None or facility_kwh is None or it_energy_j <= 0:
+        return default
+    return facility_kwh * J_PER_KWH / it_energy_j
+
+
+def intensity_of(co2_g: float | None, facility_kwh: float | None) -> float:
+    """The gCO2e per facility kWh the energy was priced at; NaN where there was no energy."""
+    if co2_g is None or facility_kwh is None or facility_kwh <= 0:
+        return math.nan
+    return co2_g / facility_kwh
 
 
 def rate(energy_j: float | None, duration_s: float) -> float | None:

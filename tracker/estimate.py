@@ -16,7 +16,6 @@ and units in ``tracker.estimate_data``; the command line in ``tracker.estimate_c
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,6 +31,7 @@ from tracker.estimate_data import (
     rating,
 )
 from tracker.estimate_result import Estimate, Quantity, check_pue, non_negative, positive, priced
+from tracker.logs import read_run_json
 
 __all__ = [
     "DEFAULT_MFU",
@@ -305,20 +305,18 @@ def from_run(
     with the run's own PUE unless ``pue`` is given. Raises ``FileNotFoundError`` without run.json.
     """
     path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: --from-run needs a run directory written by wattprint"
-        )
     if not locations and intensity is None:
         raise ValueError("give at least one location (or an intensity) to re-price the run in")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_run_json(path)
         totals = doc["totals"]
-        energy_j, duration_s = float(totals["energy_j"]), float(totals["duration_s"])
+        if totals["it_energy_j"] is None:
+            raise ValueError(f"{path}: the run measured no energy, so there is nothing to re-price")
+        energy_j, duration_s = float(totals["it_energy_j"]), float(totals["duration_s"])
         run_pue = float(doc.get("pue") or 1.0)
         prediction = doc.get("prediction")
-        predicted_j = float(prediction["energy_j"]) if prediction else None
-    except (ValueError, KeyError, TypeError) as error:
+        predicted_j = float(prediction["it_energy_j"]) if prediction else None
+    except (KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a wattprint run.json ({error!r})") from error
     run = Estimate(
         "run", "measured", energy_j, check_pue(run_pue), "the run's", duration_s=duration_s

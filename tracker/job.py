@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import COMPONENTS, Component
-from tracker.carbon import J_PER_KWH
-from tracker.epochs import methods, sum_optional
+from tracker.epochs import effective_pue, facility_kwh_of, intensity_of, methods, sum_optional
 from tracker.records import DeviceEnergy, EpochRecord
 
 
@@ -38,14 +37,14 @@ class RankEpoch:
     duration_s: float
     pue: float
     intensity_g_per_kwh: float
-    co2_g: float
+    co2_g: float | None
     partial: bool
     devices: tuple[DeviceEnergy, ...]
 
     @property
-    def energy_j(self) -> float:
-        """The IT energy of the devices this process measured (unmeasured ones excluded)."""
-        return sum(d.energy_j for d in self.devices if d.energy_j is not None)
+    def it_energy_j(self) -> float | None:
+        """The IT energy of the devices this process measured; None when it measured none."""
+        return sum_optional(d.energy_j for d in self.devices)
 
     @classmethod
     def from_record(cls, record: EpochRecord, rank: int, host: str) -> RankEpoch:
@@ -85,9 +84,13 @@ class RankEpoch:
         kept = tuple(keep)
         if len(kept) == len(self.devices):
             return self
-        kept_j = sum(d.energy_j for d in kept if d.energy_j is not None)
+        kept_j = sum_optional(d.energy_j for d in kept)
+        all_j, co2_g = self.it_energy_j, self.co2_g
         # kept J x PUE x this process's mean intensity over the epoch:
-        co2_g = self.co2_g * kept_j / self.energy_j if self.energy_j > 0 else 0.0
+        if kept_j is None or co2_g is None:
+            co2_g = None
+        elif all_j:
+            co2_g = co2_g * kept_j / all_j
         return dataclasses.replace(self, devices=kept, co2_g=co2_g)
 
 
@@ -107,15 +110,15 @@ def combine(
     by_component = {
         c: sum_optional(d.energy_j for d in devices if d.component == c) for c in COMPONENTS
     }
-    energy_j = sum(v for v in by_component.values() if v is not None)
-    energy_kwh = sum(p.energy_j * p.pue for p in parts) / J_PER_KWH
-    co2_g = sum(p.co2_g for p in parts)
+    it_energy_j = sum_optional(by_component.values())
+    facility_kwh = sum_optional(facility_kwh_of(p.it_energy_j, p.pue) for p in parts)
+    co2_g = sum_optional(p.co2_g for p in parts)
     duration_s = max((p.duration_s for p in parts), default=0.0)
     first = min(parts, key=lambda p: p.rank) if parts else None
-    pue = energy_kwh * J_PER_KWH / energy_j if energy_j > 0 else (first.pue if first else 1.0)
-    intensity = (
-        co2_g / energy_kwh if energy_kwh > 0 else _mean(p.intensity_g_per_kwh for p in parts)
-    )
+    pue = effective_pue(it_energy_j, facility_kwh, first.pue if first else 1.0)
+    intensity = intensity_of(co2_g, facility_kwh)
+    if math.isnan(intensity):
+        intensity = _mean(p.intensity_g_per_kwh for p in parts)
     gpus = [d for d in devices if d.component == "gpu" and d.energy_j is not None]
     gpu_j = by_component["gpu"]
     return EpochRecord(
@@ -129,9 +132,9 @@ def combine(
         gpu_energy_j=gpu_j,
         cpu_energy_j=by_component["cpu"],
         dram_energy_j=by_component["dram"],
-        energy_j=energy_j,
+        it_energy_j=it_energy_j,
         pue=pue,
-        energy_kwh=energy_kwh,
+        facility_energy_kwh=facility_kwh,
         intensity_g_per_kwh=intensity,
         co2_g=co2_g,
         gpu_avg_w=gpu_j / duration_s if gpu_j is not None and duration_s > 0 else None,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Component
-from tracker.console import say
+from tracker.console import figure, say
 from tracker.epochs import summarise
 from tracker.job import RankEpoch, combine
 from tracker.logs import LogWriter
@@ -256,8 +256,9 @@ class Collector:
             hosts = {info["host"] for info in self._infos.values()}
             say(
                 f"wattprint job {self._run_id}: {self._world_size} ranks on "
-                f"{len(hosts)} hosts, {totals['epochs']} epochs, {totals['energy_kwh']:.4g} kWh, "
-                f"{totals['co2_g']:.4g} gCO2e; logs in {self._job_dir}"
+                f"{len(hosts)} hosts, {totals['epochs']} epochs, "
+                f"{figure(totals['facility_energy_kwh'])} kWh, "
+                f"{figure(totals['co2_g'])} gCO2e; logs in {self._job_dir}"
             )
 
     def _job_document(self) -> dict[str, Any]:

@@ -13,10 +13,10 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from tracker.arguments import directory
 from tracker.notices import Notices
@@ -24,6 +24,8 @@ from tracker.records import EpochRecord
 
 if TYPE_CHECKING:
     import pandas as pd
+
+V = TypeVar("V")
 
 EPOCH_COLUMNS = (
     "run_id",
@@ -34,9 +36,9 @@ EPOCH_COLUMNS = (
     "gpu_energy_j",
     "cpu_energy_j",
     "dram_energy_j",
-    "energy_j",
+    "it_energy_j",
     "pue",
-    "energy_kwh",
+    "facility_energy_kwh",
     "intensity_g_per_kwh",
     "co2_g",
     "gpu_avg_w",
@@ -61,6 +63,16 @@ DEVICE_COLUMNS = (
     "peak_w",
 )
 SAMPLE_COLUMNS = ("time", "elapsed_s", "device", "power_w")
+RENAMED = {
+    "energy_j": "it_energy_j",
+    "energy_kwh": "facility_energy_kwh",
+    "energy_low_j": "it_energy_low_j",
+    "energy_high_j": "it_energy_high_j",
+    "energy_low_kwh": "facility_energy_low_kwh",
+    "energy_high_kwh": "facility_energy_high_kwh",
+}
+"""Epoch, totals and prediction names of runs written before IT and facility energy were named
+apart; readers map them to today's (device rows keep ``energy_j``: a device's IT energy)."""
 MAX_PENDING_SAMPLES = 100_000  # timeline rows held while writes fail (~8 MB); epochs: all
 
 
@@ -68,6 +80,33 @@ def utc_label(unix_s: float) -> str:
     """ISO-8601 UTC with milliseconds, the only wall-clock form the logs use."""
     stamp = datetime.fromtimestamp(unix_s, tz=timezone.utc)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def current_names(row: Mapping[str, V]) -> dict[str, V]:
+    """An epoch row, totals or prediction written by any wattprint, under today's names."""
+    return {RENAMED.get(key, key): value for key, value in row.items()}
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    """A run.json with its totals and prediction under today's names.
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (not a wattprint run directory?)")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a wattprint run.json")
+    for key in ("totals", "prediction"):
+        if isinstance(document.get(key), dict):
+            document[key] = current_names(document[key])
+    check = (document.get("prediction") or {}).get("check")
+    if isinstance(check, dict):
+        document["prediction"]["check"] = current_names(check)
+    return document
 
 
 def load_run(
@@ -82,7 +121,8 @@ def load_run(
     path = directory("run_dir", run_dir) / name
     if not path.is_file():
         raise FileNotFoundError(f"load_run: {path} not found (not a wattprint run directory?)")
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    return frame if devices or samples else frame.rename(columns=RENAMED)
 
 
 class LogWriter:
@@ -117,9 +157,9 @@ class LogWriter:
                         record.gpu_energy_j,
                         record.cpu_energy_j,
                         record.dram_energy_j,
-                        record.energy_j,
+                        record.it_energy_j,
                         record.pue,
-                        record.energy_kwh,
+                        record.facility_energy_kwh,
                         record.intensity_g_per_kwh,
                         record.co2_g,
                         record.gpu_avg_w,

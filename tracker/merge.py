@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -24,9 +23,10 @@ from typing import Any
 
 from backends.base import COMPONENTS, Component
 from tracker import __version__
+from tracker.console import figure
 from tracker.epochs import summarise
 from tracker.job import RankEpoch, combine
-from tracker.logs import LogWriter
+from tracker.logs import LogWriter, read_run_json
 from tracker.notices import Notices
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 
@@ -127,7 +127,8 @@ def _merge_command(args: argparse.Namespace) -> int:
     summary = merge_runs(args.runs, args.out, same_job=args.same_job)
     print(
         f"wattprint merge: {len(args.runs)} runs, {summary.epochs} epochs, "
-        f"{summary.energy_kwh:.4g} kWh, {summary.co2_g:.4g} gCO2e; written to {args.out}"
+        f"{figure(summary.facility_energy_kwh)} kWh, {figure(summary.co2_g)} gCO2e; "
+        f"written to {args.out}"
     )
     return 0
 
@@ -140,10 +141,7 @@ def _read_run(directory: Path, position: int) -> _Run:
 
 
 def _parse_run(directory: Path, position: int) -> _Run:
-    run_json = directory / "run.json"
-    if not run_json.is_file():
-        raise FileNotFoundError(f"{run_json} not found (not a wattprint run directory?)")
-    document: dict[str, Any] = json.loads(run_json.read_text())
+    document = read_run_json(directory / "run.json")
     if (document.get("distributed") or {}).get("role") == "job":
         raise ValueError(
             f"{directory} already holds a whole job's totals; merge its rank-N directories instead"
@@ -168,7 +166,7 @@ def _parse_run(directory: Path, position: int) -> _Run:
             duration_s=float(row["duration_s"]),
             pue=float(row["pue"]),
             intensity_g_per_kwh=_number(row["intensity_g_per_kwh"]) or math.nan,
-            co2_g=float(row["co2_g"]),
+            co2_g=_number(row["co2_g"]),
             partial=row.get("partial") == "true",
             devices=tuple(devices.get(epoch, [])),
         )

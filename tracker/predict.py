@@ -8,8 +8,9 @@ t-interval would need two or more epochs, and assumes independent, normally spre
 real epochs drift in one direction (warm-up, caches, learning-rate schedules), which is exactly
 when a min/max bound stays honest. After one epoch there is no spread, so low = high = value.
 
-Energy keys keep their house meaning: ``energy_j`` is IT energy (before PUE), ``energy_kwh`` is
-facility energy (after PUE), as in ``EpochRecord``. Emissions extrapolate the intensity the
+Energy keys keep their house meaning: ``it_energy_j`` is IT energy (before PUE),
+``facility_energy_kwh`` is facility energy (after PUE), as in ``EpochRecord``; an epoch with
+nothing measured counts as unknown (NaN), never as 0. Emissions extrapolate the intensity the
 epochs so far were priced at. Partial epochs (closed by an exception) are left out.
 """
 
@@ -40,12 +41,12 @@ class Prediction:
     duration_s: float
     duration_low_s: float
     duration_high_s: float
-    energy_j: float
-    energy_low_j: float
-    energy_high_j: float
-    energy_kwh: float
-    energy_low_kwh: float
-    energy_high_kwh: float
+    it_energy_j: float
+    it_energy_low_j: float
+    it_energy_high_j: float
+    facility_energy_kwh: float
+    facility_energy_low_kwh: float
+    facility_energy_high_kwh: float
     co2_g: float
     co2_low_g: float
     co2_high_g: float
@@ -66,7 +67,7 @@ class PredictionCheck:
     epochs_predicted: int
     epochs_run: int
     duration_s: float
-    energy_j: float
+    it_energy_j: float
     co2_g: float
     duration_error: float | None
     energy_error: float | None
@@ -96,21 +97,21 @@ def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
         return (value, min(low, value), max(high, value))
 
     duration = extrapolate([r.duration_s for r in done])
-    energy = extrapolate([r.energy_j for r in done])
-    facility = extrapolate([r.energy_kwh for r in done])
-    co2 = extrapolate([r.co2_g for r in done])
+    energy = extrapolate([_known(r.it_energy_j) for r in done])
+    facility = extrapolate([_known(r.facility_energy_kwh) for r in done])
+    co2 = extrapolate([_known(r.co2_g) for r in done])
     return Prediction(
         epochs=total,
         based_on_epochs=len(done),
         duration_s=duration[0],
         duration_low_s=duration[1],
         duration_high_s=duration[2],
-        energy_j=energy[0],
-        energy_low_j=energy[1],
-        energy_high_j=energy[2],
-        energy_kwh=facility[0],
-        energy_low_kwh=facility[1],
-        energy_high_kwh=facility[2],
+        it_energy_j=energy[0],
+        it_energy_low_j=energy[1],
+        it_energy_high_j=energy[2],
+        facility_energy_kwh=facility[0],
+        facility_energy_low_kwh=facility[1],
+        facility_energy_high_kwh=facility[2],
         co2_g=co2[0],
         co2_low_g=co2[1],
         co2_high_g=co2[2],
@@ -125,10 +126,10 @@ def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionC
     run = len(done)
     actual = (
         sum(r.duration_s for r in done),
-        sum(r.energy_j for r in done),
-        sum(r.co2_g for r in done),
+        sum(_known(r.it_energy_j) for r in done),
+        sum(_known(r.co2_g) for r in done),
     )
-    predicted = (prediction.duration_s, prediction.energy_j, prediction.co2_g)
+    predicted = (prediction.duration_s, prediction.it_energy_j, prediction.co2_g)
     scale = prediction.epochs / run  # per-epoch comparison when the counts differ
     errors = [
         a * scale / p - 1.0 if p > 0 and math.isfinite(a) else None
@@ -137,15 +138,15 @@ def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionC
     in_range = None
     if run == prediction.epochs and prediction.based_on_epochs >= 2:  # one epoch has no spread
         in_range = (
-            prediction.energy_low_j * (1 - 1e-9)
+            prediction.it_energy_low_j * (1 - 1e-9)
             <= actual[1]
-            <= prediction.energy_high_j * (1 + 1e-9)
+            <= prediction.it_energy_high_j * (1 + 1e-9)
         )
     return PredictionCheck(
         epochs_predicted=prediction.epochs,
         epochs_run=run,
         duration_s=actual[0],
-        energy_j=actual[1],
+        it_energy_j=actual[1],
         co2_g=actual[2],
         duration_error=errors[0],
         energy_error=errors[1],
@@ -211,8 +212,11 @@ def prediction_line(prediction: Prediction) -> str:
             f"{duration_text(prediction.duration_high_s)})"
         )
         * spread
-        + f", {prediction.energy_kwh:.4g} kWh"
-        + (f" ({prediction.energy_low_kwh:.4g}-{prediction.energy_high_kwh:.4g})" * spread)
+        + f", {prediction.facility_energy_kwh:.4g} kWh"
+        + (
+            f" ({prediction.facility_energy_low_kwh:.4g}-{prediction.facility_energy_high_kwh:.4g})"
+            * spread
+        )
         + f", {prediction.co2_g:.4g} gCO2e"
         + (f" ({prediction.co2_low_g:.4g}-{prediction.co2_high_g:.4g})" * spread)
         + ("" if spread else "; a range needs 2 or more epochs")
@@ -255,6 +259,11 @@ def _epochs_argument(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def _known(value: float | None) -> float:
+    """A figure as a float, NaN where it was not measured."""
+    return math.nan if value is None else value
 
 
 def _finite(document: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,8 @@ class DeviceEnergy:
 class EpochRecord:
     """Energy and emissions of one epoch, as returned by ``Tracker.epoch_end()``.
 
-    Component energies are IT energy (before PUE); ``energy_kwh`` is facility energy (after PUE);
+    Component energies and ``it_energy_j`` are IT energy (before PUE); ``facility_energy_kwh`` is
+    facility energy (after PUE); both are None when no component was measured (never a silent 0);
     ``co2_g`` integrates power x intensity over the epoch, times PUE. ``start_s``/``end_s`` are the
     monotonic boundary times; ``partial`` marks an epoch closed by a signal or an exception.
     """
@@ -52,11 +53,11 @@ class EpochRecord:
     gpu_energy_j: float | None
     cpu_energy_j: float | None
     dram_energy_j: float | None
-    energy_j: float
+    it_energy_j: float | None
     pue: float
-    energy_kwh: float
+    facility_energy_kwh: float | None
     intensity_g_per_kwh: float
-    co2_g: float
+    co2_g: float | None
     gpu_avg_w: float | None
     gpu_peak_w: float | None
     methods: str
@@ -71,7 +72,10 @@ class EpochRecord:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """Totals of a run: what ``Tracker.summary`` returns and ``run.json`` records."""
+    """Totals of a run: what ``Tracker.summary`` returns and ``run.json`` records.
+
+    Energies and ``co2_g`` are None when nothing was measured in any epoch (never a silent 0).
+    """
 
     run_id: str
     run_dir: str
@@ -80,10 +84,10 @@ class RunSummary:
     gpu_energy_j: float | None
     cpu_energy_j: float | None
     dram_energy_j: float | None
-    energy_j: float
+    it_energy_j: float | None
     pue: float
-    energy_kwh: float
-    co2_g: float
+    facility_energy_kwh: float | None
+    co2_g: float | None
     intensity_g_per_kwh: float
     intensity_source: str
     methods: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tracker.equivalents import equivalents
+from tracker.logs import current_names, read_run_json
 from tracker.predict import duration_text
 
 __all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "register", "text_report"]
@@ -64,13 +64,11 @@ def find_run_dir(path: str | Path) -> Path:
 def read_run(path: str | Path) -> RunFiles:
     """Read a run directory; ``FileNotFoundError``/``ValueError`` name the file that is wrong."""
     run_dir = find_run_dir(path)
-    try:
-        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{run_dir / 'run.json'} is not valid JSON ({error})") from None
-    if not isinstance(run, dict) or "totals" not in run:
+    run = read_run_json(run_dir / "run.json")
+    if "totals" not in run:
         raise ValueError(f"{run_dir / 'run.json'} is not a wattprint run.json (no totals)")
-    return RunFiles(run_dir, run, _rows(run_dir / "epochs.csv"), _rows(run_dir / "devices.csv"))
+    epochs = [current_names(row) for row in _rows(run_dir / "epochs.csv")]
+    return RunFiles(run_dir, run, epochs, _rows(run_dir / "devices.csv"))
 
 
 def text_report(files: RunFiles) -> str:
@@ -91,8 +89,8 @@ def markdown_statement(files: RunFiles) -> str:
     run, totals = files.run, files.run["totals"]
     pue = float(run.get("pue") or 1.0)
     energy_j, kwh, co2 = (
-        number(totals.get("energy_j")),
-        number(totals.get("energy_kwh")),
+        number(totals.get("it_energy_j")),
+        number(totals.get("facility_energy_kwh")),
         number(totals.get("co2_g")),
     )
     intensity = number(totals.get("intensity_g_per_kwh"))
@@ -192,8 +190,8 @@ def _epoch_table(files: RunFiles) -> str:
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
             duration_text(number(row.get("duration_s"))),
             *(_wh(row.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
-            _wh(row.get("energy_j")),
-            _g(number(row.get("energy_kwh"))),
+            _wh(row.get("it_energy_j")),
+            _g(number(row.get("facility_energy_kwh"))),
             _g(number(row.get("intensity_g_per_kwh"))),
             _g(number(row.get("co2_g"))),
         )
@@ -205,8 +203,8 @@ def _epoch_table(files: RunFiles) -> str:
             "total",
             duration_text(number(totals.get("duration_s"))),
             *(_wh(totals.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
-            _wh(totals.get("energy_j")),
-            _g(number(totals.get("energy_kwh"))),
+            _wh(totals.get("it_energy_j")),
+            _g(number(totals.get("facility_energy_kwh"))),
             _g(number(totals.get("intensity_g_per_kwh"))),
             _g(number(totals.get("co2_g"))),
         )
@@ -222,7 +220,7 @@ def _epoch_table(files: RunFiles) -> str:
 
 def _components(files: RunFiles) -> str:
     totals = files.run["totals"]
-    energy_j, duration = number(totals.get("energy_j")), number(totals.get("duration_s"))
+    energy_j, duration = number(totals.get("it_energy_j")), number(totals.get("duration_s"))
     details = {h.get("device"): h for h in files.run.get("hardware", [])}
     lines = ["Totals per component"]
     for component in ("gpu", "cpu", "dram"):
@@ -238,7 +236,8 @@ def _components(files: RunFiles) -> str:
     pue = float(files.run.get("pue") or 1.0)
     co2 = number(totals.get("co2_g"))
     lines.append(
-        f"  all   {_wh(energy_j)} Wh IT x PUE {pue:g} = {_g(number(totals.get('energy_kwh')))} kWh "
+        f"  all   {_wh(energy_j)} Wh IT x PUE {pue:g} = "
+        f"{_g(number(totals.get('facility_energy_kwh')))} kWh "
         f"-> {_mass(co2)} CO2e at {_g(number(totals.get('intensity_g_per_kwh')))} g/kWh"
     )
     if math.isfinite(co2) and co2 >= 0:
@@ -261,11 +260,11 @@ def _prediction(files: RunFiles) -> str:
     spread = int(p.get("based_on_epochs") or 0) >= 2
     for name, key, low, high, show in (
         ("time", "duration_s", "duration_low_s", "duration_high_s", duration_text),
-        ("energy IT", "energy_j", "energy_low_j", "energy_high_j", _wh_unit),
+        ("energy IT", "it_energy_j", "it_energy_low_j", "it_energy_high_j", _wh_unit),
         ("gCO2e", "co2_g", "co2_low_g", "co2_high_g", _mass),
     ):
         error = check.get(
-            {"duration_s": "duration", "energy_j": "energy", "co2_g": "co2"}[key] + "_error"
+            {"duration_s": "duration", "it_energy_j": "energy", "co2_g": "co2"}[key] + "_error"
         )
         rows.append(
             (

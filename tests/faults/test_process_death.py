@@ -233,7 +233,7 @@ def test_a_tracker_off_the_main_thread_leaves_signal_handlers_alone(tmp_path: Pa
         tracker = Tracker("t", tmp_path, meters=[ConstantPowerMeter()], intensity=1.0, verbose=0)
         with tracker, tracker.epoch():
             seen.append(signal.getsignal(signal.SIGTERM))
-        seen.append(tracker.epochs[0].energy_j)
+        seen.append(tracker.epochs[0].it_energy_j)
 
     thread = threading.Thread(target=train)
     thread.start()

@@ -102,9 +102,9 @@ class TrackerHooks:
 def epoch_metrics(record: EpochRecord, prefix: str = "wattprint/") -> dict[str, float]:
     """An epoch's figures as flat metrics for a framework's logger (unmeasured ones left out)."""
     values: dict[str, float | None] = {
-        "energy_kwh": record.energy_kwh,
+        "facility_energy_kwh": record.facility_energy_kwh,
         "co2_g": record.co2_g,
-        "energy_j": record.energy_j,
+        "it_energy_j": record.it_energy_j,
         "gpu_energy_j": record.gpu_energy_j,
         "cpu_energy_j": record.cpu_energy_j,
         "dram_energy_j": record.dram_energy_j,

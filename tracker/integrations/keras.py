@@ -4,8 +4,8 @@
     model.fit(x, y, epochs=10, callbacks=[WattprintCallback(project="mlp", location="FR")])
 
 A tracker epoch runs from ``on_epoch_begin`` to ``on_epoch_end``; the epoch's figures are added
-to the epoch's ``logs`` (keys ``wattprint/energy_kwh``, ``wattprint/co2_g``, ...), so they appear
-in the ``History`` that ``fit`` returns and in the callbacks after this one (CSVLogger,
+to the epoch's ``logs`` (keys ``wattprint/facility_energy_kwh``, ``wattprint/co2_g``, ...), so
+they appear in the ``History`` that ``fit`` returns and in the callbacks after this one (CSVLogger,
 TensorBoard). The Tracker stops at ``on_train_end``. Keras runs on whichever backend
 ``KERAS_BACKEND`` names; when it is unset, TensorFlow is not installed and PyTorch is, this module
 sets it to ``torch`` before importing Keras.

@@ -4,8 +4,8 @@
     trainer = Trainer(max_epochs=10, callbacks=[WattprintCallback(project="resnet", location="DE")])
 
 An epoch runs from ``on_train_epoch_start`` to ``on_train_epoch_end`` (the validation Lightning runs
-at the end of an epoch included). Each epoch's figures (``wattprint/energy_kwh``,
-``wattprint/co2_g``, ``wattprint/energy_j`` and the components measured) also go to the trainer's
+at the end of an epoch included). Each epoch's figures (``wattprint/facility_energy_kwh``,
+``wattprint/co2_g``, ``wattprint/it_energy_j`` and the components measured) also go to the trainer's
 loggers at the trainer's global step; the Tracker stops when the fit ends or fails. Works with
 ``lightning`` (``lightning.pytorch``) or the older ``pytorch_lightning`` package.
 """

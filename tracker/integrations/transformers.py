@@ -7,8 +7,8 @@
 A tracker epoch runs from ``on_epoch_begin`` to ``on_epoch_end``; with ``every_n_steps=N`` it is
 instead every N optimizer steps (the last window may be shorter), for runs whose epochs are long
 or that count steps rather than epochs. Each record's figures are appended to
-``trainer.state.log_history`` (keys ``wattprint/energy_kwh``, ``wattprint/co2_g``, ...), which
-the Trainer saves with its checkpoints; the Tracker stops at ``on_train_end``.
+``trainer.state.log_history`` (keys ``wattprint/facility_energy_kwh``, ``wattprint/co2_g``,
+...), which the Trainer saves with its checkpoints; the Tracker stops at ``on_train_end``.
 """
 
 from __future__ import annotations
