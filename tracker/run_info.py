@@ -35,11 +35,12 @@ def run_document(
     whole_run_j: dict[str, float] | None,
     slurm: dict[str, str] | None = None,
     job: dict[str, Any] | None = None,
+    command: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready description of the run as it stands.
 
     ``slurm``: the SLURM job, step and task the process ran in; ``job``: its part in a distributed
-    job (``tracker.distributed``).
+    job (``tracker.distributed``); ``command``: the measured command and its exit code.
     """
     provenance = carbon.source.provenance
     totals = {
@@ -57,6 +58,7 @@ def run_document(
         "rank": rank,
         "slurm": slurm,
         "distributed": job,
+        "command": command,
         "pid": os.getpid(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -119,6 +119,7 @@ class Tracker:
         self._run_json_lock = threading.Lock()
         self._signalled: EpochRecord | None = None  # an epoch a signal closed, for epoch_end
         self._last_cut: tuple[float, dict[str, MeterSnapshot]] = (0.0, {})
+        self._command: dict[str, Any] | None = None
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -137,6 +138,17 @@ class Tracker:
     def summary(self) -> RunSummary:
         """Totals over the completed epochs (final once ``stop()`` has run)."""
         return self._summary()
+
+    def record_command(self, argv: Sequence[str], exit_code: int | None = None) -> None:
+        """Record the command this run measures (``wattprint run``) and, once known, its exit code.
+
+        Both go to run.json's ``command``; a non-zero exit code makes the run's status ``failed``.
+        """
+        if isinstance(argv, str) or not all(isinstance(a, str) for a in argv):
+            raise ValueError(f"argv must be a sequence of strings, got {argv!r}")
+        self._command = {"argv": list(argv), "exit_code": exit_code}
+        if exit_code not in (None, 0) and self._status in ("created", "running"):
+            self._status = "failed"
 
     def add_epoch_callback(self, callback: EpochCallback) -> None:
         """Call ``callback(record)`` after every epoch (e.g. to forward it to an experiment log)."""
@@ -408,6 +420,7 @@ class Tracker:
             whole_run_j=whole_run_j,
             slurm=self._slurm,
             job=self._job.describe() if self._job is not None else None,
+            command=self._command,
         )
 
 
