@@ -8,7 +8,7 @@ during it keeps what it measured and is marked ``failed``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from backends.base import COMPONENTS, Component, Meter
@@ -33,8 +33,13 @@ def build_record(
     host: str,
     rank: int,
     partial: bool,
+    uncovered: Collection[Component] = (),
 ) -> EpochRecord:
-    """The record of the epoch between two snapshots of the same meters."""
+    """The record of the epoch between two snapshots of the same meters.
+
+    ``uncovered``: components some of whose devices have no meter (``methods`` then says
+    ``+missing``, e.g. ``cpu=rapl+missing`` when only one of two packages can be read).
+    """
     (start_s, first), (end_s, last) = start, end
     duration_s = end_s - start_s
     devices = tuple(
@@ -72,16 +77,63 @@ def build_record(
         co2_g=co2_g,
         gpu_avg_w=rate(by_component["gpu"], duration_s),
         gpu_peak_w=gpu_peak,
-        methods=methods(devices, components),
+        methods=methods(devices, components, uncovered),
         devices=devices,
         partial=partial,
     )
 
 
+class Totals:
+    """Running totals over epoch records, so a summary costs the same after 10 or 10,000 epochs.
+
+    Sums over nothing measured stay None (never a silent 0). ``done_*`` count only the epochs
+    that completed (not ``partial``), which a prediction is checked against.
+    """
+
+    def __init__(self) -> None:
+        self.epochs = 0
+        self.duration_s = 0.0
+        self.component_j: dict[Component, float | None] = dict.fromkeys(COMPONENTS)
+        self.it_energy_j: float | None = None
+        self.facility_kwh: float | None = None
+        self.co2_g: float | None = None
+        self.methods = ""
+        self.done_epochs = 0
+        self.done_duration_s = 0.0
+        self.done_it_energy_j = 0.0
+        self.done_co2_g = 0.0
+
+    @classmethod
+    def of(cls, records: Iterable[EpochRecord]) -> Totals:
+        """The totals of ``records``."""
+        totals = cls()
+        for record in records:
+            totals.add(record)
+        return totals
+
+    def add(self, record: EpochRecord) -> None:
+        """Count one more epoch."""
+        self.epochs += 1
+        self.duration_s += record.duration_s
+        for component in COMPONENTS:
+            self.component_j[component] = sum_optional(
+                (self.component_j[component], record.component_energy_j(component))
+            )
+        self.it_energy_j = sum_optional((self.it_energy_j, record.it_energy_j))
+        self.facility_kwh = sum_optional((self.facility_kwh, record.facility_energy_kwh))
+        self.co2_g = sum_optional((self.co2_g, record.co2_g))
+        self.methods = record.methods
+        if not record.partial:
+            self.done_epochs += 1
+            self.done_duration_s += record.duration_s
+            self.done_it_energy_j += math.nan if record.it_energy_j is None else record.it_energy_j
+            self.done_co2_g += math.nan if record.co2_g is None else record.co2_g
+
+
 def summarise(
     run_id: str,
     run_dir: str,
-    records: Sequence[EpochRecord],
+    totals: Totals,
     intensity_source: str,
     *,
     missing: Sequence[str] = (),
@@ -91,33 +143,30 @@ def summarise(
     prediction: Prediction | None = None,
     prediction_check: PredictionCheck | None = None,
 ) -> RunSummary:
-    """Totals over epoch records, one process's or a whole job's.
+    """The run's summary from its running ``totals``, one process's or a whole job's.
 
     ``pue`` is the run's own; a job's records may carry several, and then the effective ratio of
     facility to IT energy is reported. ``nominal_intensity`` stands where no energy was measured.
     """
-    by_component = {c: sum_optional(r.component_energy_j(c) for r in records) for c in COMPONENTS}
-    it_energy_j = sum_optional(r.it_energy_j for r in records)
-    facility_kwh = sum_optional(r.facility_energy_kwh for r in records)
-    co2_g = sum_optional(r.co2_g for r in records)
+    it_energy_j, facility_kwh, co2_g = totals.it_energy_j, totals.facility_kwh, totals.co2_g
     if pue is None:
         pue = effective_pue(it_energy_j, facility_kwh, 1.0)
     intensity = intensity_of(co2_g, facility_kwh)
     return RunSummary(
         run_id=run_id,
         run_dir=run_dir,
-        epochs=len(records),
-        duration_s=sum(r.duration_s for r in records),
-        gpu_energy_j=by_component["gpu"],
-        cpu_energy_j=by_component["cpu"],
-        dram_energy_j=by_component["dram"],
+        epochs=totals.epochs,
+        duration_s=totals.duration_s,
+        gpu_energy_j=totals.component_j["gpu"],
+        cpu_energy_j=totals.component_j["cpu"],
+        dram_energy_j=totals.component_j["dram"],
         it_energy_j=it_energy_j,
         pue=pue,
         facility_energy_kwh=facility_kwh,
         co2_g=co2_g,
         intensity_g_per_kwh=nominal_intensity if math.isnan(intensity) else intensity,
         intensity_source=intensity_source,
-        methods=records[-1].methods if records else "",
+        methods=totals.methods,
         missing=tuple(missing),
         warnings=tuple(warnings),
         prediction=prediction,
@@ -160,11 +209,21 @@ def component_total(devices: Sequence[DeviceEnergy], component: Component) -> fl
     return sum_optional([d.energy_j for d in devices if d.component == component])
 
 
-def methods(devices: Sequence[DeviceEnergy], components: Sequence[Component]) -> str:
-    """How each component was measured, e.g. ``gpu=counter;cpu=rapl;dram=estimate``."""
+def methods(
+    devices: Sequence[DeviceEnergy],
+    components: Sequence[Component],
+    uncovered: Collection[Component] = (),
+) -> str:
+    """How each component was measured, e.g. ``gpu=counter;cpu=rapl+missing;dram=estimate``.
+
+    ``missing`` joins the methods of a component in ``uncovered`` (some of its devices have no
+    meter), so a total over part of a component never passes for the whole.
+    """
     parts = []
     for component in components:
         found = sorted({str(d.method) for d in devices if d.component == component})
+        if found and component in uncovered:
+            found.append("missing")
         parts.append(f"{component}={'+'.join(found) if found else 'none'}")
     return ";".join(parts)
 

@@ -22,11 +22,10 @@ from typing import Any
 
 from backends.base import Component
 from tracker.console import figure, say
-from tracker.epochs import summarise
+from tracker.epochs import Totals, summarise
 from tracker.job import RankEpoch, combine
 from tracker.logs import LogWriter
 from tracker.notices import Notices
-from tracker.records import EpochRecord
 
 DocumentFn = Callable[[], dict[str, Any]]
 POLL_S = 0.1
@@ -135,7 +134,7 @@ class Collector:
         self._own: dict[int, RankEpoch] = {}
         self._own_epochs: int | None = None
         self._done: dict[int, int] = {}  # rank -> epochs it ran, once it has stopped
-        self._records: list[EpochRecord] = []
+        self._totals = Totals()
         self._incomplete: dict[int, list[int]] = {}
         self._next = 1
         self._lock = threading.Lock()
@@ -239,7 +238,7 @@ class Collector:
 
     def _write(self, epoch: int, parts: list[RankEpoch], complete: bool) -> None:
         record = combine(self._run_id, epoch, parts, self._components, complete)
-        self._records.append(record)
+        self._totals.add(record)
         self._next = epoch + 1
         self._writer.write_epoch(record, self._provenance)
         self._write_document()
@@ -275,7 +274,7 @@ class Collector:
         summary = summarise(
             self._run_id,
             str(self._job_dir),
-            self._records,
+            self._totals,
             base["totals"].get("intensity_source", ""),
             missing=missing,
             warnings=base.get("warnings", ()),

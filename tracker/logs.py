@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,6 +135,7 @@ class LogWriter:
         self._pending: dict[str, list[str]] = {}
         self._handles: dict[str, BinaryIO] = {}
         self._sizes: dict[str, int] = {}  # bytes of each file known to be whole on disk
+        self._lock = threading.RLock()  # the timeline is written by the sampler and at edges
         for name, columns in (
             ("epochs.csv", EPOCH_COLUMNS),
             ("devices.csv", DEVICE_COLUMNS),
@@ -239,6 +241,10 @@ class LogWriter:
             )
 
     def _append(self, name: str, lines: Sequence[str]) -> None:
+        with self._lock:
+            self._append_locked(name, lines)
+
+    def _append_locked(self, name: str, lines: Sequence[str]) -> None:
         pending = self._pending.setdefault(name, [])
         pending.extend(lines)
         if name == "samples.csv" and len(pending) > MAX_PENDING_SAMPLES:

@@ -24,7 +24,7 @@ from typing import Any
 from backends.base import COMPONENTS, Component
 from tracker import __version__
 from tracker.console import figure
-from tracker.epochs import summarise
+from tracker.epochs import Totals, summarise
 from tracker.job import RankEpoch, combine
 from tracker.logs import LogWriter, read_run_json
 from tracker.notices import Notices
@@ -79,7 +79,7 @@ def merge_runs(
     summary = summarise(
         run_id,
         str(target),
-        records,
+        Totals.of(records),
         runs[0].document.get("totals", {}).get("intensity_source", ""),
         missing=[f"{r.host} rank {r.rank} {m}" for r in runs for m in _missing(r)],
         warnings=[

@@ -16,9 +16,14 @@ _instances: weakref.WeakSet[Notices] = weakref.WeakSet()
 
 
 class Notices:
-    """A thread-safe, de-duplicated list of the warnings a run raised."""
+    """A thread-safe, de-duplicated list of the warnings a run raised.
 
-    def __init__(self) -> None:
+    ``quiet`` (a Tracker with ``verbose=0``) logs them at INFO instead of WARNING: kept in
+    run.json and the summary, shown only where the ``wattprint`` logger is set to show INFO.
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        self._level = logging.INFO if quiet else logging.WARNING
         self._lock = threading.RLock()  # a signal handler may warn while this thread holds it
         self._seen: set[str] = set()
         self._messages: list[str] = []
@@ -31,7 +36,7 @@ class Notices:
                 return False
             self._seen.add(key)
             self._messages.append(message)
-        logger.warning("wattprint: %s", message)
+        logger.log(self._level, "wattprint: %s", message)
         return True
 
     def messages(self) -> list[str]:

@@ -121,14 +121,24 @@ def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
 def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionCheck | None:
     """Compare the completed ``records`` with ``prediction``; None when no epoch completed."""
     done = [r for r in records if not r.partial]
-    if not done:
-        return None
-    run = len(done)
-    actual = (
-        sum(r.duration_s for r in done),
-        sum(_known(r.it_energy_j) for r in done),
-        sum(_known(r.co2_g) for r in done),
+    return compare(
+        prediction,
+        len(done),
+        (
+            sum(r.duration_s for r in done),
+            sum(_known(r.it_energy_j) for r in done),
+            sum(_known(r.co2_g) for r in done),
+        ),
     )
+
+
+def compare(
+    prediction: Prediction, run: int, actual: tuple[float, float, float]
+) -> PredictionCheck | None:
+    """Compare ``run`` completed epochs, their (duration s, IT energy J, gCO2e), with
+    ``prediction``; None when no epoch completed."""
+    if run == 0:
+        return None
     predicted = (prediction.duration_s, prediction.it_energy_j, prediction.co2_g)
     scale = prediction.epochs / run  # per-epoch comparison when the counts differ
     errors = [
@@ -184,9 +194,9 @@ class Predictor:
         self.prediction = predict(records, self.epochs)
         return self.prediction
 
-    def check(self, records: Sequence[EpochRecord]) -> PredictionCheck | None:
-        """The comparison of ``records`` with the prediction, once there is one."""
-        return check(self.prediction, records) if self.prediction is not None else None
+    def check(self, run: int, actual: tuple[float, float, float]) -> PredictionCheck | None:
+        """``run`` completed epochs (duration s, IT energy J, gCO2e) against the prediction."""
+        return compare(self.prediction, run, actual) if self.prediction is not None else None
 
 
 def prediction_document(

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import Meter, Missing
+from backends.base import Component, Meter, Missing
 from tracker import __version__
 from tracker.carbon import Carbon
+from tracker.coverage import coverage
 from tracker.locations import Location
 from tracker.logs import utc_label
 from tracker.predict import prediction_document
@@ -29,6 +30,7 @@ def run_document(
     interval_s: float,
     meters: Sequence[Meter],
     missing: Sequence[Missing],
+    components: Sequence[Component],
     carbon: Carbon,
     location: Location | None,
     summary: RunSummary,
@@ -43,6 +45,7 @@ def run_document(
     job (``tracker.distributed``); ``command``: the measured command and its exit code.
     """
     provenance = carbon.source.provenance
+    covered = coverage(meters, missing, components)
     totals = {
         k: _finite(v)
         for k, v in dataclasses.asdict(summary).items()
@@ -65,7 +68,13 @@ def run_document(
         "interval_s": interval_s,
         "pue": carbon.pue,
         "hardware": [dataclasses.asdict(m.info) | {"fast": m.fast} for m in meters],
-        "missing": [dataclasses.asdict(m) for m in missing],
+        "coverage": {c.component: c.state for c in covered},
+        "estimated": [
+            dataclasses.asdict(gap) for c in covered if c.state == "estimated" for gap in c.missing
+        ],
+        "missing": [
+            dataclasses.asdict(gap) for c in covered if c.state != "estimated" for gap in c.missing
+        ],
         "location": dataclasses.asdict(location) if location is not None else None,
         "intensity": {
             "label": provenance.label,

@@ -11,7 +11,10 @@ counter, ~4 ms a read, updated every 100 ms on Hopper) is read by a ``GridFollow
 own just after each update, so an edge takes the counter's value for its window; a counter without
 such a grid is completed from its last sampler read plus the trapezoid of its cheap power hint over
 the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add up exactly
-to the run's total. State per meter is a handful of numbers: memory does not grow.
+to the run's total, and that curve never decreases: a completed gap that a later read shows to
+have been too high is held at the value already handed out until the measured curve passes it
+(the excess is repaid by the next epochs, never taken back from a finished one, so no epoch is
+ever negative). State per meter is a handful of numbers: memory does not grow.
 """
 
 from __future__ import annotations
@@ -105,7 +108,11 @@ class Sampler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._run_jobs()
-        self._flush_timeline()
+        with self._lock:  # the last, shorter timeline window of every meter
+            for state in self._states:
+                if state.t_s is not None and state.t_s > state.timeline_t_s:
+                    self._add_timeline_point(state)
+        self.flush_timeline()
         for state in self._states:
             try:
                 state.meter.close()
@@ -136,7 +143,7 @@ class Sampler:
                     if reading is not None and not _followed(state):  # locked meanwhile
                         self._apply(state, reading, hint)
         if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
-            self._flush_timeline()
+            self.flush_timeline()
 
     def snapshot(self) -> tuple[float, dict[str, MeterSnapshot]]:
         """Cut a boundary now: each meter's cumulative energy and CO2 at one monotonic instant.
@@ -160,10 +167,6 @@ class Sampler:
                     self._read_and_apply(state)
                 result[state.meter.info.device] = self._cut(state, boundary_s, hints.get(id(state)))
         return boundary_s, result
-
-    def drain_timeline(self) -> None:
-        """Hand the buffered timeline to ``on_timeline`` (on the sampler thread)."""
-        self.call_soon(self._flush_timeline)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -193,7 +196,8 @@ class Sampler:
                     f"job:{type(error).__name__}", f"wattprint background task failed: {error!r}"
                 )
 
-    def _flush_timeline(self) -> None:
+    def flush_timeline(self) -> None:
+        """Hand the buffered power timeline to ``on_timeline`` now (at epoch edges and stop)."""
         with self._lock:
             points, self._timeline = self._timeline, []
         if points:
@@ -240,6 +244,15 @@ class Sampler:
         )
 
     def _apply(self, state: _MeterState, reading: Reading, hint_w: float | None) -> None:
+        value = reading.energy_j if reading.energy_j is not None else reading.power_w
+        if value is None or not math.isfinite(value) or value < 0:
+            device = state.meter.info.device
+            self._notices.warn(
+                f"bad:{device}",
+                f"{device} ({state.meter.info.model}) gave an impossible reading ({value!r}); "
+                "such readings are skipped, and the span around them is taken from its neighbours",
+            )
+            return
         t_s = reading.t_s
         if state.t_s is None:
             state.t_s = t_s
@@ -277,9 +290,14 @@ class Sampler:
         state.peak_w = peak_w if state.peak_w is None else max(state.peak_w, peak_w)
         state.t_s, state.power_w = t_s, now_w
         if t_s - state.timeline_t_s >= self._timeline_period_s:
-            average_w = (state.energy_j - state.timeline_j) / (t_s - state.timeline_t_s)
-            self._timeline.append((t_s, state.meter.info.device, average_w))
-            state.timeline_t_s, state.timeline_j = t_s, state.energy_j
+            self._add_timeline_point(state)
+
+    def _add_timeline_point(self, state: _MeterState) -> None:
+        """The meter's average power since its previous timeline point (never below 0 W)."""
+        assert state.t_s is not None
+        average_w = (state.energy_j - state.timeline_j) / (state.t_s - state.timeline_t_s)
+        self._timeline.append((state.t_s, state.meter.info.device, max(average_w, 0.0)))
+        state.timeline_t_s, state.timeline_j = state.t_s, state.energy_j
 
     def _counter_delta(self, state: _MeterState, raw_j: float, dt: float) -> float:
         """Energy between two counter reads, unwrapping RAPL-style counters and catching resets."""
@@ -338,7 +356,9 @@ class Sampler:
                 co2_g -= self._carbon(back_j, boundary_s, state.t_s)
             if grid is not None:  # calibrating: corrected once the grid is known
                 grid.note_edge(boundary_s, energy_j)
-        snap = MeterSnapshot(energy_j, co2_g, state.peak_w, state.failed_at_s)
+        # Never below a value already handed out: the curve does not decrease (module docstring).
+        state.cut_j, state.cut_co2_g = max(energy_j, state.cut_j), max(co2_g, state.cut_co2_g)
+        snap = MeterSnapshot(state.cut_j, state.cut_co2_g, state.peak_w, state.failed_at_s)
         state.peak_w = None
         return snap
 
@@ -348,6 +368,8 @@ class _MeterState:
 
     __slots__ = (
         "co2_g",
+        "cut_co2_g",
+        "cut_j",
         "energy_j",
         "failed_at_s",
         "follower",
@@ -368,6 +390,8 @@ class _MeterState:
         self.power_w: float | None = None
         self.energy_j = 0.0
         self.co2_g = 0.0
+        self.cut_j = -math.inf  # the highest cumulative figures a boundary has handed out
+        self.cut_co2_g = -math.inf
         self.peak_w: float | None = None
         self.failed_at_s: float | None = None
         self.timeline_t_s = 0.0

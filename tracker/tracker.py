@@ -8,8 +8,8 @@ names the argument and what is accepted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import logging
 import math
 import os
 import secrets
@@ -19,15 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import RAPL_READERS, RaplReader, discover
 from tracker import arguments, lifecycle
 from tracker.carbon import Carbon
 from tracker.console import epoch_line, say, summary_line
+from tracker.coverage import coverage, coverage_lines, uncovered
 from tracker.distributed import JobLink, host_name, process_rank, slurm_info, validated_mode
-from tracker.epochs import build_record, summarise
+from tracker.epochs import Totals, build_record, summarise
 from tracker.intensity import IntensitySource, resolve_intensity
 from tracker.logs import LogWriter
 from tracker.notices import Notices
@@ -36,12 +37,11 @@ from tracker.records import EpochRecord, RunSummary
 from tracker.run_info import run_document
 from tracker.sampler import MeterSnapshot, Sampler, TimelinePoint
 
-logger = logging.getLogger("wattprint")
-
 EpochCallback = Callable[[EpochRecord], object]
 IntensityArg = float | str | os.PathLike[str] | IntensitySource | None
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
 class Tracker:
@@ -79,8 +79,10 @@ class Tracker:
         distributed: bool | str = "auto",
     ) -> None:
         self.project = arguments.name("project", project)
-        self.interval_s = arguments.seconds("interval", interval)
-        self.sample_period_s = arguments.seconds("sample_period", sample_period)
+        self.interval_s = arguments.seconds("interval", interval, arguments.MIN_INTERVAL_S)
+        self.sample_period_s = arguments.seconds(
+            "sample_period", sample_period, arguments.MIN_INTERVAL_S
+        )
         self.components: tuple[Component, ...] = arguments.components(components)
         if rapl_reader not in RAPL_READERS:
             raise ValueError(f"rapl_reader must be one of {RAPL_READERS}, got {rapl_reader!r}")
@@ -88,7 +90,8 @@ class Tracker:
         arguments.check_meters(meters)
         arguments.check_callbacks(on_epoch_end)
         arguments.check_gpus(gpus)
-        self._notices = Notices()
+        self.verbose = arguments.verbosity(verbose)
+        self._notices = Notices(quiet=not self.verbose)
         source, place, intensity_warnings = resolve_intensity(location, intensity)
         default_pue = place.default_pue if place is not None and place.default_pue else 1.0
         self._carbon = Carbon(source, default_pue if pue is None else pue, self._notices)
@@ -96,23 +99,29 @@ class Tracker:
         self._intensity_warnings = intensity_warnings
         self._gpus = gpus
         self._explicit_meters = list(meters) if meters is not None else None
-        self.verbose = arguments.verbosity(verbose)
         self._callbacks: list[EpochCallback] = list(on_epoch_end)
         self._predictor = Predictor(epochs, epochs_before_pred)
         self.run_id = run_id or _new_run_id()
         run_dir = arguments.directory("log_dir", log_dir) / self.project
         self._run_dir = run_dir / arguments.name("run_id", self.run_id)
+        arguments.fresh_run_dir("run_id", self._run_dir)
         self._host = host_name()
         self._rank, self._slurm = process_rank(), slurm_info()
         self._job_mode = validated_mode(distributed)
         self._job: JobLink | None = None  # this process's part in a distributed job
         self._missing: list[Missing] = []
+        self._uncovered: frozenset[Component] = frozenset()
+        self._split = False  # the open epoch is the part of an epoch after a signal's cut
         self._sampler: Sampler | None = None
         self._writer: LogWriter | None = None
         self._started_s = 0.0
         self._start_snapshot: dict[str, MeterSnapshot] = {}
         self._open_epoch: tuple[float, dict[str, MeterSnapshot]] | None = None
         self._epochs: list[EpochRecord] = []
+        self._totals = Totals()  # running, so run.json costs the same after any number of epochs
+        self._epoch_number = 0  # the user's: a part of an epoch a signal split keeps it
+        self._hooks = threading.RLock()  # hooks called from several threads run one at a time
+        self._run_json_queued = threading.Event()
         self._stopped = False
         self._status = "created"
         self._pid = os.getpid()  # in a forked child (a DataLoader worker) the hooks do nothing
@@ -158,19 +167,33 @@ class Tracker:
 
     @lifecycle.holding_signals
     def start(self) -> Tracker:
-        """Discover meters, open the run directory and start sampling (idempotent)."""
-        if self._pid != os.getpid():
+        """Discover meters, open the run directory and start sampling (idempotent).
+
+        A start that fails leaves nothing running: no sampler thread outlives it.
+        """
+        with self._hooks:
+            if self._pid != os.getpid():
+                return self
+            if self._stopped:
+                raise ValueError("this Tracker was stopped; create a new Tracker for a new run")
+            if self._sampler is not None:
+                return self
+            try:
+                self._start()
+            except BaseException:
+                self._abandon()
+                raise
             return self
-        if self._stopped:
-            raise ValueError("this Tracker was stopped; create a new Tracker for a new run")
-        if self._sampler is not None:
-            return self
+
+    def _start(self) -> None:
         for message in self._intensity_warnings:
             self._notices.warn(f"intensity:{message}", message)
         if job := JobLink.join(self._job_mode, self.project, self.run_id, self._notices):
             self._job, self.run_id, self._rank = job, job.run_id, job.rank
-            self._run_dir = job.place(self._run_dir)
+            self._run_dir = arguments.fresh_run_dir("run_id", job.place(self._run_dir))
             self.components = job.components(self.components)
+        else:
+            arguments.fresh_run_dir("run_id", self._run_dir)
         meters = self._discover()
         self._writer = LogWriter(self._run_dir, self._notices)
         self._sampler = Sampler(
@@ -192,66 +215,90 @@ class Tracker:
         if self.verbose:
             measured = ", ".join(f"{m.info.device} ({m.info.method})" for m in meters) or "nothing"
             say(f"wattprint: run {self.run_id} measuring {measured}; logs in {self._run_dir}")
-        return self
+            for line in coverage_lines(meters, self._missing, self.components):
+                say(f"wattprint: {line}")
+
+    def _abandon(self) -> None:
+        """Undo a start that failed part-way: stop what it started, keep nothing running."""
+        self._stopped, self._status = True, "failed"
+        lifecycle.detach(self)
+        if self._sampler is not None:
+            with contextlib.suppress(Exception):
+                self._sampler.stop()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
 
     @lifecycle.holding_signals
     def stop(self) -> RunSummary:
         """Close an open epoch (marked partial), stop sampling and write the final run.json."""
-        if self._pid != os.getpid():
-            return self._summary()
-        if self._stopped or self._sampler is None:
+        with self._hooks:
+            if self._pid != os.getpid():
+                return self._summary()
+            if self._stopped or self._sampler is None:
+                self._stopped = True
+                return self._summary()
+            lifecycle.detach(self)
+            if self._open_epoch is not None:
+                self._close_epoch(partial=True)
             self._stopped = True
-            return self._summary()
-        lifecycle.detach(self)
-        if self._open_epoch is not None:
-            self._close_epoch(partial=True)
-        self._stopped = True
-        if self._status == "running":
-            self._status = "finished"
-        end_s, end_snapshot = self._sampler.snapshot()
-        self._sampler.stop()
-        self._carbon.source.close()
-        for message in self._carbon.source.drain_warnings():
-            self._notices.warn(f"intensity:{message}", message)
-        assert self._writer is not None
-        self._writer.write_run_json(self._run_document(session=(end_s, end_snapshot)))
-        self._writer.close()
-        if self._job is not None:
-            self._job.finish(wait=self._status == "finished")
-        summary = self._summary()
-        if self.verbose:
-            say(summary_line(summary))
-        return summary
+            if self._status == "running":
+                self._status = "finished"
+            end_s, end_snapshot = self._sampler.snapshot()
+            self._sampler.stop()
+            self._carbon.source.close()
+            for message in self._carbon.source.drain_warnings():
+                self._notices.warn(f"intensity:{message}", message)
+            assert self._writer is not None
+            self._writer.write_run_json(self._run_document(session=(end_s, end_snapshot)))
+            self._writer.close()
+            if self._job is not None:
+                self._job.finish(wait=self._status == "finished")
+            summary = self._summary()
+            if self.verbose:
+                say(summary_line(summary))
+            return summary
 
     @lifecycle.holding_signals
     def epoch_start(self) -> None:
         """Mark the start of an epoch (starts the tracker on first use)."""
         if self._pid != os.getpid():
             return
-        if self._open_epoch is not None:
-            raise ValueError(
-                f"epoch_start() called while epoch {len(self._epochs) + 1} is open; "
-                "call epoch_end() first"
-            )
-        if self._stopped:
-            raise ValueError("epoch_start() called after stop(); create a new Tracker")
-        self._signalled = None
-        if self._sampler is None:
-            self.start()
-        assert self._sampler is not None
-        self._open_epoch = self._sampler.snapshot()
+        with self._hooks:
+            if self._open_epoch is not None:
+                raise ValueError(
+                    f"epoch_start() called while epoch {self._epoch_number} is open; "
+                    "call epoch_end() first"
+                )
+            if self._stopped:
+                raise ValueError("epoch_start() called after stop(); create a new Tracker")
+            if self._signalled is not None:  # the program caught the signal and went on
+                self._signalled = None
+                self._lived_on()
+            if self._sampler is None:
+                self.start()
+            assert self._sampler is not None
+            self._open_epoch = self._sampler.snapshot()
+            self._epoch_number += 1
 
     @lifecycle.holding_signals
     def epoch_end(self) -> EpochRecord:
-        """Close the open epoch: its energy per component and device, duration and gCO2e."""
+        """Close the open epoch: its energy per component and device, duration and gCO2e.
+
+        After a signal split the epoch (and the program caught it and went on), this closes the
+        part since the cut, with the same epoch number, both parts marked partial.
+        """
         if self._pid != os.getpid():
             return lifecycle.inert_record(self.run_id)
-        if self._open_epoch is None:
-            if self._signalled is not None:  # a signal closed it (partial); the loop went on
-                record, self._signalled = self._signalled, None
-                return record
-            raise ValueError("epoch_end() called without a matching epoch_start()")
-        return self._close_epoch(partial=False)
+        with self._hooks:
+            if self._open_epoch is None and self._signalled is not None and not self._stopped:
+                self._signalled = None
+                self._lived_on()
+                self._open_epoch = self._last_cut
+                return self._close_epoch(partial=True)
+            if self._open_epoch is None:
+                raise ValueError("epoch_end() called without a matching epoch_start()")
+            return self._close_epoch(partial=self._split)
 
     @contextmanager
     def epoch(self) -> Iterator[None]:
@@ -275,6 +322,8 @@ class Tracker:
     ) -> None:
         if exc_type is not None and self._status == "running":  # a signal's status stays
             self._status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        elif exc_type is None:
+            self._lived_on()
         self.stop()
 
     # -- internals -------------------------------------------------------------------------------
@@ -287,31 +336,17 @@ class Tracker:
             meters, self._missing = found.meters, found.missing
         if self._job is not None:  # this rank's GPU; the host's meters on one rank per host
             meters, self._missing = self._job.select(meters, self._missing, self._gpus is not None)
-        for missing in self._missing:
-            fix = f" Fix: {missing.fix}" if missing.fix else ""
-            self._notices.warn(
-                f"missing:{missing.device}",
-                f"{missing.device} not measured: {missing.reason}.{fix}",
-            )
-        explained = {m.component for m in self._missing}
-        for component in self.components:
-            if component not in explained and not any(
-                m.info.component == component for m in meters
-            ):
-                self._notices.warn(
-                    f"component:{component}",
-                    f"no meter for {component}: its energy is reported as empty, not 0",
-                )
+        self._uncovered = uncovered(meters, self._missing)
         return meters
 
     def _close_epoch(self, partial: bool) -> EpochRecord:
         assert self._sampler is not None and self._open_epoch is not None
         start_s, start = self._open_epoch
         end_s, end = self._last_cut = self._sampler.snapshot()
-        self._open_epoch = None
+        self._open_epoch, self._split = None, False
         record = build_record(
             run_id=self.run_id,
-            epoch=len(self._epochs) + 1,
+            epoch=self._epoch_number,
             meters=self._sampler.meters,
             start=(start_s, start),
             end=(end_s, end),
@@ -320,10 +355,13 @@ class Tracker:
             host=self._host,
             rank=self._rank,
             partial=partial,
+            uncovered=self._uncovered,
         )
         self._epochs.append(record)
+        self._totals.add(record)
         assert self._writer is not None
         self._writer.write_epoch(record, self._provenance())
+        self._sampler.flush_timeline()  # a killed process keeps the timeline up to this edge
         if self._job is not None:
             self._job.submit(record)
         if self.verbose:
@@ -336,38 +374,48 @@ class Tracker:
             except Exception as error:
                 name = getattr(callback, "__qualname__", repr(callback))
                 self._notices.warn(f"callback:{name}", f"epoch callback {name} failed: {error!r}")
-        self._sampler.call_soon(self._write_run_json)  # last: waking the thread costs GIL time
+        if not self._run_json_queued.is_set():  # rewrites queued meanwhile coalesce into one
+            self._run_json_queued.set()
+            self._sampler.call_soon(self._write_run_json)  # last: waking the thread costs GIL
         return record
 
     def _write_run_json(self) -> None:
         with self._run_json_lock:  # the sampler thread and a signal handler both write it
+            self._run_json_queued.clear()
             if self._writer is not None:
                 self._writer.write_run_json(self._run_document())
 
     @lifecycle.holding_signals
     def _close_partial(self) -> None:
-        if self._open_epoch is not None and self._pid == os.getpid():  # unless a signal did
-            self._close_epoch(partial=True)
+        with self._hooks:
+            if self._open_epoch is not None and self._pid == os.getpid():  # unless a signal did
+                self._close_epoch(partial=True)
 
     @lifecycle.holding_signals
     def _interrupt(self, status: str, final: bool) -> None:
         """A signal: close the open epoch as partial and record ``status``; stop when ``final``."""
-        if self._stopped:
-            return
-        self._status = status
-        if final:
-            self.stop()
-            return
-        if self._open_epoch is not None:
-            self._signalled = self._close_epoch(partial=True)
-        self._write_run_json()
+        with self._hooks:
+            if self._stopped:
+                return
+            self._status = status
+            if final:
+                self.stop()
+                return
+            if self._open_epoch is not None:
+                self._signalled = self._close_epoch(partial=True)
+            self._write_run_json()
 
     def _resume(self) -> None:
-        """The program lived on after the signal: measure on, the open epoch from the cut."""
-        if not self._stopped:
+        """The signal's handler returned: measure on, the open epoch from the cut."""
+        with self._hooks:
+            self._lived_on()
+            if self._signalled is not None and not self._stopped:
+                self._open_epoch, self._signalled, self._split = self._last_cut, None, True
+
+    def _lived_on(self) -> None:
+        """The program went on after a signal (handled, or its exception caught): running."""
+        if not self._stopped and self._status in lifecycle.SIGNAL_STATUS.values():
             self._status = "running"
-            if self._signalled is not None:
-                self._open_epoch, self._signalled = self._last_cut, None
 
     def _write_timeline(self, points: list[TimelinePoint]) -> None:
         if self._writer is not None:
@@ -384,15 +432,32 @@ class Tracker:
         return summarise(
             self.run_id,
             str(self._run_dir),
-            self._epochs,
+            self._totals,
             f"{p.label}: {p.source} ({p.year}, {p.basis})",
-            missing=[f"{m.device}: {m.reason}" for m in self._missing],
+            missing=[f"{m.device}: {m.reason}" for m in self._not_measured()],
             warnings=self._notices.messages(),
             pue=self._carbon.pue,
             nominal_intensity=self._location.g_per_kwh if self._location else math.nan,
             prediction=self._predictor.prediction,
-            prediction_check=self._predictor.check(self._epochs),
+            prediction_check=self._predictor.check(
+                self._totals.done_epochs,
+                (
+                    self._totals.done_duration_s,
+                    self._totals.done_it_energy_j,
+                    self._totals.done_co2_g,
+                ),
+            ),
         )
+
+    def _not_measured(self) -> list[Missing]:
+        """What has no meter at all: the ``Missing`` entries no estimate stands in for."""
+        meters = self._sampler.meters if self._sampler is not None else []
+        return [
+            gap
+            for c in coverage(meters, self._missing, self.components)
+            if c.state != "estimated"
+            for gap in c.missing
+        ]
 
     def _run_document(
         self, session: tuple[float, dict[str, MeterSnapshot]] | None = None
@@ -414,6 +479,7 @@ class Tracker:
             interval_s=self.interval_s,
             meters=self._sampler.meters if self._sampler is not None else [],
             missing=self._missing,
+            components=self.components,
             carbon=self._carbon,
             location=self._location,
             summary=self._summary(),
@@ -424,28 +490,41 @@ class Tracker:
         )
 
 
+class Tracked(Protocol[P, R_co]):
+    """A function decorated with ``track``: call it as before; ``last_run`` is the Tracker of
+    its latest call (``run_dir``, ``summary``, ``epochs``), None before the first."""
+
+    last_run: Tracker | None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+
 @overload
-def track(func: Callable[P, R], /) -> Callable[P, R]: ...
+def track(func: Callable[P, R], /) -> Tracked[P, R]: ...
 @overload
 def track(
     func: None = None, /, **tracker_kwargs: Any
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+) -> Callable[[Callable[P, R]], Tracked[P, R]]: ...
 def track(func: Callable[P, R] | None = None, /, **tracker_kwargs: Any) -> Any:
     """Decorator: the whole call of the decorated function is measured as one epoch.
 
     ``@track`` or ``@track(project="fit", location="DE")``; arguments are those of ``Tracker``.
+    After a call, ``fit.last_run`` is the Tracker that measured it (``fit.last_run.summary``).
     """
     if func is not None:
         arguments.check_callable("track's argument", func)
     Tracker(**tracker_kwargs)  # checks the arguments now, not at the first call
 
-    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+    def decorate(function: Callable[P, R]) -> Tracked[P, R]:
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with Tracker(**tracker_kwargs) as tracker, tracker.epoch():
+            tracked.last_run = tracker = Tracker(**tracker_kwargs)
+            with tracker, tracker.epoch():
                 return function(*args, **kwargs)
 
-        return wrapper
+        tracked = cast("Tracked[P, R]", wrapper)
+        tracked.last_run = None
+        return tracked
 
     return decorate(func) if func is not None else decorate
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import textwrap
 import time
@@ -46,6 +47,7 @@ def gpu_tracker(name: str, log_dir: Path) -> Tracker:
 
 
 def write_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The write warnings a quiet (verbose=0) tracker logged, at INFO."""
     return [r.getMessage() for r in caplog.records if "cannot write the logs" in r.getMessage()]
 
 
@@ -60,6 +62,7 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> FillingDisk:
 def test_an_unwritable_log_directory_costs_nothing_and_is_written_once_it_can_be(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="wattprint")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the log directory should go")
     with tracker_for("ro", blocker / "runs") as tracker:
@@ -80,6 +83,7 @@ def test_an_unwritable_log_directory_costs_nothing_and_is_written_once_it_can_be
 def test_a_disk_filling_mid_run_loses_no_row_and_leaves_no_half_line(
     disk: FillingDisk, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="wattprint")
     with tracker_for("full", tmp_path, sample_period=0.05) as tracker:
         with tracker.epoch():
             time.sleep(0.1)

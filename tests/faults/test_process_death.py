@@ -98,8 +98,9 @@ def test_a_handler_that_returns_keeps_the_run_going_and_loses_no_time(tmp_path: 
     status, stdout, stderr = strike(tmp_path / "logs", 2, signal.SIGTERM, "--handler", "return")
     assert status == 0 and stdout.endswith("user handler returned\nfinished"), stderr
     epochs = epochs_of(run_dir(tmp_path / "logs"))
-    # The signal cut epoch 2; the rest of the program's epoch 2 is measured as epoch 3.
-    assert list(epochs["partial"]) == [False, True, False]
+    # The signal cut epoch 2; the rest of the program's epoch 2 is its second part.
+    assert list(epochs["epoch"]) == [1, 2, 2]
+    assert list(epochs["partial"]) == [False, True, True]
     assert epochs["end_utc"][1] == epochs["start_utc"][2]  # no gap: no time goes unmeasured
     assert_priced_by_duration(epochs)
     assert run_json(run_dir(tmp_path / "logs"))["status"] == "finished"
