@@ -1,6 +1,6 @@
 """One rank of a simulated multi-host job, started by tests/test_distributed.py as a subprocess.
 
-    python -m tests.dist_worker '<json config>'
+    python -m tests.distributed.dist_worker '<json config>'
 
 The launcher's environment says who this rank is (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)
 and which host it is on (WATTPRINT_HOSTNAME, WATTPRINT_POWERCAP_ROOT). The config says what the

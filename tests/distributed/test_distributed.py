@@ -1,6 +1,6 @@
 """Training across processes: real gloo ranks on 127.0.0.1, simulated GPUs and powercap per host.
 
-Each rank is a subprocess (tests/dist_worker.py) whose NVML shows its host's simulated GPUs; two
+Each rank is a subprocess (tests/distributed/dist_worker.py) whose NVML shows its host's simulated GPUs; two
 hosts are simulated by giving ranks different WATTPRINT_HOSTNAME values and one powercap tree per
 host. The job's figures in rank 0's epochs.csv must equal the sum of the simulated truths, with each
 host's CPU and DRAM counted once however many ranks share the host.
@@ -24,7 +24,7 @@ from tests.fake_powercap import build_powercap
 from tracker import load_run
 from tracker.cli import main as wattprint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOST_GPU_W = [200.0, 300.0]  # every host's GPUs; local rank i trains on GPU i
 DRIVE_J = {"alpha": {"cpu0": 30.0, "dram0": 4.0}, "beta": {"cpu0": 50.0, "dram0": 6.0}}
 INTENSITY = {"alpha": 300.0, "beta": 100.0}  # gCO2e/kWh: each host prices its own energy
@@ -103,7 +103,7 @@ def launch(
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         }
         log = open(tmp_path / f"rank-{rank}.log", "w")  # noqa: SIM115 - closed below
-        command = [sys.executable, "-m", "tests.dist_worker", json.dumps(config)]
+        command = [sys.executable, "-m", "tests.distributed.dist_worker", json.dumps(config)]
         children.append((subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=log), log))
     for rank, (child, log) in enumerate(children):
         try:
