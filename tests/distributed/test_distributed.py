@@ -1,9 +1,9 @@
 """Training across processes: real gloo ranks on 127.0.0.1, simulated GPUs and powercap per host.
 
-Each rank is a subprocess (tests/distributed/dist_worker.py) whose NVML shows its host's simulated GPUs; two
-hosts are simulated by giving ranks different WATTPRINT_HOSTNAME values and one powercap tree per
-host. The job's figures in rank 0's epochs.csv must equal the sum of the simulated truths, with each
-host's CPU and DRAM counted once however many ranks share the host.
+Each rank is a subprocess (tests/distributed/dist_worker.py) whose NVML shows its host's simulated
+GPUs; two hosts are simulated by giving ranks different WATTPRINT_HOSTNAME values and one powercap
+tree per host. The job's figures in rank 0's epochs.csv must equal the sum of the simulated
+truths, with each host's CPU and DRAM counted once however many ranks share the host.
 """
 
 from __future__ import annotations
