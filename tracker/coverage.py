@@ -30,8 +30,7 @@ class Coverage:
         """One short line for the start of a run (the fixes are in ``wattprint devices``)."""
         why = "; ".join(dict.fromkeys(m.reason for m in self.missing))
         if self.state == "estimated":
-            detail = "; ".join(m.detail for m in self.meters if m.method == "estimate")
-            return f"{self.component} estimated ({detail})" + (f": {why}" if why else "")
+            return f"{self.component} estimated" + (f": {why}" if why else "")
         if self.state == "partial":
             devices = ", ".join(m.device for m in self.missing)
             return f"{self.component} measured in part: {devices} not measured ({why})"
