@@ -3,7 +3,10 @@
 With 8 simulated GPUs whose counter read costs 4 ms (as NVML's does on an H100), prints the median
 and worst time of ``epoch_start()`` and ``epoch_end()`` (goal: median under 0.5 ms) and the CPU
 seconds the tracker uses per wall second while the training thread sleeps (goal: under 0.2% of one
-core at the default interval).
+core at the default interval). Then the cost of a long run's bookkeeping: ``stop()`` and the
+run.json rewrite after 1,000 to 8,000 epochs (goal: flat, i.e. a ratio near 1 between the
+longest and the shortest run; it grew quadratically, 43 s after 8,000 epochs, before the
+running totals).
 """
 
 from __future__ import annotations
@@ -59,12 +62,29 @@ def sampler_cpu_share(gpus: int, seconds: float, interval: float) -> float:
         return (time.process_time() - cpu0) / (time.monotonic() - wall0)
 
 
+def bookkeeping_cost(epochs: int) -> tuple[float, float]:
+    """Seconds for ``stop()`` after ``epochs`` back-to-back epochs, and for one run.json write."""
+    meters = [SlowCounterGPU(0, read_cost_s=0.0)]
+    with tempfile.TemporaryDirectory() as log_dir:
+        tracker = Tracker("bench", log_dir, meters=meters, components=["gpu"], verbose=0)
+        with tracker:
+            for _ in range(epochs):
+                tracker.epoch_start()
+                tracker.epoch_end()
+            t0 = time.perf_counter()
+            tracker._write_run_json()
+            write_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+        return time.perf_counter() - t0, write_s
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--epoch-s", type=float, default=0.02)
     parser.add_argument("--cpu-seconds", type=float, default=10.0)
+    parser.add_argument("--long-runs", type=int, nargs="+", default=[1000, 4000, 8000])
     args = parser.parse_args(argv)
 
     print(f"{args.gpus} simulated GPUs, counter read 4 ms each, {args.epochs} epochs")
@@ -80,6 +100,16 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  sampler CPU, {label:<16}: {share * 100:.3f}% of one core (goal at default < 0.2%)"
         )
+    costs = {n: bookkeeping_cost(n) for n in args.long_runs}
+    for n, (stop_s, write_s) in costs.items():
+        print(
+            f"  after {n:>6} epochs: stop() {stop_s * 1e3:.1f} ms, run.json {write_s * 1e3:.2f} ms"
+        )
+    (first_stop, first_write), (last_stop, last_write) = costs[min(costs)], costs[max(costs)]
+    print(
+        f"  longest/shortest run: stop() x{last_stop / first_stop:.2f}, "
+        f"run.json x{last_write / first_write:.2f} (goal: flat, near x1)"
+    )
 
 
 if __name__ == "__main__":
