@@ -165,6 +165,7 @@ def test_unsupported_arguments_warn_and_are_recorded(
         ({"sim_cpu": "x", "sim_cpu_tdp": 10, "sim_cpu_util": 2}, "sim_cpu_util"),
         ({"sim_gpu": "x", "sim_gpu_watts": -1}, "sim_gpu_watts"),
         ({"update_interval": 0}, "update_interval"),
+        ({"update_interval": 0.01}, "update_interval must be at least 0.05"),
         ({"log_file_prefix": "a/b"}, "log_file_prefix"),
     ],
 )

@@ -42,6 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tracker import arguments
+from tracker.arguments import MIN_INTERVAL_S
 from tracker.compat_args import (
     api_key_notes,
     checked_int,
@@ -107,10 +109,7 @@ class CarbonTracker:
                 "monitor_epochs must be -1, or > 0 and >= epochs_before_pred "
                 f"({self.epochs_before_pred}), got {monitor_epochs}"
             )
-        if isinstance(update_interval, bool) or not isinstance(update_interval, int | float):
-            raise ValueError(f"update_interval must be seconds > 0, got {update_interval!r}")
-        if not (math.isfinite(update_interval) and update_interval > 0):
-            raise ValueError(f"update_interval must be seconds > 0, got {update_interval!r}")
+        interval_s = arguments.seconds("update_interval", update_interval, MIN_INTERVAL_S)
         self.interpretable = bool(interpretable)
         self.stop_and_confirm = bool(stop_and_confirm)
         self.ignore_errors = bool(ignore_errors)
@@ -135,7 +134,7 @@ class CarbonTracker:
         self.tracker = Tracker(
             project,
             "wattprint-runs" if log_dir is None else log_dir,
-            interval=float(update_interval),
+            interval=interval_s,
             location=location,
             intensity=intensity,
             pue=pue,
