@@ -331,3 +331,39 @@ def test_load_run_and_report_read_runs_written_under_the_old_names(
     out = capsys.readouterr().out
     it_energy_j = tracker.epochs[0].it_energy_j
     assert it_energy_j is not None and f"{it_energy_j / 3600:.4g}" in out
+
+
+def test_a_child_forked_while_another_thread_is_in_a_hook_does_not_hang(tmp_path: Path) -> None:
+    """The hooks' lock may be copied held into a forked child; the child's hooks never take it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(record: object) -> None:
+        entered.set()
+        release.wait(WAIT_S)
+
+    tracker = Tracker("fork", tmp_path, meters=[ConstantPowerMeter()], verbose=0)
+    tracker.add_epoch_callback(slow)
+    with tracker:
+        tracker.epoch_start()
+        closer = threading.Thread(target=tracker.epoch_end)
+        closer.start()
+        assert entered.wait(WAIT_S)
+        pid = os.fork()
+        if pid == 0:  # the child: every hook returns at once, none raises
+            try:
+                tracker.epoch_start()
+                tracker.epoch_end()
+                tracker.stop()
+            finally:
+                os._exit(0)
+        release.set()
+        closer.join(WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in a tracker hook")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert [r.epoch for r in tracker.epochs] == [1]

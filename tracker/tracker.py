@@ -171,9 +171,9 @@ class Tracker:
 
         A start that fails leaves nothing running: no sampler thread outlives it.
         """
+        if self._pid != os.getpid():  # before the lock: a fork may have copied it held
+            return self
         with self._hooks:
-            if self._pid != os.getpid():
-                return self
             if self._stopped:
                 raise ValueError("this Tracker was stopped; create a new Tracker for a new run")
             if self._sampler is not None:
@@ -232,9 +232,9 @@ class Tracker:
     @lifecycle.holding_signals
     def stop(self) -> RunSummary:
         """Close an open epoch (marked partial), stop sampling and write the final run.json."""
+        if self._pid != os.getpid():  # before the lock: a fork may have copied it held
+            return self._summary()
         with self._hooks:
-            if self._pid != os.getpid():
-                return self._summary()
             if self._stopped or self._sampler is None:
                 self._stopped = True
                 return self._summary()
@@ -387,8 +387,10 @@ class Tracker:
 
     @lifecycle.holding_signals
     def _close_partial(self) -> None:
+        if self._pid != os.getpid():
+            return
         with self._hooks:
-            if self._open_epoch is not None and self._pid == os.getpid():  # unless a signal did
+            if self._open_epoch is not None:  # unless a signal closed it
                 self._close_epoch(partial=True)
 
     @lifecycle.holding_signals
