@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import bisect
 import csv
-import datetime as dt
 import math
 import os
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tracker.locations import Location, resolve, world
+from tracker.logs import parse_utc
 
 MAX_SERIES_POINTS = 1000  # series_used() never returns more points than this
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date", "unix_s", "unix_time", "start", "from")
@@ -225,7 +225,7 @@ def _read_series(path: Path) -> tuple[list[float], list[float]]:
         if len(row) <= max(columns):
             raise ValueError(f"{where}: expected {max(columns) + 1} columns, got {len(row)}")
         try:
-            t = parse_time(row[columns[0]])
+            t = parse_utc(row[columns[0]])
             value = intensity_value(row[columns[1]])
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
@@ -250,25 +250,6 @@ def _header_columns(where: str, row: list[str]) -> tuple[int, int]:
             f"and a value column (one of {', '.join(VALUE_COLUMNS)})"
         )
     return t_col, v_col
-
-
-def parse_time(raw: Any) -> float:
-    """Unix seconds from a number or an ISO-8601 string with a timezone."""
-    text = str(raw).strip()
-    try:
-        value = float(text)
-    except ValueError:
-        iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
-        try:
-            stamp = dt.datetime.fromisoformat(iso)
-        except ValueError:
-            raise ValueError(f"timestamp {text!r} is neither ISO-8601 nor unix seconds") from None
-        if stamp.tzinfo is None:
-            raise ValueError(f"timestamp {text!r} has no timezone (add Z or +00:00)") from None
-        return stamp.timestamp()
-    if not math.isfinite(value):
-        raise ValueError(f"timestamp {text!r} is not finite")
-    return value
 
 
 def intensity_value(raw: Any) -> float:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tracker.logs import parse_utc
 from tracker.report import RunFiles, number
 
 __all__ = ["INSTALL_HINT", "plot_run", "require_matplotlib"]
@@ -169,7 +169,7 @@ def _unix(label: object) -> float:
     if not isinstance(label, str) or not label:
         return math.nan
     try:
-        return datetime.fromisoformat(label.replace("Z", "+00:00")).timestamp()
+        return parse_utc(label)
     except ValueError:
         return math.nan
 
