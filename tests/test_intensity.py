@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_grid_api import FakeGridApi
+from tracker import Tracker
 from tracker.intensity import (
     MAX_SERIES_POINTS,
     Constant,
@@ -128,6 +129,33 @@ def test_bad_time_series_file_names_the_file_line_and_problem(
     with pytest.raises(ValueError, match=problem) as info:
         TimeSeries(path)
     assert str(info.value).startswith(f"{path}: line {line}: ")
+
+
+@pytest.mark.parametrize(
+    ("stamps", "unit", "divisor"),
+    [
+        ((1_740_830_400_000, 1_740_834_000_000), "milliseconds", "1,000"),
+        ((1_740_830_400_000_000, 1_740_834_000_000_000), "microseconds", "1,000,000"),
+    ],
+)
+def test_a_series_in_unix_milli_or_microseconds_fails_when_loaded_saying_so(
+    tmp_path: Path, stamps: tuple[int, int], unit: str, divisor: str
+) -> None:
+    rows = "".join(f"{t},300\n" for t in stamps)
+    path = _csv(tmp_path, "# hourly\nunix_time,g_per_kwh\n" + rows)
+    with pytest.raises(ValueError) as info:
+        Tracker("p", tmp_path / "runs", intensity=path, verbose=0)  # fails here, not in start()
+    message = str(info.value)
+    assert message.startswith(f"{path}: line 3: timestamp '{stamps[0]}' looks like unix {unit}")
+    assert f"divide it by {divisor}" in message and "2025-03-01T12:00:00.000Z" in message
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("stamp", ["-3600", "1899-12-31T00:00:00Z", "2200-01-01T00:00:00Z"])
+def test_a_series_timestamp_outside_1970_to_2200_names_its_line(tmp_path: Path, stamp: str) -> None:
+    path = _csv(tmp_path, f"timestamp,g_per_kwh\n0,10\n{stamp},20\n")
+    with pytest.raises(ValueError, match=f"line 3: timestamp '{stamp}' is not between 1970 and"):
+        TimeSeries(path)
 
 
 def test_empty_or_missing_time_series_file_is_a_value_error(tmp_path: Path) -> None:

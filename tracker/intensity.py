@@ -12,6 +12,7 @@ import bisect
 import csv
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from tracker.locations import Location, resolve, world
-from tracker.logs import parse_utc
+from tracker.logs import parse_utc, utc_label
 
 MAX_SERIES_POINTS = 1000  # series_used() never returns more points than this
+SERIES_SPAN_S = (0.0, 7_258_118_400.0)
+"""Timestamps a series may hold, in unix seconds: 1970-01-01 up to 2200-01-01 (UTC). Anything
+outside is a unit mistake (milliseconds, microseconds) rather than a grid intensity."""
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date", "unix_s", "unix_time", "start", "from")
 VALUE_COLUMNS = ("g_per_kwh", "intensity_g_per_kwh", "intensity", "carbon_intensity", "value")
 
@@ -113,10 +117,11 @@ class StaticLocation(Constant):
 class TimeSeries(IntensitySource):
     """Intensity from a CSV of timestamp and g CO2e/kWh rows, constant from one row to the next.
 
-    Timestamps are ISO-8601 with a timezone (``2025-03-01T12:00:00Z``) or unix seconds and must
-    increase strictly. The header names one of ``TIME_COLUMNS`` and one of ``VALUE_COLUMNS``
-    (case-insensitive); other columns are ignored, as are empty lines and lines starting with
-    ``#``. The first value also holds before its timestamp, the last after its own.
+    Timestamps are ISO-8601 with a timezone (``2025-03-01T12:00:00Z``) or unix seconds between
+    1970 and 2200 and must increase strictly; the whole file is checked here, so a bad row fails
+    at construction with its line. The header names one of ``TIME_COLUMNS`` and one of
+    ``VALUE_COLUMNS`` (case-insensitive); other columns are ignored, as are empty lines and lines
+    starting with ``#``. The first value also holds before its timestamp, the last after its own.
     """
 
     def __init__(self, path: str | os.PathLike[str], provenance: Provenance | None = None) -> None:
@@ -225,7 +230,7 @@ def _read_series(path: Path) -> tuple[list[float], list[float]]:
         if len(row) <= max(columns):
             raise ValueError(f"{where}: expected {max(columns) + 1} columns, got {len(row)}")
         try:
-            t = parse_utc(row[columns[0]])
+            t = series_time(row[columns[0]])
             value = intensity_value(row[columns[1]])
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
@@ -250,6 +255,33 @@ def _header_columns(where: str, row: list[str]) -> tuple[int, int]:
             f"and a value column (one of {', '.join(VALUE_COLUMNS)})"
         )
     return t_col, v_col
+
+
+def series_time(text: str) -> float:
+    """A series timestamp in unix seconds (``parse_utc``), within ``SERIES_SPAN_S``.
+
+    A number that reads as a date since 2000 in unix milli-, micro- or nanoseconds is named so,
+    with the divisor that makes it seconds.
+    """
+    value = parse_utc(text)
+    earliest, latest = SERIES_SPAN_S
+    if earliest <= value < latest:
+        return value
+    if re.fullmatch(r"\s*[0-9.eE+]+\s*", text):
+        for unit, per_second in (("milli", 1e3), ("micro", 1e6), ("nano", 1e9)):
+            if _YEAR_2000_S <= value / per_second < latest:
+                raise ValueError(
+                    f"timestamp {text.strip()!r} looks like unix {unit}seconds "
+                    f"({utc_label(value / per_second)}); the column must be unix seconds: divide "
+                    f"it by {per_second:,.0f}, or write ISO-8601 (2026-01-01T12:00:00Z)"
+                )
+    raise ValueError(
+        f"timestamp {text.strip()!r} is not between 1970 and 2200 (unix seconds "
+        f"{earliest:.0f} to {latest:.0f})"
+    )
+
+
+_YEAR_2000_S = 946_684_800.0
 
 
 def intensity_value(raw: Any) -> float:
