@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_grid_api import FakeGridApi
+from tests.faults.simulated import ConstantPowerMeter
 from tracker import Tracker
 from tracker.intensity import (
     MAX_SERIES_POINTS,
@@ -163,6 +165,52 @@ def test_empty_or_missing_time_series_file_is_a_value_error(tmp_path: Path) -> N
         TimeSeries(_csv(tmp_path, "timestamp,g_per_kwh\n"))
     with pytest.raises(ValueError, match="cannot read"):
         TimeSeries(tmp_path / "absent.csv")
+
+
+def test_a_run_inside_the_series_gets_no_coverage_warning(step_series: TimeSeries) -> None:
+    step_series.mean_g_per_kwh(0.0, 100.0)  # 0 to 50 at 100, then one more step of 50 s at 200
+    assert step_series.drain_warnings() == []
+
+
+def test_a_run_after_the_series_ends_is_priced_at_its_last_value_with_one_warning(
+    step_series: TimeSeries,
+) -> None:
+    assert step_series.mean_g_per_kwh(1000.0, 2000.0) == 200.0
+    step_series.mean_g_per_kwh(2000.0, 3000.0)
+    [warning] = step_series.drain_warnings()
+    assert "covers 1970-01-01T00:00:00.000Z to 1970-01-01T00:01:40.000Z" in warning
+    assert "the run spans 1970-01-01T00:16:40.000Z to 1970-01-01T00:50:00.000Z" in warning
+    assert "its last value (200 g/kWh) after it" in warning and "first value" not in warning
+    step_series.mean_g_per_kwh(4000.0, 5000.0)
+    assert step_series.drain_warnings() == []  # once
+
+
+def test_a_series_that_starts_after_the_run_says_its_first_value_stood_in(
+    step_series: TimeSeries,
+) -> None:
+    assert step_series.mean_g_per_kwh(-100.0, -10.0) == 100.0
+    [warning] = step_series.drain_warnings()
+    assert "its first value (100 g/kWh) before it" in warning and "last value" not in warning
+
+
+def test_a_tracker_run_months_after_its_series_ended_warns_in_the_summary_and_run_json(
+    tmp_path: Path,
+) -> None:
+    path = _csv(
+        tmp_path,
+        "timestamp,g_per_kwh\n2025-01-01T00:00:00Z,300\n2025-01-01T01:00:00Z,200\n",
+    )
+    tracker = Tracker(
+        "p", tmp_path / "runs", intensity=path, meters=[ConstantPowerMeter()],
+        components=["gpu"], verbose=0, interval=0.02,
+    )  # fmt: skip
+    with tracker, tracker.epoch():
+        time.sleep(0.05)
+    [warning] = [w for w in tracker.summary.warnings if "covers" in w]
+    assert warning in json.loads((tracker.run_dir / "run.json").read_text())["warnings"]
+    assert f"intensity series {path} covers 2025-01-01T00:00:00.000Z to 2025-01-01T02:00" in warning
+    assert "its last value (200 g/kWh) after it" in warning
+    assert tracker.epochs[0].intensity_g_per_kwh == pytest.approx(200.0)  # still used, as said
 
 
 # ----------------------------------------------------------------------------------------------

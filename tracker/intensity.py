@@ -121,19 +121,42 @@ class TimeSeries(IntensitySource):
     1970 and 2200 and must increase strictly; the whole file is checked here, so a bad row fails
     at construction with its line. The header names one of ``TIME_COLUMNS`` and one of
     ``VALUE_COLUMNS`` (case-insensitive); other columns are ignored, as are empty lines and lines
-    starting with ``#``. The first value also holds before its timestamp, the last after its own.
+    starting with ``#``. The first value also holds before its timestamp, the last after its own
+    (for one more step of the series); a run reaching outside that gets one warning saying so.
     """
 
     def __init__(self, path: str | os.PathLike[str], provenance: Provenance | None = None) -> None:
         self.path = Path(path)
         self._steps = Steps(*_read_series(self.path))
+        times = self._steps.times  # covered: first timestamp to the last plus one more step
+        self._covers = (times[0], times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0.0))
+        self._asked: tuple[float, float] | None = None  # earliest start, latest end queried
         name = f"time series file {self.path.name}"
         super().__init__(provenance or Provenance(str(path), name, None, "as given in the file"))
 
     def mean_g_per_kwh(self, start_unix_s: float, end_unix_s: float) -> float:
         mean, first, last = self._steps.mean(start_unix_s, end_unix_s)
         self._record(self._steps.points(first, last))
+        with self._lock:
+            asked = self._asked or (start_unix_s, end_unix_s)
+            self._asked = (min(asked[0], start_unix_s), max(asked[1], end_unix_s))
         return mean
+
+    def drain_warnings(self) -> list[str]:
+        """As ``IntensitySource.drain_warnings``, plus one warning if the run left the series."""
+        with self._lock:
+            asked = self._asked
+        (first, last), values = self._covers, self._steps.values
+        if asked is not None and (asked[0] < first or asked[1] > last):
+            held = [f"its first value ({values[0]:g} g/kWh) before it"] if asked[0] < first else []
+            held += [f"its last value ({values[-1]:g} g/kWh) after it"] if asked[1] > last else []
+            self._warn(
+                "coverage",
+                f"intensity series {self.path} covers {utc_label(first)} to {utc_label(last)}, "
+                f"but the run spans {utc_label(asked[0])} to {utc_label(asked[1])}: it was "
+                f"extended with {' and '.join(held)}; give a series that covers the run",
+            )
+        return super().drain_warnings()
 
 
 def resolve_intensity(
