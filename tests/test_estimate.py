@@ -24,7 +24,8 @@ from tracker.estimate import (
     from_run,
     reprice,
 )
-from tracker.estimate_data import format_energy, format_mass, format_number, parse_intensity
+from tracker.estimate_data import format_energy, format_mass, format_number
+from tracker.intensity import parse_intensity
 from tracker.locations import resolve
 
 KWH = 3.6e6
@@ -312,7 +313,7 @@ def test_intensity_accepts_explicit_units(text: str, g_per_kwh: float) -> None:
     assert parse_intensity(text) == pytest.approx(g_per_kwh, rel=EXACT)
 
 
-@pytest.mark.parametrize("text", ["lots", "-5", "5 lb/kWh", "nan"])
+@pytest.mark.parametrize("text", ["lots", "-5", "5 lb/kWh", "nan", "5kg", "500g"])
 def test_intensity_rejects_what_is_not_g_per_kwh(text: str) -> None:
     with pytest.raises(ValueError, match="intensity"):
         parse_intensity(text)

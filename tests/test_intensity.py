@@ -20,6 +20,7 @@ from tracker.intensity import (
     Provenance,
     StaticLocation,
     TimeSeries,
+    parse_intensity,
     resolve_intensity,
 )
 from tracker.locations import resolve
@@ -279,6 +280,43 @@ def test_csv_path_as_str_or_path_gives_a_time_series(tmp_path: Path, no_env_loca
 def test_text_that_is_neither_a_number_nor_a_file_is_an_error(no_env_location: None) -> None:
     with pytest.raises(ValueError, match=r"neither a number .* nor an existing time-series CSV"):
         resolve_intensity(None, "grid-2025.csv")
+
+
+@pytest.mark.parametrize(
+    ("text", "g_per_kwh"),
+    [("500", 500.0), ("500g/kWh", 500.0), ("0.5kg/kWh", 500.0), ("0.5 kg CO2e / kWh", 500.0)],
+)
+def test_intensity_text_takes_a_unit_per_kwh(
+    text: str, g_per_kwh: float, no_env_location: None
+) -> None:
+    source, _, _ = resolve_intensity(None, text)
+    assert isinstance(source, Constant) and source.g_per_kwh == g_per_kwh
+
+
+@pytest.mark.parametrize("text", ["5kg", "500 g", "0.5t", "5 kgCO2e"])
+def test_a_mass_without_per_kwh_is_refused_as_ambiguous(text: str, no_env_location: None) -> None:
+    with pytest.raises(ValueError, match=r"gives a mass but not per what.*/kWh"):
+        resolve_intensity(None, text)
+    with pytest.raises(ValueError, match="gives a mass but not per what"):
+        parse_intensity(text)
+
+
+@pytest.mark.parametrize("bad", [[1, 2], b"500", {"g": 1}, True, object()])
+def test_an_intensity_of_another_type_is_a_value_error_listing_what_is_accepted(
+    bad: object, no_env_location: None
+) -> None:
+    with pytest.raises(ValueError, match=r"intensity must be a number .*time-series CSV"):
+        resolve_intensity(None, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [5, 2.5, ["DE"], b"DE", ("DE",)])
+def test_a_location_that_is_not_text_is_a_value_error_naming_location(
+    bad: object, no_env_location: None
+) -> None:
+    with pytest.raises(ValueError, match=r"^location must be a str, got .*ISO2/ISO3"):
+        resolve_intensity(bad, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^location must be a str"):
+        Tracker(location=bad)  # type: ignore[arg-type]
 
 
 def test_a_given_source_is_used_as_is() -> None:

@@ -279,8 +279,8 @@ def test_unknown_location_error_explains_the_accepted_forms() -> None:
     assert "`wattprint locations`" in message
 
 
-def test_non_string_location_is_a_type_error_naming_location() -> None:
-    with pytest.raises(TypeError, match="location"):
+def test_non_string_location_is_a_value_error_naming_location() -> None:
+    with pytest.raises(ValueError, match="location must be a str"):
         resolve(276)  # type: ignore[arg-type]
 
 

@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--project", default="default")
     run.add_argument("--log-dir", default="wattprint-runs")
     run.add_argument("--location", help="country, US-CA style state or aws:/gcp:/azure: region")
-    run.add_argument("--intensity", help="constant gCO2e/kWh or a time-series CSV")
+    run.add_argument(
+        "--intensity", help="constant g CO2e/kWh (500, 500g/kWh, 0.5kg/kWh) or a time-series CSV"
+    )
     run.add_argument("--pue", type=float, help="power usage effectiveness (>= 1.0)")
     run.add_argument("--interval", type=float, default=0.5, help="sampler period in seconds")
     run.add_argument("--gpus", help="comma-separated GPU indices or UUIDs")
@@ -116,15 +118,12 @@ def _run(args: argparse.Namespace) -> int:
         )
     if shutil.which(command[0]) is None:  # say so before a run directory is made
         raise ValueError(f"cannot start {command[0]!r}: no such executable file")
-    intensity: float | str | None = args.intensity
-    if isinstance(intensity, str) and _is_number(intensity):
-        intensity = float(intensity)
     gpus = [int(g) if g.isdigit() else g for g in args.gpus.split(",")] if args.gpus else None
     tracker = Tracker(
         project=args.project,
         log_dir=args.log_dir,
         location=args.location,
-        intensity=intensity,
+        intensity=args.intensity,
         pue=args.pue,
         interval=args.interval,
         gpus=gpus,
@@ -178,14 +177,6 @@ def _locations(args: argparse.Namespace) -> int:
         found = search(args.query)
     print(format_locations(found))
     return 0
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

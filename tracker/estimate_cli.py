@@ -20,8 +20,8 @@ from tracker.estimate_data import (
     format_mass,
     format_number,
     format_power,
-    parse_intensity,
 )
+from tracker.intensity import parse_intensity
 
 __all__ = ["handle", "register", "render"]
 

@@ -89,12 +89,7 @@ class Constant(IntensitySource):
     """One intensity for all time (g CO2e/kWh); negative, NaN or infinite -> ValueError."""
 
     def __init__(self, g_per_kwh: float, provenance: Provenance | None = None) -> None:
-        ok = isinstance(g_per_kwh, int | float) and not isinstance(g_per_kwh, bool)
-        if not ok or not math.isfinite(g_per_kwh) or g_per_kwh < 0:
-            raise ValueError(
-                f"intensity must be a finite number >= 0 g CO2e per kWh, got {g_per_kwh!r}"
-            )
-        self.g_per_kwh = float(g_per_kwh)
+        self.g_per_kwh = parse_intensity(g_per_kwh)
         default = Provenance("constant", "user-supplied constant", None, "as given by the user")
         super().__init__(provenance or default)
 
@@ -165,9 +160,11 @@ def resolve_intensity(
 ) -> tuple[IntensitySource, Location | None, list[str]]:
     """Pick a run's intensity source: (source, the Location if any, warnings).
 
-    ``intensity`` wins: a number or numeric string -> ``Constant``; a path to an existing file ->
-    ``TimeSeries``; an ``IntensitySource`` -> as is. Else ``location``, else env
-    ``WATTPRINT_LOCATION`` -> ``StaticLocation``; with neither, the world average and a warning.
+    ``intensity`` wins: a number, or text such as ``"500g/kWh"`` (``parse_intensity``) ->
+    ``Constant``; a path to an existing file -> ``TimeSeries``, read and checked now; an
+    ``IntensitySource`` -> as is. Else ``location``, else env ``WATTPRINT_LOCATION`` ->
+    ``StaticLocation``; with neither, the world average and a warning. Anything else, or a
+    ``location`` that is not a known place, raises ``ValueError`` naming the argument.
     """
     place = resolve(location) if location is not None else None
     if isinstance(intensity, IntensitySource):
@@ -175,16 +172,19 @@ def resolve_intensity(
             place = intensity.location
         return intensity, place, []
     if isinstance(intensity, str | os.PathLike):
-        if Path(intensity).is_file():
-            return TimeSeries(intensity), place, []
-        try:
-            value = float(os.fspath(intensity))
-        except ValueError:
-            raise ValueError(
-                f"intensity {os.fspath(intensity)!r} is neither a number of g CO2e per kWh "
-                "nor an existing time-series CSV file"
-            ) from None
-        return Constant(value), place, []
+        text = os.fspath(intensity)
+        if isinstance(text, str) and Path(text).is_file():
+            return TimeSeries(text), place, []
+        if isinstance(intensity, str):
+            try:
+                return Constant(parse_intensity(intensity)), place, []
+            except ValueError:
+                if _INTENSITY_TEXT.fullmatch(intensity):  # a number: its own error says what is off
+                    raise
+        raise ValueError(
+            f"intensity {text!r} is neither a number of g CO2e per kWh nor an existing "
+            f"time-series CSV file; accepted: {INTENSITY_FORMS}"
+        )
     if intensity is not None:
         return Constant(intensity), place, []
     if place is None and os.environ.get("WATTPRINT_LOCATION", "").strip():
@@ -232,6 +232,49 @@ def check_span(start: float, end: float) -> None:
         raise ValueError(f"start and end must be finite unix seconds, got {start!r}, {end!r}")
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start})")
+
+
+def parse_intensity(value: str | float) -> float:
+    """Grid intensity in g CO2e/kWh: a number (g/kWh) or text with a unit per kWh.
+
+    ``500``, ``"500"``, ``"500g/kWh"``, ``"0.5kg/kWh"``, ``"0.5 kgCO2e/kWh"`` all give 500.0. A mass
+    without ``/kWh`` (``"5kg"``) is refused as ambiguous, as are negative, NaN and infinite values.
+    """
+    if isinstance(value, str):
+        match = _INTENSITY_TEXT.fullmatch(value)
+        if match is None:
+            raise ValueError(f"intensity must be g CO2e per kWh ({INTENSITY_UNITS}), got {value!r}")
+        if match["unit"] and not match["per_kwh"]:
+            raise ValueError(
+                f"intensity {value!r} gives a mass but not per what: add the energy, e.g. "
+                f"'{match['number']}{match['unit']}/kWh' ({INTENSITY_UNITS})"
+            )
+        try:
+            number = float(match["number"]) * _GRAMS[(match["unit"] or "g").lower()]
+        except ValueError:
+            raise ValueError(
+                f"intensity must be g CO2e per kWh ({INTENSITY_UNITS}), got {value!r}"
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"intensity must be {INTENSITY_FORMS}, got {value!r}")
+    else:
+        number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"intensity must be a finite number >= 0 g CO2e per kWh, got {value!r}")
+    return number
+
+
+INTENSITY_UNITS = "a bare number means g/kWh: 500, 500g/kWh, 0.5kg/kWh"
+INTENSITY_FORMS = (
+    "a number of g CO2e per kWh (500), text with a unit per kWh ('500g/kWh', '0.5kg/kWh'), "
+    "a path to a time-series CSV file, or an IntensitySource (e.g. tracker.providers)"
+)
+_INTENSITY_TEXT = re.compile(
+    r"\s*(?P<number>[0-9.eE+-]+)\s*"
+    r"(?:(?P<unit>g|kg|t)\s*(?:co2e?)?\s*(?P<per_kwh>/\s*kwh)?)?\s*",
+    flags=re.IGNORECASE,
+)
+_GRAMS = {"g": 1.0, "kg": 1e3, "t": 1e6}
 
 
 def _read_series(path: Path) -> tuple[list[float], list[float]]:
