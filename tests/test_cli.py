@@ -97,6 +97,18 @@ def test_intensity_text_needs_a_unit_per_kwh_in_run_and_in_estimate(
     assert load_run(run_dir)["intensity_g_per_kwh"].iloc[0] == pytest.approx(500.0)
 
 
+@pytest.mark.parametrize("gpus", ["-1", "0,-2", "0,,1", ""])
+def test_run_refuses_a_negative_or_empty_gpu_index_naming_gpus(
+    gpus: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_no_nvml(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--gpus", gpus, "--location", "SE", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wattprint: error: --gpus {gpus!r}: ") and "index >= 0" in err
+    assert not (tmp_path / "wattprint-runs").exists()
+
+
 TRAINING = textwrap.dedent(
     """
     import sys, time

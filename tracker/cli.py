@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pue", type=float, help="power usage effectiveness (>= 1.0)")
     run.add_argument("--interval", type=float, default=0.5, help="sampler period in seconds")
-    run.add_argument("--gpus", help="comma-separated GPU indices or UUIDs")
+    run.add_argument("--gpus", help="comma-separated GPU indices (>= 0) or UUIDs")
     run.add_argument("--quiet", action="store_true", help="no per-epoch and summary lines")
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     run.set_defaults(handler=_run)
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if shutil.which(command[0]) is None:  # say so before a run directory is made
         raise ValueError(f"cannot start {command[0]!r}: no such executable file")
-    gpus = [int(g) if g.isdigit() else g for g in args.gpus.split(",")] if args.gpus else None
+    gpus = _gpus(args.gpus) if args.gpus is not None else None
     tracker = Tracker(
         project=args.project,
         log_dir=args.log_dir,
@@ -149,6 +150,18 @@ def _run(args: argparse.Namespace) -> int:
                 signal.signal(signum, handler)
         tracker.epoch_end()
     return code if code >= 0 else 128 - code
+
+
+def _gpus(text: str) -> list[int | str]:
+    """``--gpus 0,1`` or ``--gpus GPU-8f2c...``: visible-GPU indices (>= 0) and UUIDs, in order."""
+    entries = [entry.strip() for entry in text.split(",")]
+    for entry in entries:
+        if not entry or re.fullmatch(r"-\d+", entry):
+            raise ValueError(
+                f"--gpus {text!r}: {entry!r} is neither a GPU index >= 0 nor a GPU- UUID; give "
+                "them comma-separated, e.g. --gpus 0,1"
+            )
+    return [int(entry) if entry.isdecimal() else entry for entry in entries]
 
 
 def _terminal_reached_child() -> bool:
