@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -410,6 +411,31 @@ def test_wattprint_estimate_runs_as_a_command() -> None:
     )
     assert bad.returncode == 2
     assert "utilisation" in bad.stderr
+
+
+def _wattprint_estimate(*argv: str, location: str) -> subprocess.CompletedProcess[str]:
+    environment = os.environ | {"WATTPRINT_LOCATION": location}
+    return subprocess.run(
+        [sys.executable, "-m", "tracker.cli", "estimate", *argv],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+
+
+def test_wattprint_estimate_prices_in_the_location_the_environment_names() -> None:
+    done = _wattprint_estimate("1000W:1", "--hours", "100", location="FR")
+    assert done.returncode == 0, done.stderr
+    assert "44.18 g/kWh" in done.stdout and "France (FR)" in done.stdout
+    assert "emissions 4.418 kg CO2e" in done.stdout  # 100 kWh x 44.18 g/kWh
+    given = _wattprint_estimate("1000W:1", "--hours", "100", "--intensity", "500", location="FR")
+    assert "emissions 50 kg CO2e" in given.stdout  # an explicit intensity wins
+    placed = _wattprint_estimate("1000W:1", "--hours", "100", "--location", "SE", location="FR")
+    assert "(SE)" in placed.stdout and "(FR)" not in placed.stdout
+    bad = _wattprint_estimate("1000W:1", "--hours", "100", location="Atlantis")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("wattprint: error: WATTPRINT_LOCATION: location 'Atlantis'")
 
 
 def test_estimate_result_type_is_exported() -> None:

@@ -187,11 +187,7 @@ def resolve_intensity(
         )
     if intensity is not None:
         return Constant(intensity), place, []
-    if place is None and os.environ.get("WATTPRINT_LOCATION", "").strip():
-        try:
-            place = resolve(os.environ["WATTPRINT_LOCATION"])
-        except ValueError as error:
-            raise ValueError(f"WATTPRINT_LOCATION: {error}") from None
+    place = place or location_from_env()
     if place is not None:
         return StaticLocation(place), place, []
     place = world()
@@ -201,6 +197,20 @@ def resolve_intensity(
         "or set WATTPRINT_LOCATION for your grid's intensity"
     )
     return StaticLocation(place), place, [warning]
+
+
+def location_from_env() -> Location | None:
+    """The location env ``WATTPRINT_LOCATION`` names; None where it is unset or blank.
+
+    An unknown location raises ``ValueError`` naming the variable.
+    """
+    text = os.environ.get("WATTPRINT_LOCATION", "").strip()
+    if not text:
+        return None
+    try:
+        return resolve(text)
+    except ValueError as error:
+        raise ValueError(f"WATTPRINT_LOCATION: {error}") from None
 
 
 class Steps:
