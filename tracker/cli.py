@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     locations.add_argument("query", nargs="?", help="code, name or part of one")
     locations.set_defaults(handler=_locations)
 
-    from tracker.estimate import add_estimate_subcommand
+    from tracker.estimation import add_estimate_subcommand
 
     add_estimate_subcommand(sub)
     from tracker.report import register as add_report_subcommand

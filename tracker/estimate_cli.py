@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Sequence
 
-from tracker.estimate import Estimate, Quantity, compare, estimate, from_run, reprice
 from tracker.estimate_data import (
     J_PER_KWH,
     PRECISIONS,
@@ -22,6 +21,7 @@ from tracker.estimate_data import (
     format_number,
     format_power,
 )
+from tracker.estimation import Estimate, Quantity, compare, estimate, from_run, reprice
 from tracker.intensity import location_from_env, parse_intensity
 
 __all__ = ["handle", "register", "render"]
