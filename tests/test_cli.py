@@ -66,6 +66,21 @@ def test_run_measures_the_command_as_one_epoch_and_passes_its_exit_code(
     assert epochs["methods"].iloc[0] == "gpu=none;cpu=rapl;dram=rapl"
 
 
+@pytest.mark.parametrize(("exit_code", "status"), [(3, "failed"), (0, "finished")])
+def test_run_json_records_the_command_its_exit_code_and_a_failed_status(
+    env: dict[str, str], tmp_path: Path, exit_code: int, status: str
+) -> None:
+    logs = tmp_path / "runs"
+    command = [sys.executable, "-c", f"import sys; sys.exit({exit_code})"]
+    args = ["run", "--quiet", "--log-dir", str(logs), "--location", "SE", "--", *command]
+    result = wattprint(*args, env=env)
+    assert result.returncode == exit_code, result.stderr
+    (run_dir,) = (logs / "default").iterdir()
+    document = json.loads((run_dir / "run.json").read_text())
+    assert document["command"] == {"argv": command, "exit_code": exit_code}
+    assert document["status"] == status
+
+
 def test_cli_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None:
     result = wattprint("run", "--pue", "0.5", "--", "true", env=env)
     assert result.returncode == 2

@@ -130,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         gpus=gpus,
         verbose=0 if args.quiet else 1,
     )
+    tracker.record_command(command)  # run.json says what ran from its first write on
     with tracker:
         tracker.epoch_start()
         try:
@@ -148,8 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        status = code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
+        tracker.record_command(command, exit_code=status)  # non-zero: the run is "failed"
         tracker.epoch_end()
-    return code if code >= 0 else 128 - code
+    return status
 
 
 def _gpus(text: str) -> list[int | str]:
