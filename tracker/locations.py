@@ -60,6 +60,8 @@ def resolve(location: str) -> Location:
 
 def search(query: str | None = None) -> list[Location]:
     """Locations whose code, name or alias contains ``query``, then close matches; None -> all."""
+    if query is not None and not isinstance(query, str):
+        raise ValueError(f"query must be a str such as 'germany' or 'aws:', got {query!r}")
     cat = _catalogue()
     if query is None or not query.strip():
         return list(cat.locations.values())
