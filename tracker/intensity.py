@@ -26,6 +26,7 @@ MAX_SERIES_POINTS = 1000  # series_used() never returns more points than this
 SERIES_SPAN_S = (0.0, 7_258_118_400.0)
 """Timestamps a series may hold, in unix seconds: 1970-01-01 up to 2200-01-01 (UTC). Anything
 outside is a unit mistake (milliseconds, microseconds) rather than a grid intensity."""
+_YEAR_2000_S = 946_684_800.0  # 2000-01-01 UTC: a number read as milliseconds lands after it
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date", "unix_s", "unix_time", "start", "from")
 VALUE_COLUMNS = ("g_per_kwh", "intensity_g_per_kwh", "intensity", "carbon_intensity", "value")
 
@@ -357,14 +358,9 @@ def series_time(text: str) -> float:
     )
 
 
-_YEAR_2000_S = 946_684_800.0
-
-
 def intensity_value(raw: Any) -> float:
+    """A series cell or provider value: a bare number of g CO2e/kWh (``parse_intensity``)."""
     try:
-        value = math.nan if isinstance(raw, bool) else float(str(raw).strip())
+        return parse_intensity(raw if isinstance(raw, int | float) else float(str(raw).strip()))
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"intensity {raw!r} is not a finite number >= 0 g/kWh")
-    return value
+        raise ValueError(f"intensity {raw!r} is not a finite number >= 0 g/kWh") from None
