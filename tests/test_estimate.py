@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tracker.estimate import (
+from tracker.estimate_data import format_energy, format_mass, format_number
+from tracker.estimation import (
     DEFAULT_MFU,
     Estimate,
     add_estimate_subcommand,
@@ -24,7 +26,7 @@ from tracker.estimate import (
     from_run,
     reprice,
 )
-from tracker.estimate_data import format_energy, format_mass, format_number, parse_intensity
+from tracker.intensity import parse_intensity
 from tracker.locations import resolve
 
 KWH = 3.6e6
@@ -312,7 +314,7 @@ def test_intensity_accepts_explicit_units(text: str, g_per_kwh: float) -> None:
     assert parse_intensity(text) == pytest.approx(g_per_kwh, rel=EXACT)
 
 
-@pytest.mark.parametrize("text", ["lots", "-5", "5 lb/kWh", "nan"])
+@pytest.mark.parametrize("text", ["lots", "-5", "5 lb/kWh", "nan", "5kg", "500g"])
 def test_intensity_rejects_what_is_not_g_per_kwh(text: str) -> None:
     with pytest.raises(ValueError, match="intensity"):
         parse_intensity(text)
@@ -409,6 +411,75 @@ def test_wattprint_estimate_runs_as_a_command() -> None:
     )
     assert bad.returncode == 2
     assert "utilisation" in bad.stderr
+
+
+def _wattprint_estimate(*argv: str, location: str) -> subprocess.CompletedProcess[str]:
+    environment = os.environ | {"WATTPRINT_LOCATION": location}
+    return subprocess.run(
+        [sys.executable, "-m", "tracker.cli", "estimate", *argv],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+
+
+def test_wattprint_estimate_prices_in_the_location_the_environment_names() -> None:
+    done = _wattprint_estimate("1000W:1", "--hours", "100", location="FR")
+    assert done.returncode == 0, done.stderr
+    assert "44.18 g/kWh" in done.stdout and "France (FR)" in done.stdout
+    assert "emissions 4.418 kg CO2e" in done.stdout  # 100 kWh x 44.18 g/kWh
+    given = _wattprint_estimate("1000W:1", "--hours", "100", "--intensity", "500", location="FR")
+    assert "emissions 50 kg CO2e" in given.stdout  # an explicit intensity wins
+    placed = _wattprint_estimate("1000W:1", "--hours", "100", "--location", "SE", location="FR")
+    assert "(SE)" in placed.stdout and "(FR)" not in placed.stdout
+    bad = _wattprint_estimate("1000W:1", "--hours", "100", location="Atlantis")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("wattprint: error: WATTPRINT_LOCATION: location 'Atlantis'")
+
+
+README_EXAMPLE = """\
+import tracker
+
+plan = tracker.estimate(["H100:8:0.9"], hours=72, location="DE")
+print(f"{plan.facility_energy_kwh:,.1f} kWh, {plan.co2_g / 1000:,.1f} kg CO2e")
+# 362.9 kWh, 124.9 kg CO2e
+"""
+
+
+@pytest.mark.parametrize(
+    "imported_before",
+    [
+        "",
+        "import tracker.estimate_cli\n",
+        "import tracker.cli\ntracker.cli.main(['estimate', '1W:1', '--hours', '1'])\n",
+    ],
+    ids=["fresh", "after-estimate_cli", "after-the-cli-ran"],
+)
+def test_the_readme_python_example_runs_as_written(imported_before: str) -> None:
+    assert f"```python\n{README_EXAMPLE}```" in (ROOT / "README.md").read_text(encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", imported_before + README_EXAMPLE],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("362.9 kWh, 124.9 kg CO2e\n")
+
+
+def test_import_tracker_leaves_the_estimate_modules_unloaded_until_used() -> None:
+    probe = (
+        "import sys, tracker\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tracker.estimat')))\n"
+        "from tracker import estimate\n"
+        "print(estimate is tracker.estimate, callable(estimate))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\nTrue True\n"
 
 
 def test_estimate_result_type_is_exported() -> None:

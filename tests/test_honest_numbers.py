@@ -67,6 +67,7 @@ def test_an_edge_completed_too_high_is_never_taken_back_from_its_epoch(tmp_path:
             )
             for k, (a, b) in enumerate(itertools.pairwise(cuts), 1)
         ]  # fmt: skip
+        sampler.stop()  # closes the meters, so NVML is shut down again
     energies = [r.gpu_energy_j for r in records]
     assert all(e is not None and e >= 0 for e in energies), energies
     assert all(r.co2_g is not None and r.co2_g >= 0 for r in records)

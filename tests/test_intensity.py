@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.fake_grid_api import FakeGridApi
+from tests.faults.simulated import ConstantPowerMeter
+from tracker import Tracker
 from tracker.intensity import (
     MAX_SERIES_POINTS,
     Constant,
@@ -17,6 +20,7 @@ from tracker.intensity import (
     Provenance,
     StaticLocation,
     TimeSeries,
+    parse_intensity,
     resolve_intensity,
 )
 from tracker.locations import resolve
@@ -130,11 +134,84 @@ def test_bad_time_series_file_names_the_file_line_and_problem(
     assert str(info.value).startswith(f"{path}: line {line}: ")
 
 
+@pytest.mark.parametrize(
+    ("stamps", "unit", "divisor"),
+    [
+        ((1_740_830_400_000, 1_740_834_000_000), "milliseconds", "1,000"),
+        ((1_740_830_400_000_000, 1_740_834_000_000_000), "microseconds", "1,000,000"),
+    ],
+)
+def test_a_series_in_unix_milli_or_microseconds_fails_when_loaded_saying_so(
+    tmp_path: Path, stamps: tuple[int, int], unit: str, divisor: str
+) -> None:
+    rows = "".join(f"{t},300\n" for t in stamps)
+    path = _csv(tmp_path, "# hourly\nunix_time,g_per_kwh\n" + rows)
+    with pytest.raises(ValueError) as info:
+        Tracker("p", tmp_path / "runs", intensity=path, verbose=0)  # fails here, not in start()
+    message = str(info.value)
+    assert message.startswith(f"{path}: line 3: timestamp '{stamps[0]}' looks like unix {unit}")
+    assert f"divide it by {divisor}" in message and "2025-03-01T12:00:00.000Z" in message
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("stamp", ["-3600", "1899-12-31T00:00:00Z", "2200-01-01T00:00:00Z"])
+def test_a_series_timestamp_outside_1970_to_2200_names_its_line(tmp_path: Path, stamp: str) -> None:
+    path = _csv(tmp_path, f"timestamp,g_per_kwh\n0,10\n{stamp},20\n")
+    with pytest.raises(ValueError, match=f"line 3: timestamp '{stamp}' is not between 1970 and"):
+        TimeSeries(path)
+
+
 def test_empty_or_missing_time_series_file_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no data rows"):
         TimeSeries(_csv(tmp_path, "timestamp,g_per_kwh\n"))
     with pytest.raises(ValueError, match="cannot read"):
         TimeSeries(tmp_path / "absent.csv")
+
+
+def test_a_run_inside_the_series_gets_no_coverage_warning(step_series: TimeSeries) -> None:
+    step_series.mean_g_per_kwh(0.0, 100.0)  # 0 to 50 at 100, then one more step of 50 s at 200
+    assert step_series.drain_warnings() == []
+
+
+def test_a_run_after_the_series_ends_is_priced_at_its_last_value_with_one_warning(
+    step_series: TimeSeries,
+) -> None:
+    assert step_series.mean_g_per_kwh(1000.0, 2000.0) == 200.0
+    step_series.mean_g_per_kwh(2000.0, 3000.0)
+    [warning] = step_series.drain_warnings()
+    assert "covers 1970-01-01T00:00:00.000Z to 1970-01-01T00:01:40.000Z" in warning
+    assert "the run spans 1970-01-01T00:16:40.000Z to 1970-01-01T00:50:00.000Z" in warning
+    assert "its last value (200 g/kWh) after it" in warning and "first value" not in warning
+    step_series.mean_g_per_kwh(4000.0, 5000.0)
+    assert step_series.drain_warnings() == []  # once
+
+
+def test_a_series_that_starts_after_the_run_says_its_first_value_stood_in(
+    step_series: TimeSeries,
+) -> None:
+    assert step_series.mean_g_per_kwh(-100.0, -10.0) == 100.0
+    [warning] = step_series.drain_warnings()
+    assert "its first value (100 g/kWh) before it" in warning and "last value" not in warning
+
+
+def test_a_tracker_run_months_after_its_series_ended_warns_in_the_summary_and_run_json(
+    tmp_path: Path,
+) -> None:
+    path = _csv(
+        tmp_path,
+        "timestamp,g_per_kwh\n2025-01-01T00:00:00Z,300\n2025-01-01T01:00:00Z,200\n",
+    )
+    tracker = Tracker(
+        "p", tmp_path / "runs", intensity=path, meters=[ConstantPowerMeter()],
+        components=["gpu"], verbose=0, interval=0.05,
+    )  # fmt: skip
+    with tracker, tracker.epoch():
+        time.sleep(0.05)
+    [warning] = [w for w in tracker.summary.warnings if "covers" in w]
+    assert warning in json.loads((tracker.run_dir / "run.json").read_text())["warnings"]
+    assert f"intensity series {path} covers 2025-01-01T00:00:00.000Z to 2025-01-01T02:00" in warning
+    assert "its last value (200 g/kWh) after it" in warning
+    assert tracker.epochs[0].intensity_g_per_kwh == pytest.approx(200.0)  # still used, as said
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,6 +280,43 @@ def test_csv_path_as_str_or_path_gives_a_time_series(tmp_path: Path, no_env_loca
 def test_text_that_is_neither_a_number_nor_a_file_is_an_error(no_env_location: None) -> None:
     with pytest.raises(ValueError, match=r"neither a number .* nor an existing time-series CSV"):
         resolve_intensity(None, "grid-2025.csv")
+
+
+@pytest.mark.parametrize(
+    ("text", "g_per_kwh"),
+    [("500", 500.0), ("500g/kWh", 500.0), ("0.5kg/kWh", 500.0), ("0.5 kg CO2e / kWh", 500.0)],
+)
+def test_intensity_text_takes_a_unit_per_kwh(
+    text: str, g_per_kwh: float, no_env_location: None
+) -> None:
+    source, _, _ = resolve_intensity(None, text)
+    assert isinstance(source, Constant) and source.g_per_kwh == g_per_kwh
+
+
+@pytest.mark.parametrize("text", ["5kg", "500 g", "0.5t", "5 kgCO2e"])
+def test_a_mass_without_per_kwh_is_refused_as_ambiguous(text: str, no_env_location: None) -> None:
+    with pytest.raises(ValueError, match=r"gives a mass but not per what.*/kWh"):
+        resolve_intensity(None, text)
+    with pytest.raises(ValueError, match="gives a mass but not per what"):
+        parse_intensity(text)
+
+
+@pytest.mark.parametrize("bad", [[1, 2], b"500", {"g": 1}, True, object()])
+def test_an_intensity_of_another_type_is_a_value_error_listing_what_is_accepted(
+    bad: object, no_env_location: None
+) -> None:
+    with pytest.raises(ValueError, match=r"intensity must be a number .*time-series CSV"):
+        resolve_intensity(None, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [5, 2.5, ["DE"], b"DE", ("DE",)])
+def test_a_location_that_is_not_text_is_a_value_error_naming_location(
+    bad: object, no_env_location: None
+) -> None:
+    with pytest.raises(ValueError, match=r"^location must be a str, got .*ISO2/ISO3"):
+        resolve_intensity(bad, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^location must be a str"):
+        Tracker(location=bad)  # type: ignore[arg-type]
 
 
 def test_a_given_source_is_used_as_is() -> None:

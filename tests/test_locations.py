@@ -279,9 +279,11 @@ def test_unknown_location_error_explains_the_accepted_forms() -> None:
     assert "`wattprint locations`" in message
 
 
-def test_non_string_location_is_a_type_error_naming_location() -> None:
-    with pytest.raises(TypeError, match="location"):
+def test_non_string_location_is_a_value_error_naming_location() -> None:
+    with pytest.raises(ValueError, match="location must be a str"):
         resolve(276)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="query must be a str"):
+        search(276)  # type: ignore[arg-type]
 
 
 def test_world_is_embers_world_aggregate_and_says_it_is_a_fallback() -> None:

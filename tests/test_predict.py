@@ -13,7 +13,7 @@ import pytest
 from tests.fake_nvml import install_no_nvml
 from tests.fake_powercap import FakeZone, build_powercap
 from tracker import EpochRecord, Tracker
-from tracker.estimate import from_run
+from tracker.estimation import from_run
 from tracker.predict import Prediction, check, predict
 
 KWH = 3.6e6

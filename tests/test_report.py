@@ -1,4 +1,4 @@
-"""``wattprint report`` on a recorded run: the text report, the Markdown statement and the PNG."""
+"""``wattprint report`` on a recorded run: the text report, the Markdown statement and the plot."""
 
 from __future__ import annotations
 
@@ -96,6 +96,27 @@ def test_plot_writes_a_png_that_decodes_to_a_drawn_image(run_dir: Path, tmp_path
     height, width = pixels.shape[:2]
     assert height >= 600 and width >= 600
     assert pixels[..., :3].std() > 0.05  # lines, bars and text, not a blank canvas
+
+
+@pytest.mark.parametrize(("name", "signature"), [("run.pdf", b"%PDF-"), ("run.SVG", b"<?xml")])
+def test_plot_writes_the_format_the_file_suffix_names(
+    run_dir: Path, tmp_path: Path, name: str, signature: bytes
+) -> None:
+    target = tmp_path / name
+    assert report(str(run_dir), "--plot", str(target)) == 0
+    assert target.read_bytes().startswith(signature)
+
+
+@pytest.mark.parametrize("name", ["run.xyz", "run", "run.pgf"])
+def test_plot_to_a_suffix_that_names_no_image_format_is_refused_before_any_output(
+    run_dir: Path, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / name
+    assert report(str(run_dir), "--plot", str(target)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("wattprint: error: --plot: cannot tell which format")
+    assert ".png, .pdf or .svg" in captured.err
+    assert not target.exists() and captured.out == ""
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(

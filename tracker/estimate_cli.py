@@ -1,5 +1,6 @@
 """``wattprint estimate``: the estimate forms on the command line, as a table (default) or JSON.
 
+Without ``--location`` or ``--intensity``, env ``WATTPRINT_LOCATION`` prices it, as it does a run.
 Bad input raises ``ValueError`` (or ``FileNotFoundError`` for ``--from-run``), which the CLI entry
 point prints as one error line with exit status 2.
 """
@@ -11,7 +12,6 @@ import json
 import re
 from collections.abc import Sequence
 
-from tracker.estimate import Estimate, Quantity, compare, estimate, from_run, reprice
 from tracker.estimate_data import (
     J_PER_KWH,
     PRECISIONS,
@@ -20,8 +20,9 @@ from tracker.estimate_data import (
     format_mass,
     format_number,
     format_power,
-    parse_intensity,
 )
+from tracker.estimation import Estimate, Quantity, compare, estimate, from_run, reprice
+from tracker.intensity import location_from_env, parse_intensity
 
 __all__ = ["handle", "register", "render"]
 
@@ -69,7 +70,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s per device")
     p.add_argument("--pue", type=float, help="power usage effectiveness (>= 1)")
-    p.add_argument("--location", action="append", help="country/state/cloud region; repeatable")
+    p.add_argument(
+        "--location",
+        action="append",
+        help="country/state/cloud region; repeatable (default: env WATTPRINT_LOCATION)",
+    )
     p.add_argument("--intensity", help="grid intensity: 500, 500g/kWh or 0.5kg/kWh")
     p.add_argument("--from-run", metavar="RUN_DIR", help="re-price a recorded run (run.json)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -82,6 +87,8 @@ def handle(args: argparse.Namespace) -> int:
     locations: list[str] = args.location or []
     if locations and intensity is not None:
         raise ValueError("give --location or --intensity, not both")
+    if not locations and intensity is None and (place := location_from_env()) is not None:
+        locations = [place.code]  # as a run is priced: env WATTPRINT_LOCATION
     if args.from_run is not None:
         rows = from_run(args.from_run, locations, intensity=intensity, pue=args.pue)
         print(_json(rows) if args.json else render(rows, title="Recorded run, re-priced"))
@@ -141,7 +148,7 @@ def _detail(row: Estimate) -> str:
     if row.duration_s is not None:
         result.append(f"time {format_hours(row.duration_s)}")
     if row.co2_g is None:
-        result.append("CO2e not computed: give --location or --intensity")
+        result.append("CO2e not computed: give --location or --intensity (or WATTPRINT_LOCATION)")
     else:
         result.append(f"emissions {format_mass(row.co2_g)} CO2e")
     lines.append("= " + ", ".join(result))

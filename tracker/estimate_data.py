@@ -3,6 +3,7 @@
 Ratings come from the bundled hardware tables (``backends.specs``); peak dense throughput per
 accelerator and precision from ``tracker/data/accelerator_throughput.csv``, each value with its
 vendor source. Readable units (kW/MW, kWh/MWh/GWh, g/kg/t) are chosen here, at the edge.
+Intensities are parsed by ``tracker.intensity.parse_intensity``, as for a run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ __all__ = [
     "format_power",
     "parse_count",
     "parse_device",
-    "parse_intensity",
     "peak_throughput",
     "rating",
     "throughputs",
@@ -137,19 +137,6 @@ def check_fraction(what: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise ValueError(f"{what} must be between 0 and 1, got {value!r}")
     return float(value)
-
-
-def parse_intensity(text: str | float) -> float:
-    """Grid intensity in g/kWh from ``500``, ``"500g/kWh"`` or ``"0.5kg/kWh"``."""
-    pattern = r"\s*([0-9.eE+-]+)\s*(g|kg|t)?(?:\s*(?:co2e?)?\s*/\s*kwh)?\s*"
-    match = re.fullmatch(pattern, str(text), flags=re.IGNORECASE)
-    value = None if match is None else _number(match.group(1))
-    if match is None or value is None:
-        raise ValueError(f"intensity must be g/kWh (500, 500g/kWh or 0.5kg/kWh), got {text!r}")
-    scaled = value * {"g": 1.0, "kg": 1e3, "t": 1e6}[(match.group(2) or "g").lower()]
-    if not (scaled >= 0 and math.isfinite(scaled)):
-        raise ValueError(f"intensity must be a finite number of g/kWh >= 0, got {text!r}")
-    return scaled
 
 
 def peak_throughput(key: str, precision: str) -> Throughput:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from tracker.estimate_data import J_PER_KWH, DeviceLoad
+from tracker.intensity import parse_intensity
 
 __all__ = ["Estimate", "Form", "Quantity", "check_pue", "non_negative", "positive", "priced"]
 
@@ -105,7 +106,7 @@ def priced(
         code, g_per_kwh, default_pue = place.code, place.g_per_kwh, place.default_pue
         source = f"{place.name} ({place.code}), {place.year}: {place.source}; {place.basis}"
     elif intensity is not None:
-        g_per_kwh = non_negative("intensity", intensity)
+        g_per_kwh = parse_intensity(intensity)
         source = "given"
     if pue is not None:
         factor, pue_source = check_pue(pue), "given"

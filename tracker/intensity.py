@@ -10,9 +10,9 @@ from __future__ import annotations
 import abc
 import bisect
 import csv
-import datetime as dt
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tracker.locations import Location, resolve, world
+from tracker.logs import parse_utc, utc_label
 
 MAX_SERIES_POINTS = 1000  # series_used() never returns more points than this
+SERIES_SPAN_S = (0.0, 7_258_118_400.0)
+"""Timestamps a series may hold, in unix seconds: 1970-01-01 up to 2200-01-01 (UTC). Anything
+outside is a unit mistake (milliseconds, microseconds) rather than a grid intensity."""
+_YEAR_2000_S = 946_684_800.0  # 2000-01-01 UTC: a number read as milliseconds lands after it
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date", "unix_s", "unix_time", "start", "from")
 VALUE_COLUMNS = ("g_per_kwh", "intensity_g_per_kwh", "intensity", "carbon_intensity", "value")
 
@@ -85,12 +90,7 @@ class Constant(IntensitySource):
     """One intensity for all time (g CO2e/kWh); negative, NaN or infinite -> ValueError."""
 
     def __init__(self, g_per_kwh: float, provenance: Provenance | None = None) -> None:
-        ok = isinstance(g_per_kwh, int | float) and not isinstance(g_per_kwh, bool)
-        if not ok or not math.isfinite(g_per_kwh) or g_per_kwh < 0:
-            raise ValueError(
-                f"intensity must be a finite number >= 0 g CO2e per kWh, got {g_per_kwh!r}"
-            )
-        self.g_per_kwh = float(g_per_kwh)
+        self.g_per_kwh = parse_intensity(g_per_kwh)
         default = Provenance("constant", "user-supplied constant", None, "as given by the user")
         super().__init__(provenance or default)
 
@@ -113,22 +113,46 @@ class StaticLocation(Constant):
 class TimeSeries(IntensitySource):
     """Intensity from a CSV of timestamp and g CO2e/kWh rows, constant from one row to the next.
 
-    Timestamps are ISO-8601 with a timezone (``2025-03-01T12:00:00Z``) or unix seconds and must
-    increase strictly. The header names one of ``TIME_COLUMNS`` and one of ``VALUE_COLUMNS``
-    (case-insensitive); other columns are ignored, as are empty lines and lines starting with
-    ``#``. The first value also holds before its timestamp, the last after its own.
+    Timestamps are ISO-8601 with a timezone (``2025-03-01T12:00:00Z``) or unix seconds between
+    1970 and 2200 and must increase strictly; the whole file is checked here, so a bad row fails
+    at construction with its line. The header names one of ``TIME_COLUMNS`` and one of
+    ``VALUE_COLUMNS`` (case-insensitive); other columns are ignored, as are empty lines and lines
+    starting with ``#``. The first value also holds before its timestamp, the last after its own
+    (for one more step of the series); a run reaching outside that gets one warning saying so.
     """
 
     def __init__(self, path: str | os.PathLike[str], provenance: Provenance | None = None) -> None:
         self.path = Path(path)
         self._steps = Steps(*_read_series(self.path))
+        times = self._steps.times  # covered: first timestamp to the last plus one more step
+        self._covers = (times[0], times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0.0))
+        self._asked: tuple[float, float] | None = None  # earliest start, latest end queried
         name = f"time series file {self.path.name}"
         super().__init__(provenance or Provenance(str(path), name, None, "as given in the file"))
 
     def mean_g_per_kwh(self, start_unix_s: float, end_unix_s: float) -> float:
         mean, first, last = self._steps.mean(start_unix_s, end_unix_s)
         self._record(self._steps.points(first, last))
+        with self._lock:
+            asked = self._asked or (start_unix_s, end_unix_s)
+            self._asked = (min(asked[0], start_unix_s), max(asked[1], end_unix_s))
         return mean
+
+    def drain_warnings(self) -> list[str]:
+        """As ``IntensitySource.drain_warnings``, plus one warning if the run left the series."""
+        with self._lock:
+            asked = self._asked
+        (first, last), values = self._covers, self._steps.values
+        if asked is not None and (asked[0] < first or asked[1] > last):
+            held = [f"its first value ({values[0]:g} g/kWh) before it"] if asked[0] < first else []
+            held += [f"its last value ({values[-1]:g} g/kWh) after it"] if asked[1] > last else []
+            self._warn(
+                "coverage",
+                f"intensity series {self.path} covers {utc_label(first)} to {utc_label(last)}, "
+                f"but the run spans {utc_label(asked[0])} to {utc_label(asked[1])}: it was "
+                f"extended with {' and '.join(held)}; give a series that covers the run",
+            )
+        return super().drain_warnings()
 
 
 def resolve_intensity(
@@ -137,9 +161,11 @@ def resolve_intensity(
 ) -> tuple[IntensitySource, Location | None, list[str]]:
     """Pick a run's intensity source: (source, the Location if any, warnings).
 
-    ``intensity`` wins: a number or numeric string -> ``Constant``; a path to an existing file ->
-    ``TimeSeries``; an ``IntensitySource`` -> as is. Else ``location``, else env
-    ``WATTPRINT_LOCATION`` -> ``StaticLocation``; with neither, the world average and a warning.
+    ``intensity`` wins: a number, or text such as ``"500g/kWh"`` (``parse_intensity``) ->
+    ``Constant``; a path to an existing file -> ``TimeSeries``, read and checked now; an
+    ``IntensitySource`` -> as is. Else ``location``, else env ``WATTPRINT_LOCATION`` ->
+    ``StaticLocation``; with neither, the world average and a warning. Anything else, or a
+    ``location`` that is not a known place, raises ``ValueError`` naming the argument.
     """
     place = resolve(location) if location is not None else None
     if isinstance(intensity, IntensitySource):
@@ -147,23 +173,22 @@ def resolve_intensity(
             place = intensity.location
         return intensity, place, []
     if isinstance(intensity, str | os.PathLike):
-        if Path(intensity).is_file():
-            return TimeSeries(intensity), place, []
-        try:
-            value = float(os.fspath(intensity))
-        except ValueError:
-            raise ValueError(
-                f"intensity {os.fspath(intensity)!r} is neither a number of g CO2e per kWh "
-                "nor an existing time-series CSV file"
-            ) from None
-        return Constant(value), place, []
+        text = os.fspath(intensity)
+        if isinstance(text, str) and Path(text).is_file():
+            return TimeSeries(text), place, []
+        if isinstance(intensity, str):
+            try:
+                return Constant(parse_intensity(intensity)), place, []
+            except ValueError:
+                if _INTENSITY_TEXT.fullmatch(intensity):  # a number: its own error says what is off
+                    raise
+        raise ValueError(
+            f"intensity {text!r} is neither a number of g CO2e per kWh nor an existing "
+            f"time-series CSV file; accepted: {INTENSITY_FORMS}"
+        )
     if intensity is not None:
         return Constant(intensity), place, []
-    if place is None and os.environ.get("WATTPRINT_LOCATION", "").strip():
-        try:
-            place = resolve(os.environ["WATTPRINT_LOCATION"])
-        except ValueError as error:
-            raise ValueError(f"WATTPRINT_LOCATION: {error}") from None
+    place = place or location_from_env()
     if place is not None:
         return StaticLocation(place), place, []
     place = world()
@@ -173,6 +198,20 @@ def resolve_intensity(
         "or set WATTPRINT_LOCATION for your grid's intensity"
     )
     return StaticLocation(place), place, [warning]
+
+
+def location_from_env() -> Location | None:
+    """The location env ``WATTPRINT_LOCATION`` names; None where it is unset or blank.
+
+    An unknown location raises ``ValueError`` naming the variable.
+    """
+    text = os.environ.get("WATTPRINT_LOCATION", "").strip()
+    if not text:
+        return None
+    try:
+        return resolve(text)
+    except ValueError as error:
+        raise ValueError(f"WATTPRINT_LOCATION: {error}") from None
 
 
 class Steps:
@@ -206,6 +245,49 @@ def check_span(start: float, end: float) -> None:
         raise ValueError(f"end ({end}) is before start ({start})")
 
 
+def parse_intensity(value: str | float) -> float:
+    """Grid intensity in g CO2e/kWh: a number (g/kWh) or text with a unit per kWh.
+
+    ``500``, ``"500"``, ``"500g/kWh"``, ``"0.5kg/kWh"``, ``"0.5 kgCO2e/kWh"`` all give 500.0. A mass
+    without ``/kWh`` (``"5kg"``) is refused as ambiguous, as are negative, NaN and infinite values.
+    """
+    if isinstance(value, str):
+        match = _INTENSITY_TEXT.fullmatch(value)
+        if match is None:
+            raise ValueError(f"intensity must be g CO2e per kWh ({INTENSITY_UNITS}), got {value!r}")
+        if match["unit"] and not match["per_kwh"]:
+            raise ValueError(
+                f"intensity {value!r} gives a mass but not per what: add the energy, e.g. "
+                f"'{match['number']}{match['unit']}/kWh' ({INTENSITY_UNITS})"
+            )
+        try:
+            number = float(match["number"]) * _GRAMS[(match["unit"] or "g").lower()]
+        except ValueError:
+            raise ValueError(
+                f"intensity must be g CO2e per kWh ({INTENSITY_UNITS}), got {value!r}"
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"intensity must be {INTENSITY_FORMS}, got {value!r}")
+    else:
+        number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"intensity must be a finite number >= 0 g CO2e per kWh, got {value!r}")
+    return number
+
+
+INTENSITY_UNITS = "a bare number means g/kWh: 500, 500g/kWh, 0.5kg/kWh"
+INTENSITY_FORMS = (
+    "a number of g CO2e per kWh (500), text with a unit per kWh ('500g/kWh', '0.5kg/kWh'), "
+    "a path to a time-series CSV file, or an IntensitySource (e.g. tracker.providers)"
+)
+_INTENSITY_TEXT = re.compile(
+    r"\s*(?P<number>[0-9.eE+-]+)\s*"
+    r"(?:(?P<unit>g|kg|t)\s*(?:co2e?)?\s*(?P<per_kwh>/\s*kwh)?)?\s*",
+    flags=re.IGNORECASE,
+)
+_GRAMS = {"g": 1.0, "kg": 1e3, "t": 1e6}
+
+
 def _read_series(path: Path) -> tuple[list[float], list[float]]:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -225,7 +307,7 @@ def _read_series(path: Path) -> tuple[list[float], list[float]]:
         if len(row) <= max(columns):
             raise ValueError(f"{where}: expected {max(columns) + 1} columns, got {len(row)}")
         try:
-            t = parse_time(row[columns[0]])
+            t = series_time(row[columns[0]])
             value = intensity_value(row[columns[1]])
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
@@ -252,30 +334,33 @@ def _header_columns(where: str, row: list[str]) -> tuple[int, int]:
     return t_col, v_col
 
 
-def parse_time(raw: Any) -> float:
-    """Unix seconds from a number or an ISO-8601 string with a timezone."""
-    text = str(raw).strip()
-    try:
-        value = float(text)
-    except ValueError:
-        iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
-        try:
-            stamp = dt.datetime.fromisoformat(iso)
-        except ValueError:
-            raise ValueError(f"timestamp {text!r} is neither ISO-8601 nor unix seconds") from None
-        if stamp.tzinfo is None:
-            raise ValueError(f"timestamp {text!r} has no timezone (add Z or +00:00)") from None
-        return stamp.timestamp()
-    if not math.isfinite(value):
-        raise ValueError(f"timestamp {text!r} is not finite")
-    return value
+def series_time(text: str) -> float:
+    """A series timestamp in unix seconds (``parse_utc``), within ``SERIES_SPAN_S``.
+
+    A number that reads as a date since 2000 in unix milli-, micro- or nanoseconds is named so,
+    with the divisor that makes it seconds.
+    """
+    value = parse_utc(text)
+    earliest, latest = SERIES_SPAN_S
+    if earliest <= value < latest:
+        return value
+    if re.fullmatch(r"\s*[0-9.eE+]+\s*", text):
+        for unit, per_second in (("milli", 1e3), ("micro", 1e6), ("nano", 1e9)):
+            if _YEAR_2000_S <= value / per_second < latest:
+                raise ValueError(
+                    f"timestamp {text.strip()!r} looks like unix {unit}seconds "
+                    f"({utc_label(value / per_second)}); the column must be unix seconds: divide "
+                    f"it by {per_second:,.0f}, or write ISO-8601 (2026-01-01T12:00:00Z)"
+                )
+    raise ValueError(
+        f"timestamp {text.strip()!r} is not between 1970 and 2200 (unix seconds "
+        f"{earliest:.0f} to {latest:.0f})"
+    )
 
 
 def intensity_value(raw: Any) -> float:
+    """A series cell or provider value: a bare number of g CO2e/kWh (``parse_intensity``)."""
     try:
-        value = math.nan if isinstance(raw, bool) else float(str(raw).strip())
+        return parse_intensity(raw if isinstance(raw, int | float) else float(str(raw).strip()))
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"intensity {raw!r} is not a finite number >= 0 g/kWh")
-    return value
+        raise ValueError(f"intensity {raw!r} is not a finite number >= 0 g/kWh") from None

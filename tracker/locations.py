@@ -45,10 +45,10 @@ def resolve(location: str) -> Location:
     """Look up ``location``: ISO2/ISO3 code, country name, ``US-CA``/``IN-KA``, ``aws:us-east-1``.
 
     Case-insensitive; accents and extra spaces are ignored. Unknown -> ``ValueError`` listing near
-    matches.
+    matches; not a ``str`` -> ``ValueError`` saying what is accepted.
     """
     if not isinstance(location, str):
-        raise TypeError(f"location must be a str such as 'DE' or 'aws:us-east-1', got {location!r}")
+        raise ValueError(f"location must be a str, got {location!r}. {_HINT}")
     cat = _catalogue()
     code = cat.keys.get(_norm(location))
     if code is None:
@@ -60,6 +60,8 @@ def resolve(location: str) -> Location:
 
 def search(query: str | None = None) -> list[Location]:
     """Locations whose code, name or alias contains ``query``, then close matches; None -> all."""
+    if query is not None and not isinstance(query, str):
+        raise ValueError(f"query must be a str such as 'germany' or 'aws:', got {query!r}")
     cat = _catalogue()
     if query is None or not query.strip():
         return list(cat.locations.values())

@@ -17,7 +17,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from tracker import __version__
 from tracker.console import figure
 from tracker.epochs import Totals, summarise
 from tracker.job import RankEpoch, combine
-from tracker.logs import LogWriter, read_run_json
+from tracker.logs import LogWriter, parse_utc, read_run_json
 from tracker.notices import Notices
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 
@@ -236,7 +235,7 @@ def _samples(runs: Sequence[_Run]) -> list[tuple[float, float, str, float]]:
             device = row["device"]
             if device in run.host_level and owner.get(run.host) != run.order:
                 continue
-            unix = datetime.fromisoformat(row["time"].replace("Z", "+00:00")).timestamp()
+            unix = parse_utc(row["time"])
             label = f"{run.host}/rank{run.rank}/{device}"
             rows.append((unix, float(row["elapsed_s"]), label, float(row["power_w"])))
     return sorted(rows)

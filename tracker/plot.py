@@ -1,22 +1,24 @@
-"""Draw a recorded run to a PNG: power per device, energy and gCO2e per epoch, gCO2e vs prediction.
+"""Draw a recorded run: power per device, energy and gCO2e per epoch, gCO2e vs prediction.
 
 matplotlib is an optional extra (``pip install 'wattprint[plot]'``), imported only when a plot is
 drawn. The figure is rendered with the Agg canvas directly, never through pyplot, so plotting
-neither needs a display nor changes the backend of a program that also uses matplotlib.
+neither needs a display nor changes the backend of a program that also uses matplotlib. The file
+is written in the format its suffix names (``run.png``, ``run.pdf``, ``run.svg``, ...).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tracker.logs import parse_utc
 from tracker.report import RunFiles, number
 
-__all__ = ["INSTALL_HINT", "plot_run", "require_matplotlib"]
+__all__ = ["INSTALL_HINT", "plot_format", "plot_run", "require_matplotlib"]
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'wattprint[plot]'"
 J_PER_WH = 3600.0
@@ -37,9 +39,30 @@ def require_matplotlib() -> None:
         raise ImportError(INSTALL_HINT) from None
 
 
-def plot_run(files: RunFiles, path: str | Path) -> Path:
-    """Draw ``files`` (from ``tracker.report.read_run``) to the PNG at ``path``; return the path."""
+def plot_format(path: str | Path) -> str:
+    """The file format ``path``'s suffix names (png, pdf, svg, ...); other suffixes: ValueError.
+
+    Every format matplotlib writes itself is accepted; pgf is not, as it is LaTeX code, not a plot.
+    """
     require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = [f for f in FigureCanvasBase.get_supported_filetypes() if f != "pgf"]
+    suffix = Path(path).suffix.lower().removeprefix(".")
+    if suffix not in formats:
+        raise ValueError(
+            f"cannot tell which format to draw {os.fspath(path)!r} in: end the file name with "
+            f".png, .pdf or .svg (also accepted: {', '.join(sorted(formats))})"
+        )
+    return suffix
+
+
+def plot_run(files: RunFiles, path: str | Path) -> Path:
+    """Draw ``files`` (from ``tracker.report.read_run``) to ``path`` in the format its suffix names.
+
+    Returns the path; a suffix that names no image format raises ``ValueError`` before drawing.
+    """
+    file_format = plot_format(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -53,7 +76,7 @@ def plot_run(files: RunFiles, path: str | Path) -> Path:
     run_id = files.run.get("run_id", files.run_dir.name)
     figure.suptitle(f"wattprint run {run_id} ({files.project})", fontsize=12)
     target = Path(path)
-    figure.savefig(target, format="png")
+    figure.savefig(target, format=file_format)
     return target
 
 
@@ -169,7 +192,7 @@ def _unix(label: object) -> float:
     if not isinstance(label, str) or not label:
         return math.nan
     try:
-        return datetime.fromisoformat(label.replace("Z", "+00:00")).timestamp()
+        return parse_utc(label)
     except ValueError:
         return math.nan
 

@@ -26,9 +26,9 @@ from tracker.intensity import (
     Steps,
     check_span,
     intensity_value,
-    parse_time,
 )
 from tracker.locations import Location, resolve, world
+from tracker.logs import parse_utc
 
 
 class _LiveSource(IntensitySource):
@@ -164,7 +164,7 @@ class ElectricityMaps(_LiveSource):
     def _fetch(self) -> list[tuple[float, float]]:
         doc = _get_json(self._url, {"auth-token": self._token}, self.timeout_s)
         try:
-            return [(parse_time(doc["datetime"]), intensity_value(doc["carbonIntensity"]))]
+            return [(parse_utc(doc["datetime"]), intensity_value(doc["carbonIntensity"]))]
         except (KeyError, TypeError, ValueError) as error:
             raise _FetchError(f"unexpected response ({error!r})") from None
 
@@ -216,7 +216,7 @@ class GBCarbonIntensity(_LiveSource):
             reading = entry["intensity"]
             actual = None if self._regional else reading.get("actual")
             value = reading["forecast"] if actual is None else actual
-            return [(parse_time(entry["from"]), intensity_value(value))]
+            return [(parse_utc(entry["from"]), intensity_value(value))]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             raise _FetchError(f"unexpected response ({error!r})") from None
 

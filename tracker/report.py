@@ -4,7 +4,8 @@ Reads only the files a run wrote (``run.json``, ``epochs.csv``, ``devices.csv``)
 json modules, so a report works on a copied run directory, without the machine or pandas. The text
 report has the per-epoch table, totals per component with everyday equivalents, the prediction
 against the actual, provenance and every warning; ``--markdown`` writes a short statement for a
-paper or a model card; ``--plot FILE.png`` draws the run (``tracker.plot``, needs matplotlib).
+paper or a model card; ``--plot FILE.png`` (or .pdf, .svg, ...) draws the run (``tracker.plot``,
+needs matplotlib).
 """
 
 from __future__ import annotations
@@ -122,14 +123,19 @@ def markdown_statement(files: RunFiles) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``wattprint report RUN_DIR [--plot FILE.png] [--markdown [FILE]]``."""
+    """Add ``wattprint report RUN_DIR [--plot FILE.png|.pdf|.svg] [--markdown [FILE]]``."""
     p = subparsers.add_parser(
         "report",
         help="a recorded run at a glance; --plot draws it, --markdown writes a statement",
         description="Report a recorded run: per-epoch table, totals, prediction, provenance.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a directory of runs)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw power, energy and emissions to a PNG")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw power, energy and emissions to FILE, in the format its suffix names "
+        "(.png, .pdf, .svg, ...)",
+    )
     p.add_argument(
         "--markdown",
         nargs="?",
@@ -143,11 +149,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     """Print the report (or the statement), then write the files asked for."""
     if args.plot:
-        from tracker.plot import require_matplotlib
+        from tracker.plot import plot_format
 
         try:
-            require_matplotlib()  # fail before printing anything
-        except ImportError as error:
+            plot_format(args.plot)  # fail before printing anything
+        except (ImportError, ValueError) as error:
             raise ValueError(f"--plot: {error}") from None
     files = read_run(args.run_dir)
     if args.markdown == "-":

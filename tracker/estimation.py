@@ -10,7 +10,8 @@ Four forms, one result (``Estimate``, every intermediate quantity kept in ``step
 4. Options side by side, ranked (``compare``), and a recorded run re-priced (``from_run``).
 
 Pricing (PUE, location, intensity) is in ``tracker.estimate_result``; device ratings, throughput
-and units in ``tracker.estimate_data``; the command line in ``tracker.estimate_cli``.
+and units in ``tracker.estimate_data``; the command line in ``tracker.estimate_cli``. ``estimate``
+is also ``tracker.estimate``; this module is not named so, or it would shadow that function.
 """
 
 from __future__ import annotations
