@@ -23,6 +23,11 @@ relies on:
 * Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694, "Platypus": the
   counter leaks what other processes compute); ``permission_fix`` says how to open it.
 
+Reads never block: ``read_attribute`` opens each file with ``O_NONBLOCK`` and reads it only when
+``fstat`` shows a regular file, as sysfs attributes are. A FIFO or device in a counter's place (a
+hand-made or bind-mounted tree) becomes a ``Missing`` at discovery, or a ``MeterError`` at a read,
+instead of a training thread stuck at an epoch edge.
+
 Wrap: the kernel reports ``max_energy_range_uj`` as the 32-bit status mask times the energy
 unit, i.e. the largest value ``energy_uj`` shows; the counter moves in steps of one unit (15.3
 to 61 µJ) and goes from that value back to 0, so the exact modulus is the range plus one unit,
@@ -32,9 +37,11 @@ and the error is at most one unit per wrap (61 µJ in 262 kJ). Unwrapping is the
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +72,13 @@ _CONTROL_TYPE = "intel-rapl"
 _PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
 _PACKAGE_NAME = re.compile(r"package-(\d+)(?:-die-(\d+))?")
 _ATTRIBUTE_MAX_BYTES = 64
+_NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
@@ -200,13 +214,25 @@ def cpu_model() -> str:
 
 
 def read_attribute(path: Path) -> str:
-    """The text of one sysfs attribute, freshly read: the one place this module touches sysfs.
+    """The text of one sysfs attribute, freshly read: the one place this module reads sysfs.
 
-    Opened for each read because a sysfs value is produced at read time. Tests wrap this function
-    to make a file refuse root, which file modes cannot (see ``tests.fake_powercap``).
+    Opened for each read because a sysfs value is produced at read time. Opened with
+    ``O_NONBLOCK`` and read only if ``fstat`` shows a regular file, as every sysfs attribute is:
+    a FIFO or a device in its place (a bind-mounted or hand-made tree) could block the reader,
+    which at an epoch edge is the training thread, so anything else raises ``OSError`` (EINVAL).
+    Tests wrap this function to make a file refuse root, which file modes cannot (see
+    ``tests.fake_powercap``).
     """
-    with open(path, "rb", buffering=0) as attribute:
-        return attribute.read(_ATTRIBUTE_MAX_BYTES).decode("ascii", errors="replace")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+            why = f"{kind}, not a regular file like a sysfs attribute: a read could block"
+            raise OSError(errno.EINVAL, why, os.fspath(path))
+        return os.read(fd, _ATTRIBUTE_MAX_BYTES).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
 
 
 def read_counter_uj(path: Path) -> int:

@@ -82,6 +82,11 @@ class FakeZone:
         staging.write_text(text)
         os.replace(staging, self.energy_path)
 
+    def replace_energy_with_fifo(self) -> None:
+        """Put a writerless FIFO where ``energy_uj`` was: a blocking open of it waits forever."""
+        self.energy_path.unlink()
+        os.mkfifo(self.energy_path)
+
     def make_unreadable(self) -> None:
         """Make ``energy_uj`` unreadable as Linux 5.10+ does for non-root users.
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -17,6 +22,32 @@ UDEV_RULE_TEXT = (
     'ACTION!="remove", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
     'RUN+="/bin/chmod a+r /sys%p/energy_uj"'
 )
+
+
+T = TypeVar("T")
+
+
+def without_hanging(function: Callable[[], T], fifo: Path, timeout_s: float = 5.0) -> T:
+    """``function()`` on a thread: a failed test, not a hung suite, if it blocks on ``fifo``."""
+    outcome: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(function())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):  # a writer lets a blocked open return: thread ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"reading {fifo} blocked for {timeout_s} s")
+    if errors:
+        raise errors[0]
+    return outcome[0]
 
 
 def devices(found: Found) -> list[str]:
@@ -184,6 +215,30 @@ def test_vanished_counter_raises_meter_error_naming_the_file(tmp_path: Path, dev
 
     with pytest.raises(MeterError, match=r"cannot read RAPL counter .*energy_uj: No such file"):
         m.read()
+
+
+def test_fifo_in_place_of_a_counter_is_missing_at_discovery_and_nothing_blocks(
+    tmp_path: Path,
+) -> None:
+    zones = build_powercap(tmp_path, sockets=2)
+    zones["cpu1"].replace_energy_with_fifo()
+
+    found = without_hanging(lambda: find_rapl(tmp_path), zones["cpu1"].energy_path)
+
+    assert devices(found) == ["cpu0", "dram0", "dram1"]
+    [missing] = found.missing
+    assert (missing.component, missing.device) == ("cpu", "cpu1")
+    assert "intel-rapl:1/energy_uj" in missing.reason
+    assert "a FIFO, not a regular file like a sysfs attribute" in missing.reason
+
+
+def test_counter_that_becomes_a_fifo_raises_meter_error_without_blocking(tmp_path: Path) -> None:
+    zones = build_powercap(tmp_path, sockets=1)
+    cpu0 = meter(find_rapl(tmp_path), "cpu0")
+    zones["cpu0"].replace_energy_with_fifo()
+
+    with pytest.raises(MeterError, match=r"energy_uj: a FIFO, not a regular file"):
+        without_hanging(cpu0.read, zones["cpu0"].energy_path)
 
 
 @pytest.mark.parametrize("text", ["", "\n", "abc\n", "-5\n", "12.5\n", "1e6\n", "\u0663\n"])
