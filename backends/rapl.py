@@ -85,29 +85,24 @@ def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
     """Meters for each socket's package and DRAM energy, and what could not be metered and why.
 
     ``root`` is the powercap directory; it defaults to env ``WATTPRINT_POWERCAP_ROOT``, else
-    ``/sys/class/powercap``. Discovery never raises: whatever fails becomes a ``Missing``.
+    ``/sys/class/powercap``. Every package zone of the tree gives a ``cpu`` and a ``dram`` entry,
+    each a meter or a ``Missing`` saying why not (see ``_survey``). Discovery never raises:
+    whatever fails becomes a ``Missing``.
     """
     base = powercap_root(root)
-    found = Found()
-    zones = list_zones(base)
-    if not zones:
+    zones_dir = _zones_dir(base)
+    surveyed = _survey(zones_dir) if zones_dir is not None else []
+    if zones_dir is None or not surveyed:
         reason = f"no RAPL powercap interface at {base}"
-        found.missing.append(Missing("cpu", "cpu", reason, NO_TREE_FIX))
-        found.missing.append(Missing("dram", "dram", reason, NO_TREE_FIX))
-        return found
-    zones_dir = zones[0].path.parent  # where the package zones are listed
+        return Found(missing=[Missing(c, c, reason, NO_TREE_FIX) for c in ("cpu", "dram")])
+    found = Found()
     model = cpu_model()
-    for zone in zones:
-        opened = _open_zone(zone, zones_dir, model)
+    for entry in surveyed:
+        opened = entry if isinstance(entry, Missing) else _open_zone(entry, zones_dir, model)
         if isinstance(opened, Missing):
             found.missing.append(opened)
         else:
             found.meters.append(opened)
-        if zone.component == "cpu" and not any(
-            other.component == "dram" and other.package == zone.package for other in zones
-        ):
-            device = zone.device.replace("cpu", "dram", 1)
-            found.missing.append(Missing("dram", device, "no DRAM RAPL zone on this CPU", ""))
     return found
 
 
@@ -169,35 +164,51 @@ class RaplZone:
 
 
 def list_zones(root: Path) -> list[RaplZone]:
-    """Package and DRAM zones of the powercap tree at ``root``, by socket and die, package first.
-
-    Package zones are looked for in ``root`` (class layout), else in ``root/intel-rapl``
-    (devices layout). Reads only the world-readable ``name`` files; ``core``, ``uncore``,
-    ``psys`` and zones of other control types are left out.
-    """
+    """The package and DRAM zones of the powercap tree at ``root`` that ``_survey`` finds."""
     zones_dir = _zones_dir(root)
-    if zones_dir is None:
-        return []
-    zones: list[RaplZone] = []
-    for zone_dir in _numbered(zones_dir, _PACKAGE_ZONE):
-        name = _zone_name(zone_dir) or ""
+    surveyed = _survey(zones_dir) if zones_dir is not None else []
+    return [entry for entry in surveyed if isinstance(entry, RaplZone)]
+
+
+def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
+    """Each package zone in ``zones_dir`` and its DRAM zone, by socket and die, package first.
+
+    A zone that cannot be read, or whose DRAM zone cannot be looked for, is a ``Missing`` in its
+    place, so no package goes unmentioned. A package zone whose ``name`` cannot be read is named
+    by its zone number (``cpuN`` and ``dramN``), which is its socket on single-die CPUs. Reads
+    only the ``name`` files, which sysfs makes readable by all; ``core``, ``uncore``, ``psys``
+    and zones of other control types are left out.
+    """
+    try:
+        zone_dirs = _numbered(zones_dir, _PACKAGE_ZONE)
+    except OSError as exc:
+        reason, fix = _unreadable(zones_dir, exc, zones_dir)
+        return [Missing(c, c, reason, fix) for c in ("cpu", "dram")]
+    packages: list[tuple[tuple[int, int], RaplZone | Missing, RaplZone | Missing]] = []
+    named: set[tuple[int, int]] = set()
+    for zone_dir in zone_dirs:
+        try:
+            name = read_attribute(zone_dir / "name").strip()
+        except OSError as exc:
+            number = int(zone_dir.name.rpartition(":")[2], 16)
+            reason, fix = _unreadable(zone_dir, exc, zones_dir)
+            cpu, dram = (Missing(c, f"{c}{number}", reason, fix) for c in ("cpu", "dram"))
+            packages.append(((number, 0), cpu, dram))
+            continue
         match = _PACKAGE_NAME.fullmatch(name)
         if match is None:
             _log.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
             continue
         package = (int(match[1]), int(match[2] or 0))
-        if any(zone.package == package for zone in zones):
+        if package in named:
             _log.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
             continue
+        named.add(package)
         suffix = f"{package[0]}-die{package[1]}" if match[2] is not None else f"{package[0]}"
-        zones.append(RaplZone(zone_dir, name, "cpu", f"cpu{suffix}", package))
-        sub_pattern = re.compile(re.escape(zone_dir.name) + r":([0-9a-f]+)")
-        for sub_dir in _numbered(zone_dir, sub_pattern):
-            if _zone_name(sub_dir) == "dram":
-                zones.append(RaplZone(sub_dir, "dram", "dram", f"dram{suffix}", package))
-                break
-    zones.sort(key=lambda zone: (zone.package, zone.component != "cpu"))
-    return zones
+        zone = RaplZone(zone_dir, name, "cpu", f"cpu{suffix}", package)
+        packages.append((package, zone, _dram_zone(zone, f"dram{suffix}", zones_dir)))
+    packages.sort(key=lambda entry: entry[0])
+    return [entry for _, cpu, dram in packages for entry in (cpu, dram)]
 
 
 def cpu_model() -> str:
@@ -285,11 +296,52 @@ def _sysfs_reader(path: Path) -> Callable[[], float]:
     return read_uj
 
 
+def _dram_zone(package: RaplZone, device: str, zones_dir: Path) -> RaplZone | Missing:
+    """The DRAM sub-zone of a package zone, or why there is none or it cannot be told."""
+    pattern = re.compile(re.escape(package.path.name) + r":([0-9a-f]+)")
+    try:
+        sub_dirs = _numbered(package.path, pattern)
+    except OSError as exc:
+        return Missing("dram", device, *_unreadable(package.path, exc, zones_dir))
+    unreadable: Missing | None = None
+    for sub_dir in sub_dirs:
+        try:
+            name = read_attribute(sub_dir / "name").strip()
+        except OSError as exc:
+            unreadable = unreadable or Missing(
+                "dram", device, *_unreadable(sub_dir, exc, zones_dir)
+            )
+            continue
+        if name == "dram":
+            return RaplZone(sub_dir, "dram", "dram", device, package.package)
+    return unreadable or Missing("dram", device, "no DRAM RAPL zone on this CPU", "")
+
+
+def _unreadable(zone_dir: Path, exc: OSError, zones_dir: Path) -> tuple[str, str]:
+    """Why a zone directory (or its ``name``) could not be read, and the fix: (reason, fix)."""
+    if isinstance(exc, PermissionError):
+        reason = f"{exc.filename or zone_dir} cannot be read: permission denied"
+        fix = (
+            f"sudo chmod a+rx {zone_dir} && sudo chmod a+r {zone_dir}/name (sysfs makes both "
+            f"readable by all), then: {permission_fix(zones_dir)}"
+        )
+        return reason, fix
+    return f"cannot read RAPL zone {zone_dir}: {exc}", ""
+
+
+def list_entries(directory: Path) -> list[str]:
+    """The names in one powercap directory: the one place this module lists sysfs.
+
+    Raises ``OSError``. Tests wrap it, as ``read_attribute``, to make a directory refuse root.
+    """
+    return os.listdir(directory)
+
+
 def _zones_dir(base: Path) -> Path | None:
     """Where the package zones are: ``base`` (class layout) or ``base/intel-rapl`` (devices)."""
     for candidate in (base, base / _CONTROL_TYPE):
         try:
-            if any(_PACKAGE_ZONE.fullmatch(entry.name) for entry in os.scandir(candidate)):
+            if any(_PACKAGE_ZONE.fullmatch(name) for name in list_entries(candidate)):
                 return candidate
         except OSError:
             continue
@@ -297,19 +349,11 @@ def _zones_dir(base: Path) -> Path | None:
 
 
 def _numbered(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
-    """Entries of ``directory`` whose name fully matches ``pattern``, by their hexadecimal id."""
-    try:
-        names = [entry.name for entry in os.scandir(directory)]
-    except OSError:
-        return []
-    matched = [(int(m[1], 16), name) for name in names if (m := pattern.fullmatch(name))]
+    """Entries of ``directory`` whose name fully matches ``pattern``, by their hexadecimal id.
+
+    Raises ``OSError`` when ``directory`` cannot be listed.
+    """
+    matched = [
+        (int(m[1], 16), name) for name in list_entries(directory) if (m := pattern.fullmatch(name))
+    ]
     return [directory / name for _, name in sorted(matched)]
-
-
-def _zone_name(zone_dir: Path) -> str | None:
-    """A zone's ``name`` attribute, or None where it cannot be read."""
-    try:
-        return read_attribute(zone_dir / "name").strip()
-    except OSError as exc:
-        _log.debug("cannot read the name of RAPL zone %s: %s", zone_dir, exc)
-        return None

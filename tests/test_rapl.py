@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,7 +16,8 @@ from typing import TypeVar
 import pytest
 
 from backends.base import Found, Meter, MeterError, Missing
-from backends.rapl import find_rapl
+from backends.discover import discover
+from backends.rapl import find_rapl, permission_fix
 from tests.fake_powercap import AMD_RANGE_UJ, INTEL_RANGE_UJ, build_powercap, honour_file_modes
 
 UDEV_RULE_TEXT = (
@@ -171,6 +173,86 @@ def test_unreadable_energy_uj_gives_missing_with_chmod_and_udev_fix_and_no_meter
         f"to keep it: echo '{UDEV_RULE_TEXT}' | sudo tee /etc/udev/rules.d/99-wattprint-rapl.rules "
         "&& sudo udevadm trigger --subsystem-match=powercap."
     )
+
+
+def test_second_package_with_unreadable_counter_is_missing_beside_the_metered_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones = build_powercap(tmp_path, sockets=2)
+    zones["cpu1"].make_unreadable()
+    honour_file_modes(monkeypatch)
+
+    for found in (find_rapl(tmp_path), discover(("cpu", "dram"), powercap_root=tmp_path)):
+        assert devices(found) == ["cpu0", "dram0", "dram1"]
+        [missing] = found.missing
+        assert (missing.component, missing.device) == ("cpu", "cpu1")
+        assert missing.reason == (
+            f"{tmp_path}/intel-rapl:1/energy_uj is readable by root only (Linux 5.10+, "
+            "CVE-2020-8694)"
+        )
+        assert missing.fix == permission_fix(tmp_path)
+
+
+@pytest.mark.parametrize("class_links", [True, False], ids=["class layout", "devices layout"])
+def test_second_package_with_unreadable_directory_is_missing_cpu_and_dram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, class_links: bool
+) -> None:
+    # Mode 000 on intel-rapl:1 hides its name, counter and sub-zones from an ordinary user; as
+    # root, honour_file_modes makes the reader meet the same PermissionError.
+    zones = build_powercap(tmp_path, sockets=2, class_links=class_links)
+    zones["cpu1"].make_directory_unreadable()
+    honour_file_modes(monkeypatch)
+    zones_dir = tmp_path if class_links else tmp_path / "intel-rapl"
+
+    for found in (find_rapl(tmp_path), discover(("cpu", "dram"), powercap_root=tmp_path)):
+        assert devices(found) == ["cpu0", "dram0"]
+        assert [(m.component, m.device) for m in found.missing] == [
+            ("cpu", "cpu1"),
+            ("dram", "dram1"),
+        ]
+        for missing in found.missing:
+            assert (
+                missing.reason == f"{zones_dir}/intel-rapl:1/name cannot be read: permission denied"
+            )
+            assert missing.fix.startswith(f"sudo chmod a+rx {zones_dir}/intel-rapl:1 && ")
+            assert missing.fix.endswith(permission_fix(zones_dir))
+
+
+def test_vanished_package_directory_is_missing_cpu_and_dram(tmp_path: Path) -> None:
+    # The class directory still lists intel-rapl:1, but its link leads nowhere (driver unloading).
+    zones = build_powercap(tmp_path, sockets=2)
+    shutil.rmtree(zones["cpu1"].path)
+
+    found = find_rapl(tmp_path)
+
+    assert devices(found) == ["cpu0", "dram0"]
+    assert [(m.device, m.fix) for m in found.missing] == [("cpu1", ""), ("dram1", "")]
+    for missing in found.missing:
+        assert missing.reason.startswith(f"cannot read RAPL zone {tmp_path}/intel-rapl:1: ")
+        assert "No such file or directory" in missing.reason
+
+
+@pytest.mark.parametrize("hidden", ["sub-zone list", "DRAM zone"])
+def test_dram_zone_that_cannot_be_looked_for_is_missing_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidden: str
+) -> None:
+    # Not "no DRAM zone on this CPU": whether there is one could not be seen.
+    zones = build_powercap(tmp_path, sockets=1)
+    if hidden == "sub-zone list":
+        zones["cpu0"].path.chmod(0o111)  # its files can be read, its entries not listed
+        denied = tmp_path / "intel-rapl:0"
+    else:
+        zones["dram0"].make_directory_unreadable()
+        denied = tmp_path / "intel-rapl:0" / "intel-rapl:0:1" / "name"
+    honour_file_modes(monkeypatch)
+
+    found = find_rapl(tmp_path)
+
+    assert devices(found) == ["cpu0"]
+    [missing] = found.missing
+    assert (missing.component, missing.device) == ("dram", "dram0")
+    assert missing.reason == f"{denied} cannot be read: permission denied"
+    assert missing.fix.endswith(permission_fix(tmp_path))
 
 
 @pytest.mark.parametrize("layout", ["absent", "empty", "other control type only"])
