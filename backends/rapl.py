@@ -37,6 +37,7 @@ and the error is at most one unit per wrap (61 µJ in 262 kJ). Unwrapping is the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -72,6 +73,7 @@ _CONTROL_TYPE = "intel-rapl"
 _PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
 _PACKAGE_NAME = re.compile(r"package-(\d+)(?:-die-(\d+))?")
 _ATTRIBUTE_MAX_BYTES = 64
+_MAX_POWER_FILE = re.compile(r"constraint_\d+_max_power_uw")
 _NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISCHR, "a character device"),
@@ -128,14 +130,22 @@ class RaplMeter(Meter):
     """A RAPL energy counter; ``read_uj`` returns micro-joules or raises ``MeterError``.
 
     One class for every RAPL reader (the sysfs files here, pyRAPL in ``backends.pyrapl``), so
-    all of them hand the sampler the same raw, wrapping counter in joules.
+    all of them hand the sampler the same raw, wrapping counter in joules, with the zone's
+    ``max_power_w`` (see ``max_power_w``) bounding how fast it can wrap.
     """
 
     fast = True  # a sysfs read costs ~10 us
 
-    def __init__(self, info: MeterInfo, read_uj: Callable[[], float], wrap_j: float | None) -> None:
+    def __init__(
+        self,
+        info: MeterInfo,
+        read_uj: Callable[[], float],
+        wrap_j: float | None,
+        max_power_w: float | None,
+    ) -> None:
         self.info = info
         self.wrap_j = wrap_j
+        self.max_power_w = max_power_w
         self._read_uj = read_uj
 
     def read(self) -> Reading:
@@ -246,23 +256,43 @@ def read_attribute(path: Path) -> str:
         os.close(fd)
 
 
-def read_counter_uj(path: Path) -> int:
-    """A non-negative integer attribute (``energy_uj``, ``max_energy_range_uj``).
+def read_uint(path: Path) -> int:
+    """A non-negative integer attribute (``energy_uj``, ``max_energy_range_uj``, ``*_power_uw``).
 
     Raises OSError when the file cannot be read and ValueError when it holds anything else.
     """
     text = read_attribute(path)
     value = text.strip()
     if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"{path} holds {text!r}, not a micro-joule count")
+        raise ValueError(f"{path} holds {text!r}, not a non-negative integer")
     return int(value)
+
+
+def max_power_w(zone_dir: Path) -> float | None:
+    """The largest ``constraint_N_max_power_uw`` of a zone in W, or None where none reads > 0.
+
+    Each constraint (``long_term``, ``short_term``, ``peak_power``) is a power limit the hardware
+    holds the zone to over its time window, and ``max_power_uw`` the highest value that limit
+    accepts: the largest of them is the most the zone can draw as the hardware states it.
+    Constraints a CPU does not support fail to read (ENODATA) and are skipped.
+    """
+    try:
+        names = list_entries(zone_dir)
+    except OSError:
+        return None
+    limits_uw = [0]
+    for name in names:
+        if _MAX_POWER_FILE.fullmatch(name):
+            with contextlib.suppress(OSError, ValueError):
+                limits_uw.append(read_uint(zone_dir / name))
+    return max(limits_uw) / 1e6 or None
 
 
 def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missing:
     """A meter for ``zone`` if its counter reads now, else why not and how to fix it."""
     try:
-        read_counter_uj(zone.energy_path)
-        range_uj = read_counter_uj(zone.range_path)
+        read_uint(zone.energy_path)
+        range_uj = read_uint(zone.range_path)
     except PermissionError as exc:
         path = exc.filename or zone.energy_path
         reason = f"{path} is readable by root only (Linux 5.10+, CVE-2020-8694)"
@@ -279,7 +309,8 @@ def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missi
         host_level=True,
         detail=f"powercap {zone.energy_path}",
     )
-    return RaplMeter(info, _sysfs_reader(zone.energy_path), range_uj / 1e6)
+    reader = _sysfs_reader(zone.energy_path)
+    return RaplMeter(info, reader, range_uj / 1e6, max_power_w(zone.path))
 
 
 def _sysfs_reader(path: Path) -> Callable[[], float]:
@@ -287,7 +318,7 @@ def _sysfs_reader(path: Path) -> Callable[[], float]:
 
     def read_uj() -> float:
         try:
-            return read_counter_uj(path)
+            return read_uint(path)
         except OSError as exc:
             raise MeterError(f"cannot read RAPL counter {path}: {exc.strerror or exc}") from exc
         except ValueError as exc:

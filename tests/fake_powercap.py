@@ -83,6 +83,18 @@ class FakeZone:
         staging.write_text(text)
         os.replace(staging, self.energy_path)
 
+    def add_constraints(self, *max_power_uw: int | str) -> None:
+        """Give the zone power-limit constraints 0, 1, ... with these ``max_power_uw`` values.
+
+        As the kernel shows them: ``constraint_N_name`` (long_term, short_term, peak_power) and
+        ``constraint_N_max_power_uw``, the highest value the limit accepts; text is written as
+        given, to test what a reader does with garbage.
+        """
+        names = ("long_term", "short_term", "peak_power")
+        for number, value in enumerate(max_power_uw):
+            (self.path / f"constraint_{number}_name").write_text(f"{names[number]}\n")
+            (self.path / f"constraint_{number}_max_power_uw").write_text(f"{value}\n")
+
     def replace_energy_with_fifo(self) -> None:
         """Put a writerless FIFO where ``energy_uj`` was: a blocking open of it waits forever."""
         self.energy_path.unlink()

@@ -125,6 +125,18 @@ def test_pyrapl_gives_package_and_dram_meters_per_socket_like_rapl(install: Any)
     assert found.meters[2].read().energy_j == 11.5
 
 
+def test_pyrapl_meters_take_max_power_from_the_zone_constraints(install: Any) -> None:
+    zones = install(sockets=1)
+    zones["cpu0"].add_constraints(95_000_000, 120_000_000)
+
+    found = find_pyrapl()
+
+    assert [(m.info.device, m.max_power_w) for m in found.meters] == [
+        ("cpu0", 120.0),
+        ("dram0", None),
+    ]
+
+
 def test_pyrapl_without_dram_gives_missing_dram(install: Any) -> None:
     install(sockets=2, dram=False)
 
@@ -188,4 +200,4 @@ def test_pyrapl_counter_range_unknown_leaves_wrap_j_none(
     found = find_pyrapl()
 
     assert [m.info.device for m in found.meters] == ["cpu0", "dram0"]
-    assert [m.wrap_j for m in found.meters] == [None, None]
+    assert [(m.wrap_j, m.max_power_w) for m in found.meters] == [(None, None), (None, None)]

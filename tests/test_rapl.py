@@ -126,6 +126,24 @@ def test_wrap_j_is_max_energy_range_uj_in_joules(tmp_path: Path) -> None:
     assert [m.wrap_j for m in found.meters] == [65_712.999613, 65_712.999613]
 
 
+def test_max_power_w_is_the_largest_constraint_max_power_of_the_zone(tmp_path: Path) -> None:
+    # It bounds how fast a counter can wrap: wrap_j / max_power_w seconds at the least.
+    zones = build_powercap(tmp_path, sockets=2)
+    zones["cpu0"].add_constraints(125_000_000, 250_500_000, 0)  # long term, short term, peak
+    zones["dram0"].add_constraints(36_000_000)
+    zones["cpu1"].add_constraints(0, "n/a")  # nothing the hardware states: None, not 0
+    # dram1 has no constraint files at all
+
+    found = find_rapl(tmp_path)
+
+    assert {m.info.device: m.max_power_w for m in found.meters} == {
+        "cpu0": 250.5,
+        "dram0": 36.0,
+        "cpu1": None,
+        "dram1": None,
+    }
+
+
 def test_wrapped_counter_reads_lower_and_modulo_wrap_gives_the_true_delta(tmp_path: Path) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     zones["cpu0"].set_energy_uj(INTEL_RANGE_UJ - 2_000_000)  # 2 J before the wrap
@@ -330,7 +348,7 @@ def test_garbage_in_counter_raises_meter_error(tmp_path: Path, text: str) -> Non
 
     zones["cpu0"].write_energy_text(text)
 
-    with pytest.raises(MeterError, match="not a micro-joule count") as raised:
+    with pytest.raises(MeterError, match="not a non-negative integer") as raised:
         cpu0.read()
     assert f"{tmp_path}/intel-rapl:0/energy_uj holds " in str(raised.value)
 
@@ -344,7 +362,7 @@ def test_garbage_at_discovery_gives_missing_not_an_exception(tmp_path: Path) -> 
     assert devices(found) == ["cpu0"]
     [missing] = found.missing
     assert (missing.device, missing.fix) == ("dram0", "")
-    assert "not a micro-joule count" in missing.reason
+    assert "not a non-negative integer" in missing.reason
 
 
 def test_env_root_is_read_when_no_root_is_given(
