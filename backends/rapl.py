@@ -184,8 +184,9 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
     """Each package zone in ``zones_dir`` and its DRAM zone, by socket and die, package first.
 
     A zone that cannot be read, or whose DRAM zone cannot be looked for, is a ``Missing`` in its
-    place, so no package goes unmentioned. A package zone whose ``name`` cannot be read is named
-    by its zone number (``cpuN`` and ``dramN``), which is its socket on single-die CPUs. Reads
+    place, so no package goes unmentioned. A zone whose ``name`` cannot be read counts as a
+    package (it may be ``psys``; that cannot be told) named by its zone number (``cpuN`` and
+    ``dramN``), which is its socket on single-die CPUs. Reads
     only the ``name`` files, which sysfs makes readable by all; ``core``, ``uncore``, ``psys``
     and zones of other control types are left out.
     """
