@@ -11,6 +11,10 @@ in joules that wraps), and differ only in ``detail``. The pyRAPL 0.2.3 API used 
 * ``Sensor.energy()``: a flat list ``[pkg socket 0, dram socket 0, pkg socket 1, ...]`` of
   counter values in micro-joules, -1 where a device or socket is not monitored.
 
+A whole-machine ``Sensor()`` leaves DRAM out on every socket when it cannot open it on one, so
+each socket's DRAM that the powercap tree shows is opened on its own: one DRAM zone that fails
+does not hide the others, and is reported with pyRAPL's error rather than as absent.
+
 pyRAPL does not report a counter's range, so ``wrap_j`` comes from ``max_energy_range_uj`` of the
 matching zone in the powercap tree (``backends.rapl.powercap_root``); where there is none it is
 None, and the sampler treats a counter that goes backwards as a reset. ``max_power_w`` comes from
@@ -68,7 +72,9 @@ def find_pyrapl() -> Found:
             device = pyRAPL.Device(_COMPONENTS.index(component))
             index = 2 * socket + int(device)
             name = f"{component}{socket}"
-            if survey[index] < 0:  # on a present socket only DRAM can be absent
+            # On a present socket only DRAM can be -1: absent, or just one socket's DRAM that
+            # pyRAPL could not open, which makes a whole-machine Sensor drop DRAM everywhere.
+            if survey[index] < 0 and name not in limits:
                 found.missing.append(Missing(component, name, "no DRAM RAPL zone on this CPU", ""))
                 continue
             try:

@@ -149,6 +149,19 @@ def test_pyrapl_without_dram_gives_missing_dram(install: Any) -> None:
     ]
 
 
+def test_one_socket_without_dram_does_not_hide_the_dram_of_the_others(install: Any) -> None:
+    # A whole-machine pyRAPL Sensor drops DRAM on every socket when one socket has none.
+    zones = install(sockets=2)
+    zones["dram1"].remove()
+    zones["dram0"].set_energy_uj(3_000_000)
+
+    found = find_pyrapl()
+
+    assert [m.info.device for m in found.meters] == ["cpu0", "dram0", "cpu1"]
+    assert found.meters[1].read().energy_j == 3.0
+    assert found.missing == [Missing("dram", "dram1", "no DRAM RAPL zone on this CPU", "")]
+
+
 def test_pyrapl_failing_at_setup_gives_missing(install: Any) -> None:
     zones = install(sockets=1)
     zones["cpu0"].remove()  # pyRAPL finds no package zone: nothing it can record
