@@ -1,8 +1,8 @@
 """The one interface every hardware meter implements, and the records meters hand upward.
 
-A meter reports either a cumulative energy counter (NVML total energy, RAPL ``energy_uj``) or a
-power value (NVML power usage, a TDP x utilisation estimate), always with the monotonic time of the
-read. Integration, wrap correction and epoch cuts happen above this layer, in ``tracker.sampler``.
+A meter reports either a cumulative energy counter (NVML total energy, RAPL ``energy_uj``, the
+estimates) or a power value (NVML power usage), always with the monotonic time of the read.
+Integration, wrap correction and epoch cuts happen above this layer, in ``tracker.sampler``.
 """
 
 from __future__ import annotations
@@ -78,15 +78,18 @@ class Meter(abc.ABC):
 
     Subclasses set ``info`` and implement ``read``. ``fast`` says whether the meter is read on the
     training thread at an epoch boundary: worth it only for a read that is cheap (well under
-    0.1 ms) and exact at that instant (RAPL files, NVML power). Other meters are read only by the
-    sampler thread and the boundary is completed from ``power_hint_w``: the NVML energy counter
-    (~4 ms a read) and estimates (which a boundary read would not make any truer). ``wrap_j`` is
-    the value at which a counter wraps to zero (RAPL), or None.
+    0.1 ms), never blocks, and is exact at that instant (RAPL files, NVML power, the estimates of
+    ``backends.estimate``). Other meters are read only by the sampler thread and the boundary is
+    completed from ``power_hint_w``: the NVML energy counter (~4 ms a read). ``wrap_j`` is the
+    value in J at which a counter wraps to zero (RAPL), or None. ``max_power_w`` is the most power
+    the device can draw, in W, where the hardware (or an estimate's model) says, else None: it
+    bounds how fast a counter can wrap, ``wrap_j / max_power_w`` seconds at the least.
     """
 
     info: MeterInfo
     fast: bool = True
     wrap_j: float | None = None
+    max_power_w: float | None = None
 
     @abc.abstractmethod
     def read(self) -> Reading:

@@ -1,23 +1,30 @@
-"""CPU power estimated as TDP x utilisation, for hosts where RAPL cannot be read.
+"""CPU energy estimated as TDP x utilisation, for hosts where RAPL cannot be read.
 
-The estimate covers the whole machine's CPU utilisation, not this process's: it stands in for the
-RAPL package counter, which measures every process on the host, and it is a host-level meter read
-by one rank per host. ``psutil.cpu_percent(interval=None)`` is machine-wide and non-blocking; it
-reports the busy share since its previous call, so each read covers the interval since the last
-read (the first call, made at discovery, only primes it). Another caller of ``cpu_percent`` in the
-same process shortens that window; the average stays right, only its time span changes.
+The estimate covers the whole machine's CPU use, not this process's: it stands in for the RAPL
+package counter, which measures every process on the host, and it is a host-level meter read by
+one rank per host. It is a counter (see ``backends.estimate``): TDP x the busy CPU-seconds of the
+machine since the meter was created / the number of logical CPUs, i.e. TDP x utilisation
+integrated over time. Busy time comes from ``psutil.cpu_times()`` (``/proc/stat`` on Linux),
+which is machine-wide and the same on every thread, so every interval, the first included, gets
+exactly the utilisation of that interval.
+
+Busy CPU time on Linux is ``user + nice + system + irq + softirq``. Not busy: ``idle`` and
+``iowait`` (the CPU waited); ``guest`` and ``guest_nice`` (the kernel already counts them inside
+``user`` and ``nice``; adding them would count a VM's time twice); ``steal`` (in a VM, time the
+hypervisor gave this virtual CPU's physical CPU to someone else: that power is theirs, and the
+virtual CPU did no work). On other systems every psutil field but ``idle`` counts as busy.
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import time
 from pathlib import Path
 
 import psutil
 
-from backends.base import Found, Meter, MeterInfo, Reading
+from backends.base import Found, MeterError, MeterInfo, Missing
+from backends.estimate import EstimateMeter
 from backends.specs import cpu_tdp_w
 
 __all__ = ["DEFAULT_CPU_TDP_W", "CpuEstimateMeter", "find_cpu_estimate"]
@@ -35,34 +42,55 @@ CPUINFO_PATH = Path("/proc/cpuinfo")
 """Where the CPU model name and socket count are read on Linux."""
 
 
-class CpuEstimateMeter(Meter):
-    """Whole-host CPU power as ``tdp_w x utilisation``; read by the sampler thread only."""
+_NOT_BUSY = frozenset({"idle", "iowait", "steal", "guest", "guest_nice"})
 
-    fast = False  # an estimate gains nothing from a read on the training thread
+
+class CpuEstimateMeter(EstimateMeter):
+    """Whole-host CPU energy in J since creation: ``tdp_w`` x utilisation x time.
+
+    ``utilisation`` (0..1) fixes the utilisation; None measures it from the machine's busy
+    CPU-seconds. ``tdp_w`` is also ``max_power_w``: the estimate never shows more. Raises
+    ``MeterError`` when the CPU times cannot be read at creation.
+    """
 
     def __init__(self, tdp_w: float, model: str, detail: str, utilisation: float | None) -> None:
+        info = MeterInfo("cpu", "cpu", model, "estimate", host_level=True, detail=detail)
+        super().__init__(info, max_power_w=tdp_w)
         self.tdp_w = tdp_w
         self.utilisation = utilisation
-        self.info = MeterInfo(
-            device="cpu",
-            component="cpu",
-            model=model,
-            method="estimate",
-            host_level=True,
-            detail=detail,
-        )
+        measured = utilisation is None
+        self._cpus = _logical_cpus() if measured else 1
+        self._start_busy_s = busy_cpu_s() if measured else 0.0
 
-    def read(self) -> Reading:
-        """Estimated power now: TDP x the machine's CPU utilisation since the previous read."""
+    def model_j(self, t_s: float) -> float:
+        """TDP x the utilisation given, or measured from busy CPU-seconds, since creation."""
         if self.utilisation is not None:
-            share = self.utilisation
-        else:
-            share = min(max(psutil.cpu_percent(interval=None) / 100.0, 0.0), 1.0)
-        return Reading(t_s=time.monotonic(), power_w=self.tdp_w * share)
+            return self.tdp_w * self.utilisation * (t_s - self.start_s)
+        return self.tdp_w * (busy_cpu_s() - self._start_busy_s) / self._cpus
+
+
+def busy_cpu_s() -> float:
+    """CPU-seconds the machine has spent busy, summed over its logical CPUs (see the module).
+
+    Raises ``MeterError`` when psutil cannot read the CPU times.
+    """
+    try:
+        times = psutil.cpu_times()._asdict()
+    except OSError as exc:
+        raise MeterError(f"cannot read the CPU times: {exc}") from exc
+    return float(sum(seconds for name, seconds in times.items() if name not in _NOT_BUSY))
+
+
+def _logical_cpus() -> int:
+    """The number of logical CPUs; raises ``MeterError`` where psutil cannot tell."""
+    count = psutil.cpu_count(logical=True)
+    if not count:
+        raise MeterError("psutil cannot count the logical CPUs")
+    return count
 
 
 def find_cpu_estimate(tdp_w: float | None = None, utilisation: float | None = None) -> Found:
-    """One estimating meter for the host's CPUs (device ``cpu``).
+    """One estimating meter for the host's CPUs (device ``cpu``), or why there is none.
 
     ``tdp_w`` is the total TDP of the host's CPU packages in watts; by default it is the table TDP
     of the CPU model (``/proc/cpuinfo`` "model name", else ``platform.processor()``) times the
@@ -90,11 +118,13 @@ def find_cpu_estimate(tdp_w: float | None = None, utilisation: float | None = No
             total_w = match[0] * sockets
             detail = f"TDP {match[0]:g} W ({match[1]}){per_socket}"
     if utilisation is None:
-        psutil.cpu_percent(interval=None)  # prime: the next call reports from here
         detail += " x machine-wide CPU utilisation"
     else:
         detail += f" x utilisation {utilisation:g} (given)"
-    meter = CpuEstimateMeter(total_w, model, detail, utilisation)
+    try:
+        meter = CpuEstimateMeter(total_w, model, detail, utilisation)
+    except MeterError as exc:
+        return Found(missing=[Missing("cpu", "cpu", f"no CPU estimate: {exc}")])
     return Found(meters=[meter])
 
 

@@ -4,17 +4,18 @@ The estimate counts the host's total installed memory, not the part in use. DRAM
 background power for every installed module whatever the OS has allocated, and the meter this
 replaces (the RAPL DRAM domain) measures all modules of the host; counting "used" memory instead
 would make the figure follow page-cache policy and other processes. This is also how CodeCarbon
-sizes RAM power when it tracks a whole machine. The result is constant for a run.
+sizes RAM power when it tracks a whole machine. The power is constant for a run, reported as energy
+integrated over time (see ``backends.estimate``).
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import psutil
 
-from backends.base import Found, Meter, MeterInfo, Reading
+from backends.base import Found, MeterInfo
+from backends.estimate import ConstantPowerMeter
 
 __all__ = ["DEFAULT_WATTS_PER_GB", "MemoryEstimateMeter", "find_memory_estimate"]
 
@@ -30,25 +31,12 @@ DDR4/DDR5 server modules draw less per GB, so this leans high for large-memory h
 _BYTES_PER_GB = 1024**3  # memory is sold in binary gigabytes
 
 
-class MemoryEstimateMeter(Meter):
-    """Host DRAM power as ``watts_per_gb x installed GB``; constant, so read by the sampler only."""
-
-    fast = False  # an estimate gains nothing from a read on the training thread
+class MemoryEstimateMeter(ConstantPowerMeter):
+    """Host DRAM energy in J since creation: ``power_w`` (watts_per_gb x installed GB) x time."""
 
     def __init__(self, power_w: float, detail: str) -> None:
-        self.power_w = power_w
-        self.info = MeterInfo(
-            device="dram",
-            component="dram",
-            model="DRAM",
-            method="estimate",
-            host_level=True,
-            detail=detail,
-        )
-
-    def read(self) -> Reading:
-        """The estimated DRAM power, stamped with the time of the read."""
-        return Reading(t_s=time.monotonic(), power_w=self.power_w)
+        info = MeterInfo("dram", "dram", "DRAM", "estimate", host_level=True, detail=detail)
+        super().__init__(info, power_w)
 
 
 def find_memory_estimate(watts_per_gb: float = DEFAULT_WATTS_PER_GB) -> Found:

@@ -11,9 +11,14 @@ in joules that wraps), and differ only in ``detail``. The pyRAPL 0.2.3 API used 
 * ``Sensor.energy()``: a flat list ``[pkg socket 0, dram socket 0, pkg socket 1, ...]`` of
   counter values in micro-joules, -1 where a device or socket is not monitored.
 
+A whole-machine ``Sensor()`` leaves DRAM out on every socket when it cannot open it on one, so
+each socket's DRAM that the powercap tree shows is opened on its own: one DRAM zone that fails
+does not hide the others, and is reported with pyRAPL's error rather than as absent.
+
 pyRAPL does not report a counter's range, so ``wrap_j`` comes from ``max_energy_range_uj`` of the
 matching zone in the powercap tree (``backends.rapl.powercap_root``); where there is none it is
-None, and the sampler treats a counter that goes backwards as a reset.
+None, and the sampler treats a counter that goes backwards as a reset. ``max_power_w`` comes from
+the same zone's constraints, as for the powercap reader.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from backends.rapl import (
     RaplMeter,
     cpu_model,
     list_zones,
+    max_power_w,
     permission_fix,
     powercap_root,
-    read_counter_uj,
+    read_uint,
 )
 
 PIP_FIX = "pip install 'wattprint[pyrapl]'"
@@ -56,7 +62,7 @@ def find_pyrapl() -> Found:
         return _missing_all(f"pyRAPL found no RAPL counters: {exc!r}", "")
 
     found = Found()
-    wraps_j = _wraps_j()
+    limits = _zone_limits()
     model = cpu_model()
     source = f"pyRAPL {getattr(pyRAPL, '__version__', '')}".rstrip()
     for socket in range(len(survey) // 2):
@@ -66,7 +72,9 @@ def find_pyrapl() -> Found:
             device = pyRAPL.Device(_COMPONENTS.index(component))
             index = 2 * socket + int(device)
             name = f"{component}{socket}"
-            if survey[index] < 0:  # on a present socket only DRAM can be absent
+            # On a present socket only DRAM can be -1: absent, or just one socket's DRAM that
+            # pyRAPL could not open, which makes a whole-machine Sensor drop DRAM everywhere.
+            if survey[index] < 0 and name not in limits:
                 found.missing.append(Missing(component, name, "no DRAM RAPL zone on this CPU", ""))
                 continue
             try:
@@ -84,7 +92,7 @@ def find_pyrapl() -> Found:
                 detail=f"{source} Sensor, socket {socket} {device.name}",
             )
             reader = _sensor_reader(sensor, index, name, errors)
-            found.meters.append(RaplMeter(info, reader, wraps_j.get(name)))
+            found.meters.append(RaplMeter(info, reader, *limits.get(name, (None, None))))
     return found
 
 
@@ -105,15 +113,16 @@ def _sensor_reader(
     return read_uj
 
 
-def _wraps_j() -> dict[str, float]:
-    """Each device's counter range in joules, from the powercap tree, where it can be read."""
-    wraps_j: dict[str, float] = {}
+def _zone_limits() -> dict[str, tuple[float | None, float | None]]:
+    """Each device's ``(wrap_j, max_power_w)`` from the powercap tree, None where unreadable."""
+    limits: dict[str, tuple[float | None, float | None]] = {}
     for zone in list_zones(powercap_root()):
         try:
-            wraps_j[zone.device] = read_counter_uj(zone.range_path) / 1e6
+            wrap_j: float | None = read_uint(zone.range_path) / 1e6
         except (OSError, ValueError):
-            continue
-    return wraps_j
+            wrap_j = None
+        limits[zone.device] = (wrap_j, max_power_w(zone.path))
+    return limits
 
 
 def _missing_all(reason: str, fix: str) -> Found:

@@ -12,10 +12,11 @@ bind-mounted ``/sys/devices/virtual/powercap`` looks like. Every zone has ``name
 Point the reader at the tree with ``find_rapl(root)`` or env ``WATTPRINT_POWERCAP_ROOT``.
 
 Unreadable counters: since Linux 5.10 ``energy_uj`` is root-only (CVE-2020-8694).
-``FakeZone.make_unreadable`` sets mode 000, which the kernel enforces for ordinary users but not
-for root (it bypasses file modes). ``honour_file_modes`` closes that gap: where the process can
-read mode-000 files, it wraps ``backends.rapl.read_attribute``, the reader's one sysfs access,
-to refuse them with the same ``PermissionError`` the kernel gives everyone else.
+``FakeZone.make_unreadable`` sets mode 000 on ``energy_uj`` (``make_directory_unreadable`` on the
+zone's directory), which the kernel enforces for ordinary users but not for root (it bypasses
+file modes). ``honour_file_modes`` closes that gap: where the process can read mode-000 files,
+it wraps ``backends.rapl.read_attribute`` and ``list_entries``, the reader's only sysfs
+accesses, to refuse them with the same ``PermissionError`` the kernel gives everyone else.
 """
 
 from __future__ import annotations
@@ -82,12 +83,36 @@ class FakeZone:
         staging.write_text(text)
         os.replace(staging, self.energy_path)
 
+    def add_constraints(self, *max_power_uw: int | str) -> None:
+        """Give the zone power-limit constraints 0, 1, ... with these ``max_power_uw`` values.
+
+        As the kernel shows them: ``constraint_N_name`` (long_term, short_term, peak_power) and
+        ``constraint_N_max_power_uw``, the highest value the limit accepts; text is written as
+        given, to test what a reader does with garbage.
+        """
+        names = ("long_term", "short_term", "peak_power")
+        for number, value in enumerate(max_power_uw):
+            (self.path / f"constraint_{number}_name").write_text(f"{names[number]}\n")
+            (self.path / f"constraint_{number}_max_power_uw").write_text(f"{value}\n")
+
+    def replace_energy_with_fifo(self) -> None:
+        """Put a writerless FIFO where ``energy_uj`` was: a blocking open of it waits forever."""
+        self.energy_path.unlink()
+        os.mkfifo(self.energy_path)
+
     def make_unreadable(self) -> None:
         """Make ``energy_uj`` unreadable as Linux 5.10+ does for non-root users.
 
         Root ignores file modes: tests running as root also need ``honour_file_modes``.
         """
         self.energy_path.chmod(0)
+
+    def make_directory_unreadable(self) -> None:
+        """Make the zone's directory mode 000: nothing in it (sub-zones too) can be read or listed.
+
+        Root ignores file modes: tests running as root also need ``honour_file_modes``.
+        """
+        self.path.chmod(0)
 
     def remove(self) -> None:
         """Make the zone vanish (its sub-zones with it), as when the driver is unloaded."""
@@ -158,24 +183,47 @@ def build_powercap(
 
 
 def honour_file_modes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the RAPL reader refuse mode-000 files even where this process bypasses file modes.
+    """Make the RAPL reader refuse what file modes deny, even where this process bypasses them.
 
-    Where the kernel already refuses them (an ordinary user) nothing is patched, so the real
-    ``PermissionError`` reaches the reader; as root the reader's one sysfs access,
-    ``backends.rapl.read_attribute``, is wrapped to raise the same error.
+    Where the kernel already refuses (an ordinary user) nothing is patched, so the real
+    ``PermissionError`` reaches the reader. As root, the reader's two sysfs accesses,
+    ``backends.rapl.read_attribute`` and ``list_entries``, are wrapped to raise the same error
+    the kernel gives everyone else: for a file no one may read, a directory no one may list, or
+    a path through a directory no one may enter.
     """
     from backends import rapl
 
     if not _bypasses_file_modes():
         return
-    real_read = rapl.read_attribute
+    real_read, real_list = rapl.read_attribute, rapl.list_entries
 
     def read_as_ordinary_user(path: Path) -> str:
-        if stat.S_IMODE(os.stat(path).st_mode) & 0o444 == 0:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        _refuse_where_modes_deny(path)
         return real_read(path)
 
+    def list_as_ordinary_user(directory: Path) -> list[str]:
+        _refuse_where_modes_deny(directory)
+        return real_list(directory)
+
     monkeypatch.setattr(rapl, "read_attribute", read_as_ordinary_user)
+    monkeypatch.setattr(rapl, "list_entries", list_as_ordinary_user)
+
+
+def _refuse_where_modes_deny(path: Path) -> None:
+    """Raise the kernel's EACCES where no user may read ``path`` or enter a directory on its way.
+
+    Links are followed as the kernel follows them; a path that does not exist is left to the real
+    call to fail.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        denied = stat.S_IMODE(os.stat(target).st_mode) & 0o444 == 0 or any(
+            stat.S_IMODE(os.stat(directory).st_mode) & 0o111 == 0 for directory in target.parents
+        )
+    except FileNotFoundError:
+        return
+    if denied:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def _bypasses_file_modes() -> bool:

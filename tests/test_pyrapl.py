@@ -125,6 +125,18 @@ def test_pyrapl_gives_package_and_dram_meters_per_socket_like_rapl(install: Any)
     assert found.meters[2].read().energy_j == 11.5
 
 
+def test_pyrapl_meters_take_max_power_from_the_zone_constraints(install: Any) -> None:
+    zones = install(sockets=1)
+    zones["cpu0"].add_constraints(95_000_000, 120_000_000)
+
+    found = find_pyrapl()
+
+    assert [(m.info.device, m.max_power_w) for m in found.meters] == [
+        ("cpu0", 120.0),
+        ("dram0", None),
+    ]
+
+
 def test_pyrapl_without_dram_gives_missing_dram(install: Any) -> None:
     install(sockets=2, dram=False)
 
@@ -135,6 +147,19 @@ def test_pyrapl_without_dram_gives_missing_dram(install: Any) -> None:
         ("dram0", "no DRAM RAPL zone on this CPU"),
         ("dram1", "no DRAM RAPL zone on this CPU"),
     ]
+
+
+def test_one_socket_without_dram_does_not_hide_the_dram_of_the_others(install: Any) -> None:
+    # A whole-machine pyRAPL Sensor drops DRAM on every socket when one socket has none.
+    zones = install(sockets=2)
+    zones["dram1"].remove()
+    zones["dram0"].set_energy_uj(3_000_000)
+
+    found = find_pyrapl()
+
+    assert [m.info.device for m in found.meters] == ["cpu0", "dram0", "cpu1"]
+    assert found.meters[1].read().energy_j == 3.0
+    assert found.missing == [Missing("dram", "dram1", "no DRAM RAPL zone on this CPU", "")]
 
 
 def test_pyrapl_failing_at_setup_gives_missing(install: Any) -> None:
@@ -188,4 +213,4 @@ def test_pyrapl_counter_range_unknown_leaves_wrap_j_none(
     found = find_pyrapl()
 
     assert [m.info.device for m in found.meters] == ["cpu0", "dram0"]
-    assert [m.wrap_j for m in found.meters] == [None, None]
+    assert [(m.wrap_j, m.max_power_w) for m in found.meters] == [(None, None), (None, None)]

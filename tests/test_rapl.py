@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from backends.base import Found, Meter, MeterError, Missing
-from backends.rapl import find_rapl
+from backends.discover import discover
+from backends.rapl import find_rapl, permission_fix
 from tests.fake_powercap import AMD_RANGE_UJ, INTEL_RANGE_UJ, build_powercap, honour_file_modes
 
 UDEV_RULE_TEXT = (
     'ACTION!="remove", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
     'RUN+="/bin/chmod a+r /sys%p/energy_uj"'
 )
+
+
+T = TypeVar("T")
+
+
+def without_hanging(function: Callable[[], T], fifo: Path, timeout_s: float = 5.0) -> T:
+    """``function()`` on a thread: a failed test, not a hung suite, if it blocks on ``fifo``."""
+    outcome: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(function())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):  # a writer lets a blocked open return: thread ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"reading {fifo} blocked for {timeout_s} s")
+    if errors:
+        raise errors[0]
+    return outcome[0]
 
 
 def devices(found: Found) -> list[str]:
@@ -93,6 +126,24 @@ def test_wrap_j_is_max_energy_range_uj_in_joules(tmp_path: Path) -> None:
     assert [m.wrap_j for m in found.meters] == [65_712.999613, 65_712.999613]
 
 
+def test_max_power_w_is_the_largest_constraint_max_power_of_the_zone(tmp_path: Path) -> None:
+    # It bounds how fast a counter can wrap: wrap_j / max_power_w seconds at the least.
+    zones = build_powercap(tmp_path, sockets=2)
+    zones["cpu0"].add_constraints(125_000_000, 250_500_000, 0)  # long term, short term, peak
+    zones["dram0"].add_constraints(36_000_000)
+    zones["cpu1"].add_constraints(0, "n/a")  # nothing the hardware states: None, not 0
+    # dram1 has no constraint files at all
+
+    found = find_rapl(tmp_path)
+
+    assert {m.info.device: m.max_power_w for m in found.meters} == {
+        "cpu0": 250.5,
+        "dram0": 36.0,
+        "cpu1": None,
+        "dram1": None,
+    }
+
+
 def test_wrapped_counter_reads_lower_and_modulo_wrap_gives_the_true_delta(tmp_path: Path) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     zones["cpu0"].set_energy_uj(INTEL_RANGE_UJ - 2_000_000)  # 2 J before the wrap
@@ -142,6 +193,86 @@ def test_unreadable_energy_uj_gives_missing_with_chmod_and_udev_fix_and_no_meter
     )
 
 
+def test_second_package_with_unreadable_counter_is_missing_beside_the_metered_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones = build_powercap(tmp_path, sockets=2)
+    zones["cpu1"].make_unreadable()
+    honour_file_modes(monkeypatch)
+
+    for found in (find_rapl(tmp_path), discover(("cpu", "dram"), powercap_root=tmp_path)):
+        assert devices(found) == ["cpu0", "dram0", "dram1"]
+        [missing] = found.missing
+        assert (missing.component, missing.device) == ("cpu", "cpu1")
+        assert missing.reason == (
+            f"{tmp_path}/intel-rapl:1/energy_uj is readable by root only (Linux 5.10+, "
+            "CVE-2020-8694)"
+        )
+        assert missing.fix == permission_fix(tmp_path)
+
+
+@pytest.mark.parametrize("class_links", [True, False], ids=["class layout", "devices layout"])
+def test_second_package_with_unreadable_directory_is_missing_cpu_and_dram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, class_links: bool
+) -> None:
+    # Mode 000 on intel-rapl:1 hides its name, counter and sub-zones from an ordinary user; as
+    # root, honour_file_modes makes the reader meet the same PermissionError.
+    zones = build_powercap(tmp_path, sockets=2, class_links=class_links)
+    zones["cpu1"].make_directory_unreadable()
+    honour_file_modes(monkeypatch)
+    zones_dir = tmp_path if class_links else tmp_path / "intel-rapl"
+
+    for found in (find_rapl(tmp_path), discover(("cpu", "dram"), powercap_root=tmp_path)):
+        assert devices(found) == ["cpu0", "dram0"]
+        assert [(m.component, m.device) for m in found.missing] == [
+            ("cpu", "cpu1"),
+            ("dram", "dram1"),
+        ]
+        for missing in found.missing:
+            assert (
+                missing.reason == f"{zones_dir}/intel-rapl:1/name cannot be read: permission denied"
+            )
+            assert missing.fix.startswith(f"sudo chmod a+rx {zones_dir}/intel-rapl:1 && ")
+            assert missing.fix.endswith(permission_fix(zones_dir))
+
+
+def test_vanished_package_directory_is_missing_cpu_and_dram(tmp_path: Path) -> None:
+    # The class directory still lists intel-rapl:1, but its link leads nowhere (driver unloading).
+    zones = build_powercap(tmp_path, sockets=2)
+    shutil.rmtree(zones["cpu1"].path)
+
+    found = find_rapl(tmp_path)
+
+    assert devices(found) == ["cpu0", "dram0"]
+    assert [(m.device, m.fix) for m in found.missing] == [("cpu1", ""), ("dram1", "")]
+    for missing in found.missing:
+        assert missing.reason.startswith(f"cannot read RAPL zone {tmp_path}/intel-rapl:1: ")
+        assert "No such file or directory" in missing.reason
+
+
+@pytest.mark.parametrize("hidden", ["sub-zone list", "DRAM zone"])
+def test_dram_zone_that_cannot_be_looked_for_is_missing_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidden: str
+) -> None:
+    # Not "no DRAM zone on this CPU": whether there is one could not be seen.
+    zones = build_powercap(tmp_path, sockets=1)
+    if hidden == "sub-zone list":
+        zones["cpu0"].path.chmod(0o111)  # its files can be read, its entries not listed
+        denied = tmp_path / "intel-rapl:0"
+    else:
+        zones["dram0"].make_directory_unreadable()
+        denied = tmp_path / "intel-rapl:0" / "intel-rapl:0:1" / "name"
+    honour_file_modes(monkeypatch)
+
+    found = find_rapl(tmp_path)
+
+    assert devices(found) == ["cpu0"]
+    [missing] = found.missing
+    assert (missing.component, missing.device) == ("dram", "dram0")
+    assert missing.reason == f"{denied} cannot be read: permission denied"
+    assert missing.fix.endswith(permission_fix(tmp_path))
+
+
 @pytest.mark.parametrize("layout", ["absent", "empty", "other control type only"])
 def test_no_powercap_tree_gives_missing_cpu_and_dram_with_driver_hint(
     tmp_path: Path, layout: str
@@ -186,6 +317,30 @@ def test_vanished_counter_raises_meter_error_naming_the_file(tmp_path: Path, dev
         m.read()
 
 
+def test_fifo_in_place_of_a_counter_is_missing_at_discovery_and_nothing_blocks(
+    tmp_path: Path,
+) -> None:
+    zones = build_powercap(tmp_path, sockets=2)
+    zones["cpu1"].replace_energy_with_fifo()
+
+    found = without_hanging(lambda: find_rapl(tmp_path), zones["cpu1"].energy_path)
+
+    assert devices(found) == ["cpu0", "dram0", "dram1"]
+    [missing] = found.missing
+    assert (missing.component, missing.device) == ("cpu", "cpu1")
+    assert "intel-rapl:1/energy_uj" in missing.reason
+    assert "a FIFO, not a regular file like a sysfs attribute" in missing.reason
+
+
+def test_counter_that_becomes_a_fifo_raises_meter_error_without_blocking(tmp_path: Path) -> None:
+    zones = build_powercap(tmp_path, sockets=1)
+    cpu0 = meter(find_rapl(tmp_path), "cpu0")
+    zones["cpu0"].replace_energy_with_fifo()
+
+    with pytest.raises(MeterError, match=r"energy_uj: a FIFO, not a regular file"):
+        without_hanging(cpu0.read, zones["cpu0"].energy_path)
+
+
 @pytest.mark.parametrize("text", ["", "\n", "abc\n", "-5\n", "12.5\n", "1e6\n", "\u0663\n"])
 def test_garbage_in_counter_raises_meter_error(tmp_path: Path, text: str) -> None:
     zones = build_powercap(tmp_path, sockets=1)
@@ -193,7 +348,7 @@ def test_garbage_in_counter_raises_meter_error(tmp_path: Path, text: str) -> Non
 
     zones["cpu0"].write_energy_text(text)
 
-    with pytest.raises(MeterError, match="not a micro-joule count") as raised:
+    with pytest.raises(MeterError, match="not a non-negative integer") as raised:
         cpu0.read()
     assert f"{tmp_path}/intel-rapl:0/energy_uj holds " in str(raised.value)
 
@@ -207,7 +362,7 @@ def test_garbage_at_discovery_gives_missing_not_an_exception(tmp_path: Path) -> 
     assert devices(found) == ["cpu0"]
     [missing] = found.missing
     assert (missing.device, missing.fix) == ("dram0", "")
-    assert "not a micro-joule count" in missing.reason
+    assert "not a non-negative integer" in missing.reason
 
 
 def test_env_root_is_read_when_no_root_is_given(
