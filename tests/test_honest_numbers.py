@@ -368,3 +368,38 @@ def test_a_child_forked_while_another_thread_is_in_a_hook_does_not_hang(tmp_path
             pytest.fail("the forked child hung in a tracker hook")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert [r.epoch for r in tracker.epochs] == [1]
+
+
+def test_a_counter_that_wraps_faster_than_the_interval_is_read_often_enough(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A 30 J range at up to 100 W wraps every 0.3 s: read every 0.5 s, the wrap count would
+    lock onto a wrong figure (old: 60 % low); read every 0.1 s, every joule is counted."""
+    install_no_nvml(monkeypatch)
+    root = tmp_path / "powercap"
+    zone = build_powercap(root, sockets=1, dram=False, max_energy_range_uj=30_000_000)["cpu0"]
+    zone.add_constraints(100_000_000)
+    monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(root))
+    added_j: list[float] = [0.0]
+    stop = threading.Event()
+
+    def hardware() -> None:  # the package draws 100 W, in 5 ms steps
+        while not stop.wait(0.005):
+            zone.add_energy_j(0.5)
+            added_j[0] += 0.5
+
+    tracker = Tracker("wrap", tmp_path, components=["cpu"], interval=0.5, intensity=1, verbose=0)
+    drawing = threading.Thread(target=hardware)
+    drawing.start()
+    try:
+        with tracker:
+            tracker.epoch_start()
+            start_j = added_j[0]
+            time.sleep(1.0)
+            end_j = added_j[0]
+            record = tracker.epoch_end()
+    finally:
+        stop.set()
+        drawing.join(WAIT_S)
+    assert record.cpu_energy_j == pytest.approx(end_j - start_j, abs=1.0)
+    assert any("can wrap every 0.3 s" in w for w in tracker.summary.warnings)

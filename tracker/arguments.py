@@ -130,4 +130,6 @@ def check_callable(argument: str, value: object) -> Callable[..., object]:
 def _is_gpu_key(item: object) -> bool:
     if isinstance(item, bool):
         return False
-    return (isinstance(item, int) and item >= 0) or (isinstance(item, str) and bool(item.strip()))
+    if isinstance(item, int):
+        return item >= 0
+    return isinstance(item, str) and bool(item.strip()) and not item.strip().startswith(("-", "+"))

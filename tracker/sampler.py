@@ -40,6 +40,8 @@ _MIN_RATE_SPAN_S = 0.01
 # A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
 _STALE_INTERVALS = 3
 _STALE_MIN_S = 1.0
+_READS_PER_WRAP = 3  # reads per shortest wrap period of a counter: no wrap can go unseen
+_SHORTEST_WRAP_READ_S = 0.01  # the sampler reads no faster than this, whatever the counters
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,8 @@ class Sampler:
         self._follow_budget = follow_budget or follower.BUDGET
         self._carbon = carbon
         self._notices = notices
-        self._interval_s = interval_s
-        self._stale_s = max(_STALE_INTERVALS * interval_s, _STALE_MIN_S)
+        self._interval_s = self._within_wraps(interval_s)
+        self._stale_s = max(_STALE_INTERVALS * self._interval_s, _STALE_MIN_S)
         self._timeline_period_s = timeline_period_s
         self._on_timeline = on_timeline
         self._timeline: list[TimelinePoint] = []
@@ -88,7 +90,7 @@ class Sampler:
     def start(self) -> None:
         """Take the first reading of every meter; start the followers and the sampling thread."""
         self.poll()
-        for state in self._states:  # slow counters (energy readings), not estimates (power)
+        for state in self._states:  # slow counters (NVML's), read by a thread of their own
             if not state.meter.fast and state.raw_j is not None and state.failed_at_s is None:
                 assert state.t_s is not None
                 seed = ((state.read_started_s + state.t_s) / 2, state.raw_j)
@@ -169,6 +171,38 @@ class Sampler:
         return boundary_s, result
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _within_wraps(self, interval_s: float) -> float:
+        """The sampling period, shortened where a counter could wrap more than once between reads.
+
+        A wrapping counter (RAPL) read a whole range or more apart loses wraps that no later read
+        can recover; at its hardware's maximum power it wraps every ``wrap_j / max_power_w`` s,
+        so it is read at least ``_READS_PER_WRAP`` times in that span.
+        """
+        bounds = [
+            (m.wrap_j / m.max_power_w, m.info.device)
+            for m in self.meters
+            if m.wrap_j and m.max_power_w and m.max_power_w > 0
+        ]
+        if not bounds:
+            return interval_s
+        wrap_s, device = min(bounds)
+        needed_s = wrap_s / _READS_PER_WRAP
+        if needed_s >= interval_s:
+            return interval_s
+        shortened_s = max(needed_s, _SHORTEST_WRAP_READ_S)
+        impossible = needed_s < _SHORTEST_WRAP_READ_S
+        self._notices.warn(
+            f"wrap:{device}",
+            f"{device}'s counter can wrap every {wrap_s:.3g} s at its maximum power, faster than "
+            f"the sampling interval allows; sampling every {shortened_s:.3g} s instead"
+            + (
+                ", which still cannot follow every wrap at full power: its energy may be low"
+                if impossible
+                else ""
+            ),
+        )
+        return shortened_s
 
     def _run(self) -> None:
         next_s = time.monotonic() + self._interval_s

@@ -247,8 +247,7 @@ class Tracker:
             end_s, end_snapshot = self._sampler.snapshot()
             self._sampler.stop()
             self._carbon.source.close()
-            for message in self._carbon.source.drain_warnings():
-                self._notices.warn(f"intensity:{message}", message)
+            self._drain_intensity_warnings()
             assert self._writer is not None
             self._writer.write_run_json(self._run_document(session=(end_s, end_snapshot)))
             self._writer.close()
@@ -382,6 +381,7 @@ class Tracker:
     def _write_run_json(self) -> None:
         with self._run_json_lock:  # the sampler thread and a signal handler both write it
             self._run_json_queued.clear()
+            self._drain_intensity_warnings()
             if self._writer is not None:
                 self._writer.write_run_json(self._run_document())
 
@@ -413,6 +413,11 @@ class Tracker:
             self._lived_on()
             if self._signalled is not None and not self._stopped:
                 self._open_epoch, self._signalled, self._split = self._last_cut, None, True
+
+    def _drain_intensity_warnings(self) -> None:
+        """The intensity source's warnings (a feed down, a series not covering the run)."""
+        for message in self._carbon.source.drain_warnings():
+            self._notices.warn(f"intensity:{message}", message)
 
     def _lived_on(self) -> None:
         """The program went on after a signal (handled, or its exception caught): running."""

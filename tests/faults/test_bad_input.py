@@ -54,6 +54,7 @@ TRACKER_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"gpus": 5}, "gpus"),
     ({"gpus": "0,1"}, "gpus"),
     ({"gpus": [-1]}, "gpus"),
+    ({"gpus": ["-1"]}, "gpus"),
     ({"components": ["gpu", "tpu"]}, "components"),
     ({"components": "gpu"}, "components"),
     ({"components": None}, "components"),
