@@ -2,7 +2,7 @@
 
 A meter reports either a cumulative energy counter (NVML total energy, RAPL ``energy_uj``, the
 estimates) or a power value (NVML power usage), always with the monotonic time of the read.
-Integration, wrap correction and epoch cuts happen above this layer, in ``tracker.sampler``.
+Integration, wrap correction and epoch cuts happen above this layer, in ``tracker.measure.sampler``.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from backends.base import COMPONENTS, Component, Found
-from backends.cpu_estimate import find_cpu_estimate
-from backends.memory import find_memory_estimate
-from backends.nvml import find_gpus
-from backends.pyrapl import find_pyrapl
-from backends.rapl import find_rapl
+from backends.cpu.estimate import find_cpu_estimate
+from backends.cpu.pyrapl import find_pyrapl
+from backends.cpu.rapl import find_rapl
+from backends.gpu.nvidia import find_gpus
+from backends.memory.estimate import find_memory_estimate
 
 RaplReader = Literal["powercap", "pyrapl"]
 RAPL_READERS: tuple[RaplReader, ...] = ("powercap", "pyrapl")

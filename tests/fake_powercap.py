@@ -15,7 +15,7 @@ Unreadable counters: since Linux 5.10 ``energy_uj`` is root-only (CVE-2020-8694)
 ``FakeZone.make_unreadable`` sets mode 000 on ``energy_uj`` (``make_directory_unreadable`` on the
 zone's directory), which the kernel enforces for ordinary users but not for root (it bypasses
 file modes). ``honour_file_modes`` closes that gap: where the process can read mode-000 files,
-it wraps ``backends.rapl.read_attribute`` and ``list_entries``, the reader's only sysfs
+it wraps ``backends.cpu.rapl.read_attribute`` and ``list_entries``, the reader's only sysfs
 accesses, to refuse them with the same ``PermissionError`` the kernel gives everyone else.
 """
 
@@ -187,11 +187,11 @@ def honour_file_modes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     Where the kernel already refuses (an ordinary user) nothing is patched, so the real
     ``PermissionError`` reaches the reader. As root, the reader's two sysfs accesses,
-    ``backends.rapl.read_attribute`` and ``list_entries``, are wrapped to raise the same error
+    ``backends.cpu.rapl.read_attribute`` and ``list_entries``, are wrapped to raise the same error
     the kernel gives everyone else: for a file no one may read, a directory no one may list, or
     a path through a directory no one may enter.
     """
-    from backends import rapl
+    from backends.cpu import rapl
 
     if not _bypasses_file_modes():
         return

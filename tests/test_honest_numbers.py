@@ -26,12 +26,12 @@ from tests.faults.processes import Child
 from tests.faults.simulated import WAIT_S, ConstantPowerMeter, StallingMeter
 from tests.measure.test_invariants import T0_S, simulated
 from tracker import CarbonTracker, Tracker, load_run, track
-from tracker.carbon import Carbon
-from tracker.cli import main as wattprint
-from tracker.epochs import build_record
-from tracker.intensity import Constant
+from tracker.carbon.intensity import Constant
+from tracker.carbon.pricing import Carbon
+from tracker.cli.main import main as wattprint
+from tracker.measure.epochs import build_record
+from tracker.measure.sampler import Sampler
 from tracker.notices import Notices
-from tracker.sampler import Sampler
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_an_edge_completed_too_high_is_never_taken_back_from_its_epoch(tmp_path:
     gpu = SimulatedGPU(power_w=step_profile([(T0_S, 100.0), (T0_S + 0.1, 0.0)]))
     with simulated(tmp_path / "none") as (patch, clock):
         install_fake_nvml(patch, [gpu])
-        from backends.nvml import find_gpus
+        from backends.gpu.nvidia import find_gpus
 
         meters = find_gpus(None).meters
         notices = Notices(quiet=True)

@@ -4,13 +4,13 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
-from tracker.compat import CarbonTracker
-from tracker.logs import load_run
+from tracker.compat.carbontracker import CarbonTracker
+from tracker.output.logs import load_run
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.tracker import Tracker, track
 
 if TYPE_CHECKING:
-    from tracker.estimation import estimate
+    from tracker.estimation.forms import estimate
 
 __all__ = [
     "CarbonTracker",
@@ -28,7 +28,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     """``tracker.estimate``, imported on first use: ``import tracker`` loads no estimate tables."""
     if name == "estimate":
-        from tracker.estimation import estimate
+        from tracker.estimation.forms import estimate
 
         return estimate
     raise AttributeError(f"module 'tracker' has no attribute {name!r}")

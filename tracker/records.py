@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from backends.base import Component, Method
 
 if TYPE_CHECKING:
-    from tracker.predict import Prediction, PredictionCheck
+    from tracker.measure.predict import Prediction, PredictionCheck
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,19 +23,26 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import RAPL_READERS, RaplReader, discover
-from tracker import arguments, lifecycle
-from tracker.carbon import Carbon
-from tracker.console import epoch_line, say, summary_line
-from tracker.coverage import coverage, coverage_lines, uncovered
-from tracker.distributed import JobLink, host_name, process_rank, slurm_info, validated_mode
-from tracker.epochs import Totals, build_record, summarise
-from tracker.intensity import IntensitySource, resolve_intensity
-from tracker.logs import LogWriter
+from tracker import arguments
+from tracker.carbon.intensity import IntensitySource, resolve_intensity
+from tracker.carbon.pricing import Carbon
+from tracker.distributed.process_group import (
+    JobLink,
+    host_name,
+    process_rank,
+    slurm_info,
+    validated_mode,
+)
+from tracker.measure import lifecycle
+from tracker.measure.coverage import coverage, coverage_lines, uncovered
+from tracker.measure.epochs import Totals, build_record, summarise
+from tracker.measure.predict import Predictor, prediction_line
+from tracker.measure.sampler import MeterSnapshot, Sampler, TimelinePoint
 from tracker.notices import Notices
-from tracker.predict import Predictor, prediction_line
+from tracker.output.console import epoch_line, say, summary_line
+from tracker.output.logs import LogWriter
+from tracker.output.run_info import run_document
 from tracker.records import EpochRecord, RunSummary
-from tracker.run_info import run_document
-from tracker.sampler import MeterSnapshot, Sampler, TimelinePoint
 
 EpochCallback = Callable[[EpochRecord], object]
 IntensityArg = float | str | os.PathLike[str] | IntensitySource | None
@@ -54,7 +61,7 @@ class Tracker:
     picks devices by index or UUID; ``meters`` replaces discovery with explicit meters. With
     ``epochs=N``, the whole run is predicted once after ``epochs_before_pred`` epochs (0: never).
     ``distributed="auto"`` joins an initialised ``torch.distributed`` job at ``start`` (see
-    ``tracker.distributed``); ``False`` measures this process alone.
+    ``tracker.distributed.process_group``); ``False`` measures this process alone.
     """
 
     def __init__(
@@ -135,7 +142,8 @@ class Tracker:
     @property
     def run_dir(self) -> Path:
         """Where this run's logs are written: ``<log_dir>/<project>/<run_id>`` (distributed: rank
-        0's holds the whole job's, other ranks write ``rank-<N>`` in it: tracker.distributed)."""
+        0's holds the whole job's, other ranks write ``rank-<N>`` in it; see
+        ``tracker.distributed.process_group``)."""
         return self._job.run_dir if self._job is not None else self._run_dir
 
     @property

@@ -4,8 +4,8 @@
   subprocesses and under a jumping wall clock.
 * ``StallingMeter``: a slow meter whose read, once armed, blocks the sampler thread until
   released, which is what a sampler starved of the CPU looks like to the code that measures.
-* ``FillingDisk``: ``open`` as ``tracker.logs`` sees it; when full, a write puts half of its bytes
-  on disk and raises ENOSPC, as a real write that runs out of space part-way does.
+* ``FillingDisk``: ``open`` as ``tracker.output.logs`` sees it; when full, a write puts half of
+  its bytes on disk and raises ENOSPC, as a real write that runs out of space part-way does.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ class StallingMeter(Meter):
 
 
 class FillingDisk:
-    """The file boundary of ``tracker.logs``: install with ``monkeypatch.setattr(logs, "open",
-    disk.open, raising=False)``; set ``full`` to make writes fail with ENOSPC.
+    """The file boundary of ``tracker.output.logs``: install with
+    ``monkeypatch.setattr(logs, "open", disk.open, raising=False)``; set ``full`` to make writes
+    fail with ENOSPC.
 
     ``refused`` counts the writes that failed.
     """

@@ -14,7 +14,7 @@ import pytest
 from tests.fake_nvml import SimulatedGPU, install_fake_nvml
 from tests.faults.simulated import ConstantPowerMeter
 from tracker import CarbonTracker, Tracker, load_run, track
-from tracker.cli import main
+from tracker.cli.main import main
 
 PACKAGES = tuple(
     str(Path(__file__).resolve().parents[2] / name) for name in ("tracker", "backends")

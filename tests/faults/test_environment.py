@@ -1,7 +1,7 @@
 """The environment misbehaves: unwritable logs, a full disk, two trackers, fork, clock jumps.
 
-The log files are failed at ``tracker.logs``' file boundary (``FillingDisk``) or by a file standing
-where the log directory should be; the run must go on, warn once, and lose no row.
+The log files are failed at ``tracker.output.logs``' file boundary (``FillingDisk``) or by a file
+standing where the log directory should be; the run must go on, warn once, and lose no row.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 from tests.fake_nvml import SimulatedGPU, constant_power, install_fake_nvml
 from tests.faults.processes import Child, epochs_of, run_json
 from tests.faults.simulated import ConstantPowerMeter, FillingDisk
-from tracker import EpochRecord, Tracker, load_run, logs
+from tracker import EpochRecord, Tracker, load_run
+from tracker.output import logs
 
 BOARD_W = 200.0
 
@@ -53,7 +54,7 @@ def write_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.fixture
 def disk(monkeypatch: pytest.MonkeyPatch) -> FillingDisk:
-    """The disk under ``tracker.logs``, which a test can fill and empty."""
+    """The disk under ``tracker.output.logs``, which a test can fill and empty."""
     filling = FillingDisk()
     monkeypatch.setattr(logs, "open", filling.open, raising=False)
     return filling

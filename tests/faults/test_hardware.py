@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.nvml import find_gpus
+from backends.gpu.nvidia import find_gpus
 from tests.fake_nvml import SimulatedGPU, constant_power, install_fake_nvml, step_profile
 from tests.fake_powercap import FakeZone, build_powercap
 from tests.faults.simulated import WAIT_S, StallingMeter

@@ -34,12 +34,12 @@ from backends.discover import discover
 from tests.fake_nvml import SimulatedGPU, install_fake_nvml, install_no_nvml, step_profile
 from tests.fake_powercap import FakeZone, build_powercap
 from tracker import Tracker
-from tracker.carbon import Carbon
-from tracker.epochs import Totals, build_record, summarise
-from tracker.intensity import Constant
+from tracker.carbon.intensity import Constant
+from tracker.carbon.pricing import Carbon
+from tracker.measure.epochs import Totals, build_record, summarise
+from tracker.measure.sampler import MeterSnapshot, Sampler
 from tracker.notices import Notices
 from tracker.records import EpochRecord
-from tracker.sampler import MeterSnapshot, Sampler
 
 T0_S = 1000.0  # the simulated clock's start (monotonic seconds)
 INTERVAL_S = 0.5

@@ -38,8 +38,8 @@ class WattprintCallback(Callback):
 
     ``log_metrics=False`` keeps the figures out of the trainer's loggers (they are in the run's
     files either way). In a distributed fit every rank measures its own devices and rank 0's run
-    directory holds the job's totals (see ``tracker.distributed``); the loggers, which Lightning
-    runs on rank 0 only, get rank 0's own figures.
+    directory holds the job's totals (``tracker.distributed.process_group``); the loggers, which
+    Lightning runs on rank 0 only, get rank 0's own figures.
     """
 
     def __init__(

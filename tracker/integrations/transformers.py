@@ -32,7 +32,7 @@ class WattprintCallback(TrainerCallback):
     """Measures every epoch (or every ``every_n_steps`` steps); a ``Tracker`` or its arguments.
 
     In a distributed run every process measures its own devices and rank 0's run directory holds
-    the job's totals (see ``tracker.distributed``).
+    the job's totals (see ``tracker.distributed.process_group``).
     """
 
     def __init__(

@@ -1,0 +1,391 @@
+"""CPU package and DRAM energy from the kernel's powercap (RAPL) tree.
+
+The powercap class (Linux ``Documentation/power/powercap/powercap.rst`` and
+``Documentation/ABI/testing/sysfs-class-powercap``) shows each RAPL domain as a zone directory
+holding ``name``, ``energy_uj`` (a cumulative counter in micro-joules) and
+``max_energy_range_uj`` ("range of the above energy counter in micro-joules"). This reader
+relies on:
+
+* ``/sys/class/powercap`` lists every zone as a top-level link (``intel-rapl:0``,
+  ``intel-rapl:0:0``, ...; the kernel writes zone ids in hexadecimal, so the 11th package is
+  ``intel-rapl:a``) into ``/sys/devices/virtual/powercap/intel-rapl/``, where each sub-zone
+  sits inside its package zone's directory. Discovery takes package zones from the top and
+  their sub-zones from inside them, so it reads that class directory as well as a bind-mounted
+  copy of ``/sys/devices/virtual/powercap`` (zones nested under ``intel-rapl/``).
+* Package zones are named ``package-P`` (P = physical socket) or, on packages with several
+  dies, ``package-P-die-D``; the zone number is the kernel's logical die id, not the socket.
+  Their sub-zones ``core`` and ``uncore`` are parts of the package and are skipped; ``dram`` is
+  not part of it and is metered. ``psys`` (platform) already contains package and DRAM, and the
+  ``intel-rapl-mmio`` control type is a second interface to the same package counter: both
+  are skipped so nothing is counted twice.
+* AMD Zen CPUs report through the same ``intel-rapl`` control type (family 17h since Linux
+  5.11; later kernels add 19h and 1Ah): ``package-P`` with a ``core`` sub-zone and no DRAM zone.
+* Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694, "Platypus": the
+  counter leaks what other processes compute); ``permission_fix`` says how to open it.
+
+Reads never block: ``read_attribute`` opens each file with ``O_NONBLOCK`` and reads it only when
+``fstat`` shows a regular file, as sysfs attributes are. A FIFO or device in a counter's place (a
+hand-made or bind-mounted tree) becomes a ``Missing`` at discovery, or a ``MeterError`` at a read,
+instead of a training thread stuck at an epoch edge.
+
+Wrap: the kernel reports ``max_energy_range_uj`` as the 32-bit status mask times the energy
+unit, i.e. the largest value ``energy_uj`` shows; the counter moves in steps of one unit (15.3
+to 61 µJ) and goes from that value back to 0, so the exact modulus is the range plus one unit,
+which sysfs does not expose. ``wrap_j`` is the range itself: range + 1 µJ would be no more exact,
+and the error is at most one unit per wrap (61 µJ in 262 kJ). Unwrapping is the sampler's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.base import Component, Found, Meter, MeterError, MeterInfo, Missing, Reading
+
+ROOT_ENV = "WATTPRINT_POWERCAP_ROOT"
+DEFAULT_ROOT = "/sys/class/powercap"
+CPUINFO_PATH = Path("/proc/cpuinfo")
+
+UDEV_RULE_PATH = "/etc/udev/rules.d/99-wattprint-rapl.rules"
+UDEV_RULE = (
+    'ACTION!="remove", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
+    'RUN+="/bin/chmod a+r /sys%p/energy_uj"'
+)
+NO_TREE_FIX = (
+    "load the RAPL driver: sudo modprobe intel_rapl_msr (it brings intel_rapl_common). "
+    "Virtual machines and containers see no RAPL unless the host passes it through: bind-mount "
+    "the host's /sys/devices/virtual/powercap (e.g. docker run -v "
+    "/sys/devices/virtual/powercap:/host/powercap:ro) and set "
+    f"{ROOT_ENV}=/host/powercap"
+)
+
+_log = logging.getLogger("wattprint")
+
+_CONTROL_TYPE = "intel-rapl"
+_PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
+_PACKAGE_NAME = re.compile(r"package-(\d+)(?:-die-(\d+))?")
+_ATTRIBUTE_MAX_BYTES = 64
+_MAX_POWER_FILE = re.compile(r"constraint_\d+_max_power_uw")
+_NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
+    """Meters for each socket's package and DRAM energy, and what could not be metered and why.
+
+    ``root`` is the powercap directory; it defaults to env ``WATTPRINT_POWERCAP_ROOT``, else
+    ``/sys/class/powercap``. Every package zone of the tree gives a ``cpu`` and a ``dram`` entry,
+    each a meter or a ``Missing`` saying why not (see ``_survey``). Discovery never raises:
+    whatever fails becomes a ``Missing``.
+    """
+    base = powercap_root(root)
+    zones_dir = _zones_dir(base)
+    surveyed = _survey(zones_dir) if zones_dir is not None else []
+    if zones_dir is None or not surveyed:
+        reason = f"no RAPL powercap interface at {base}"
+        return Found(missing=[Missing(c, c, reason, NO_TREE_FIX) for c in ("cpu", "dram")])
+    found = Found()
+    model = cpu_model()
+    for entry in surveyed:
+        opened = entry if isinstance(entry, Missing) else _open_zone(entry, zones_dir, model)
+        if isinstance(opened, Missing):
+            found.missing.append(opened)
+        else:
+            found.meters.append(opened)
+    return found
+
+
+def powercap_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The powercap directory: ``root``, else env ``WATTPRINT_POWERCAP_ROOT``, else sysfs."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+
+
+def permission_fix(zones_dir: str | os.PathLike[str]) -> str:
+    """The commands that make ``energy_uj`` readable now, and after every reboot (udev rule)."""
+    d = os.fspath(zones_dir)
+    return (
+        f"sudo chmod a+r {d}/intel-rapl:*/energy_uj {d}/intel-rapl:*/intel-rapl:*/energy_uj "
+        f"(until reboot); to keep it: echo '{UDEV_RULE}' | sudo tee {UDEV_RULE_PATH} "
+        "&& sudo udevadm trigger --subsystem-match=powercap. This lets every local user read "
+        "RAPL again, the side channel CVE-2020-8694 closed; run as root instead where that matters"
+    )
+
+
+class RaplMeter(Meter):
+    """A RAPL energy counter; ``read_uj`` returns micro-joules or raises ``MeterError``.
+
+    One class for every RAPL reader (the sysfs files here, pyRAPL in ``backends.cpu.pyrapl``), so
+    all of them hand the sampler the same raw, wrapping counter in joules, with the zone's
+    ``max_power_w`` (see ``max_power_w``) bounding how fast it can wrap.
+    """
+
+    fast = True  # a sysfs read costs ~10 us
+
+    def __init__(
+        self,
+        info: MeterInfo,
+        read_uj: Callable[[], float],
+        wrap_j: float | None,
+        max_power_w: float | None,
+    ) -> None:
+        self.info = info
+        self.wrap_j = wrap_j
+        self.max_power_w = max_power_w
+        self._read_uj = read_uj
+
+    def read(self) -> Reading:
+        """The counter now, in joules (it wraps at ``wrap_j``)."""
+        t_s = time.monotonic()
+        return Reading(t_s=t_s, energy_j=self._read_uj() / 1e6)
+
+
+@dataclass(frozen=True, slots=True)
+class RaplZone:
+    """One metered powercap zone: a socket's (or die's) package, or its DRAM."""
+
+    path: Path
+    name: str
+    component: Component
+    device: str
+    package: tuple[int, int]  # (socket, die); die is 0 on single-die packages
+
+    @property
+    def energy_path(self) -> Path:
+        return self.path / "energy_uj"
+
+    @property
+    def range_path(self) -> Path:
+        return self.path / "max_energy_range_uj"
+
+
+def list_zones(root: Path) -> list[RaplZone]:
+    """The package and DRAM zones of the powercap tree at ``root`` that ``_survey`` finds."""
+    zones_dir = _zones_dir(root)
+    surveyed = _survey(zones_dir) if zones_dir is not None else []
+    return [entry for entry in surveyed if isinstance(entry, RaplZone)]
+
+
+def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
+    """Each package zone in ``zones_dir`` and its DRAM zone, by socket and die, package first.
+
+    A zone that cannot be read, or whose DRAM zone cannot be looked for, is a ``Missing`` in its
+    place, so no package goes unmentioned. A zone whose ``name`` cannot be read counts as a
+    package (it may be ``psys``; that cannot be told) named by its zone number (``cpuN`` and
+    ``dramN``), which is its socket on single-die CPUs. Reads
+    only the ``name`` files, which sysfs makes readable by all; ``core``, ``uncore``, ``psys``
+    and zones of other control types are left out.
+    """
+    try:
+        zone_dirs = _numbered(zones_dir, _PACKAGE_ZONE)
+    except OSError as exc:
+        reason, fix = _unreadable(zones_dir, exc, zones_dir)
+        return [Missing(c, c, reason, fix) for c in ("cpu", "dram")]
+    packages: list[tuple[tuple[int, int], RaplZone | Missing, RaplZone | Missing]] = []
+    named: set[tuple[int, int]] = set()
+    for zone_dir in zone_dirs:
+        try:
+            name = read_attribute(zone_dir / "name").strip()
+        except OSError as exc:
+            number = int(zone_dir.name.rpartition(":")[2], 16)
+            reason, fix = _unreadable(zone_dir, exc, zones_dir)
+            cpu, dram = (Missing(c, f"{c}{number}", reason, fix) for c in ("cpu", "dram"))
+            packages.append(((number, 0), cpu, dram))
+            continue
+        match = _PACKAGE_NAME.fullmatch(name)
+        if match is None:
+            _log.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
+            continue
+        package = (int(match[1]), int(match[2] or 0))
+        if package in named:
+            _log.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
+            continue
+        named.add(package)
+        suffix = f"{package[0]}-die{package[1]}" if match[2] is not None else f"{package[0]}"
+        zone = RaplZone(zone_dir, name, "cpu", f"cpu{suffix}", package)
+        packages.append((package, zone, _dram_zone(zone, f"dram{suffix}", zones_dir)))
+    packages.sort(key=lambda entry: entry[0])
+    return [entry for _, cpu, dram in packages for entry in (cpu, dram)]
+
+
+def cpu_model() -> str:
+    """The CPU's 'model name' from /proc/cpuinfo, or '' where it cannot be read."""
+    try:
+        with open(CPUINFO_PATH, encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def read_attribute(path: Path) -> str:
+    """The text of one sysfs attribute, freshly read: the one place this module reads sysfs.
+
+    Opened for each read because a sysfs value is produced at read time. Opened with
+    ``O_NONBLOCK`` and read only if ``fstat`` shows a regular file, as every sysfs attribute is:
+    a FIFO or a device in its place (a bind-mounted or hand-made tree) could block the reader,
+    which at an epoch edge is the training thread, so anything else raises ``OSError`` (EINVAL).
+    Tests wrap this function to make a file refuse root, which file modes cannot (see
+    ``tests.fake_powercap``).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+            why = f"{kind}, not a regular file like a sysfs attribute: a read could block"
+            raise OSError(errno.EINVAL, why, os.fspath(path))
+        return os.read(fd, _ATTRIBUTE_MAX_BYTES).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+
+
+def read_uint(path: Path) -> int:
+    """A non-negative integer attribute (``energy_uj``, ``max_energy_range_uj``, ``*_power_uw``).
+
+    Raises OSError when the file cannot be read and ValueError when it holds anything else.
+    """
+    text = read_attribute(path)
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{path} holds {text!r}, not a non-negative integer")
+    return int(value)
+
+
+def max_power_w(zone_dir: Path) -> float | None:
+    """The largest ``constraint_N_max_power_uw`` of a zone in W, or None where none reads > 0.
+
+    Each constraint (``long_term``, ``short_term``, ``peak_power``) is a power limit the hardware
+    holds the zone to over its time window, and ``max_power_uw`` the highest value that limit
+    accepts: the largest of them is the most the zone can draw as the hardware states it.
+    Constraints a CPU does not support fail to read (ENODATA) and are skipped.
+    """
+    try:
+        names = list_entries(zone_dir)
+    except OSError:
+        return None
+    limits_uw = [0]
+    for name in names:
+        if _MAX_POWER_FILE.fullmatch(name):
+            with contextlib.suppress(OSError, ValueError):
+                limits_uw.append(read_uint(zone_dir / name))
+    return max(limits_uw) / 1e6 or None
+
+
+def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missing:
+    """A meter for ``zone`` if its counter reads now, else why not and how to fix it."""
+    try:
+        read_uint(zone.energy_path)
+        range_uj = read_uint(zone.range_path)
+    except PermissionError as exc:
+        path = exc.filename or zone.energy_path
+        reason = f"{path} is readable by root only (Linux 5.10+, CVE-2020-8694)"
+        return Missing(zone.component, zone.device, reason, permission_fix(zones_dir))
+    except (OSError, ValueError) as exc:
+        return Missing(zone.component, zone.device, f"cannot read RAPL zone {zone.path}: {exc}")
+    if range_uj == 0:
+        return Missing(zone.component, zone.device, f"{zone.range_path} is 0: no usable counter")
+    info = MeterInfo(
+        device=zone.device,
+        component=zone.component,
+        model=f"{zone.name} ({model})" if model else zone.name,
+        method="rapl",
+        host_level=True,
+        detail=f"powercap {zone.energy_path}",
+    )
+    reader = _sysfs_reader(zone.energy_path)
+    return RaplMeter(info, reader, range_uj / 1e6, max_power_w(zone.path))
+
+
+def _sysfs_reader(path: Path) -> Callable[[], float]:
+    """A reader for one ``energy_uj`` file that turns every failure into ``MeterError``."""
+
+    def read_uj() -> float:
+        try:
+            return read_uint(path)
+        except OSError as exc:
+            raise MeterError(f"cannot read RAPL counter {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise MeterError(f"bad RAPL counter: {exc}") from exc
+
+    return read_uj
+
+
+def _dram_zone(package: RaplZone, device: str, zones_dir: Path) -> RaplZone | Missing:
+    """The DRAM sub-zone of a package zone, or why there is none or it cannot be told."""
+    pattern = re.compile(re.escape(package.path.name) + r":([0-9a-f]+)")
+    try:
+        sub_dirs = _numbered(package.path, pattern)
+    except OSError as exc:
+        return Missing("dram", device, *_unreadable(package.path, exc, zones_dir))
+    unreadable: Missing | None = None
+    for sub_dir in sub_dirs:
+        try:
+            name = read_attribute(sub_dir / "name").strip()
+        except OSError as exc:
+            unreadable = unreadable or Missing(
+                "dram", device, *_unreadable(sub_dir, exc, zones_dir)
+            )
+            continue
+        if name == "dram":
+            return RaplZone(sub_dir, "dram", "dram", device, package.package)
+    return unreadable or Missing("dram", device, "no DRAM RAPL zone on this CPU", "")
+
+
+def _unreadable(zone_dir: Path, exc: OSError, zones_dir: Path) -> tuple[str, str]:
+    """Why a zone directory (or its ``name``) could not be read, and the fix: (reason, fix)."""
+    if isinstance(exc, PermissionError):
+        reason = f"{exc.filename or zone_dir} cannot be read: permission denied"
+        fix = (
+            f"sudo chmod a+rx {zone_dir} && sudo chmod a+r {zone_dir}/name (sysfs makes both "
+            f"readable by all), then: {permission_fix(zones_dir)}"
+        )
+        return reason, fix
+    return f"cannot read RAPL zone {zone_dir}: {exc}", ""
+
+
+def list_entries(directory: Path) -> list[str]:
+    """The names in one powercap directory: the one place this module lists sysfs.
+
+    Raises ``OSError``. Tests wrap it, as ``read_attribute``, to make a directory refuse root.
+    """
+    return os.listdir(directory)
+
+
+def _zones_dir(base: Path) -> Path | None:
+    """Where the package zones are: ``base`` (class layout) or ``base/intel-rapl`` (devices)."""
+    for candidate in (base, base / _CONTROL_TYPE):
+        try:
+            if any(_PACKAGE_ZONE.fullmatch(name) for name in list_entries(candidate)):
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def _numbered(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Entries of ``directory`` whose name fully matches ``pattern``, by their hexadecimal id.
+
+    Raises ``OSError`` when ``directory`` cannot be listed.
+    """
+    matched = [
+        (int(m[1], 16), name) for name in list_entries(directory) if (m := pattern.fullmatch(name))
+    ]
+    return [directory / name for _, name in sorted(matched)]

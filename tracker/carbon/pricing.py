@@ -1,0 +1,65 @@
+"""Turns energy into gCO2e: energy x PUE x the grid intensity over the time the energy was used.
+
+The sampler prices every interval as it is measured, so a changing intensity is weighted by the
+power drawn while it held. Monotonic times are mapped to UTC with one offset taken at start, so
+a wall-clock jump moves no label into another epoch's arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from tracker.carbon.intensity import IntensitySource
+from tracker.notices import Notices
+
+J_PER_KWH = 3.6e6
+
+
+def validate_pue(pue: float) -> float:
+    """Check a power usage effectiveness value: a finite number of at least 1.0."""
+    if isinstance(pue, bool) or not isinstance(pue, int | float) or not math.isfinite(pue):
+        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
+    if pue < 1.0:
+        raise ValueError(
+            f"pue must be >= 1.0 (facility energy / IT energy; 1.0 means no overhead), got {pue}"
+        )
+    return float(pue)
+
+
+class Carbon:
+    """Prices energy spent between two monotonic times with an intensity source and a PUE."""
+
+    def __init__(self, source: IntensitySource, pue: float, notices: Notices) -> None:
+        self.source = source
+        self.pue = validate_pue(pue)
+        self._notices = notices
+        self._unix_offset_s = time.time() - time.monotonic()
+        self._last_good_g_per_kwh: float | None = None
+
+    def to_unix(self, monotonic_s: float) -> float:
+        """The UTC (unix) time of a monotonic instant of this run."""
+        return monotonic_s + self._unix_offset_s
+
+    def intensity(self, start_s: float, end_s: float) -> float:
+        """The time-weighted mean intensity (gCO2e/kWh) over a monotonic interval."""
+        try:
+            value = self.source.mean_g_per_kwh(self.to_unix(start_s), self.to_unix(end_s))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"intensity source returned {value!r}")
+        except Exception as error:  # the carbon module must never break the training loop
+            fallback = self._last_good_g_per_kwh
+            self._notices.warn(
+                "intensity",
+                f"carbon intensity could not be read ({error}); using "
+                + (f"the last good value {fallback:g} g/kWh" if fallback is not None else "NaN"),
+            )
+            return fallback if fallback is not None else math.nan
+        self._last_good_g_per_kwh = value
+        return value
+
+    def co2_g(self, energy_j: float, start_s: float, end_s: float) -> float:
+        """gCO2e of ``energy_j`` IT joules spent between two monotonic times, PUE included."""
+        if energy_j == 0.0:
+            return 0.0
+        return energy_j * self.pue / J_PER_KWH * self.intensity(start_s, end_s)

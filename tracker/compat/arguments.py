@@ -1,0 +1,128 @@
+"""carbontracker's constructor arguments turned into wattprint's: components, simulated meters.
+
+Each function checks one argument (a ``ValueError`` names it) or returns the notes to warn about
+where wattprint cannot honour it; ``tracker.compat.carbontracker`` explains the meanings.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Sequence
+
+from backends.base import Component, Meter
+from backends.cpu.estimate import CpuEstimateMeter
+from backends.discover import discover
+from backends.gpu.estimate import GpuEstimateMeter
+
+DEFAULT_SIM_UTILISATION = 0.5  # carbontracker's default for sim_cpu_util and sim_gpu_util
+_COMPONENTS: dict[str, tuple[Component, ...]] = {"gpu": ("gpu",), "cpu": ("cpu", "dram")}
+
+
+def checked_int(name: str, value: int, minimum: int) -> int:
+    """``value`` if it is an int >= ``minimum`` (not a bool), else a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def components_of(components: str) -> tuple[Component, ...]:
+    """carbontracker's comma-separated component string as wattprint components."""
+    accepted = "'all', 'gpu', 'cpu' or 'gpu,cpu'"
+    if not isinstance(components, str):
+        raise ValueError(f"components must be one of {accepted}, got {components!r}")
+    names = [c for c in components.replace(" ", "").lower().split(",") if c]
+    if names == ["all"]:
+        names = ["gpu", "cpu"]
+    if not names or any(n not in _COMPONENTS for n in names):
+        raise ValueError(f"components must be one of {accepted}, got {components!r}")
+    chosen = {c for n in names for c in _COMPONENTS[n]}
+    return tuple(c for c in ("gpu", "cpu", "dram") if c in chosen)
+
+
+def simulated_meters(
+    components: Sequence[Component],
+    sim_cpu: str | None,
+    sim_cpu_tdp: float | None,
+    sim_cpu_util: float | None,
+    sim_gpu: str | None,
+    sim_gpu_watts: float | None,
+    sim_gpu_util: float | None,
+) -> tuple[list[Meter] | None, list[str]]:
+    """The simulated meters plus those discovered for the rest; None when nothing is simulated."""
+    simulated: list[Meter] = []
+    notes: list[str] = []
+    for kind, name, watts, util in (
+        ("cpu", sim_cpu, sim_cpu_tdp, sim_cpu_util),
+        ("gpu", sim_gpu, sim_gpu_watts, sim_gpu_util),
+    ):
+        watts_arg = "sim_cpu_tdp" if kind == "cpu" else "sim_gpu_watts"
+        if name is None or watts is None:
+            if (name, watts, util) != (None, None, None):
+                notes.append(
+                    f"sim_{kind} needs both sim_{kind} (a name) and {watts_arg} (W), as in "
+                    f"carbontracker; the {kind.upper()} is measured instead"
+                )
+            continue
+        if kind not in components:
+            notes.append(f"sim_{kind} ignored: components leaves out {kind}")
+            continue
+        utilisation = _checked_sim(kind, name, watts, util)
+        detail = _sim_detail(kind, watts, util)
+        if kind == "gpu":
+            simulated.append(GpuEstimateMeter(name, float(watts), utilisation, detail=detail))
+        else:
+            simulated.append(CpuEstimateMeter(float(watts), name, detail, utilisation))
+    if not simulated:
+        return None, notes
+    rest = [c for c in components if not any(m.info.component == c for m in simulated)]
+    found = discover(rest) if rest else None
+    if found is not None:
+        notes += [f"{m.device} not measured: {m.reason}. Fix: {m.fix}" for m in found.missing]
+    return simulated + (found.meters if found is not None else []), notes
+
+
+def _checked_sim(kind: str, name: object, watts: object, util: object) -> float:
+    """The utilisation to simulate at, after checking the sim_* arguments of one kind."""
+    watts_arg = "sim_cpu_tdp" if kind == "cpu" else "sim_gpu_watts"
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"sim_{kind} must be a non-empty {kind.upper()} name, got {name!r}")
+    if isinstance(watts, bool) or not isinstance(watts, int | float) or not watts >= 0:
+        raise ValueError(f"{watts_arg} must be a number of watts >= 0, got {watts!r}")
+    if not math.isfinite(watts):
+        raise ValueError(f"{watts_arg} must be a number of watts >= 0, got {watts!r}")
+    if util is None:
+        return DEFAULT_SIM_UTILISATION
+    if isinstance(util, bool) or not isinstance(util, int | float) or not 0.0 <= util <= 1.0:
+        raise ValueError(f"sim_{kind}_util must be a number between 0 and 1, got {util!r}")
+    return float(util)
+
+
+def _sim_detail(kind: str, watts: float, util: float | None) -> str:
+    given = "given" if util is not None else "carbontracker's default"
+    share = DEFAULT_SIM_UTILISATION if util is None else util
+    what = "TDP" if kind == "cpu" else "power"
+    return f"simulated: {what} {watts:g} W x utilisation {share:g} ({given})"
+
+
+def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
+    if api_keys is None:
+        return []
+    if not isinstance(api_keys, dict) or any(k.lower() != "electricitymaps" for k in api_keys):
+        raise ValueError(
+            f"api_keys must be a dict like {{'electricitymaps': KEY}}, got keys "
+            f"{list(api_keys) if isinstance(api_keys, dict) else api_keys!r}"
+        )
+    return [
+        "api_keys is not used: wattprint does no geo-IP lookup to pick an Electricity Maps "
+        "zone; set ELECTRICITYMAPS_TOKEN and pass intensity=ElectricityMaps('<zone>'), or "
+        "location='<country>' for its table value"
+    ]
+
+
+def run_id_with(prefix: str) -> str:
+    if not isinstance(prefix, str) or any(c in prefix for c in "/\\\0"):
+        raise ValueError(f"log_file_prefix must be text without path separators, got {prefix!r}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    return f"{prefix}{'' if not prefix or prefix.endswith(('-', '_')) else '-'}{stamp}"

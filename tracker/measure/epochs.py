@@ -1,0 +1,255 @@
+"""Turns two boundary snapshots into an ``EpochRecord``: energy per device and component, CO2.
+
+Pure arithmetic on what the sampler cut: the difference of each meter's cumulative figures. A meter
+that had failed before the epoch began contributes ``None`` (not measured), never 0; one that failed
+during it keeps what it measured and is marked ``failed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from backends.base import COMPONENTS, Component, Meter
+from tracker.carbon.pricing import J_PER_KWH, Carbon
+from tracker.measure.sampler import MeterSnapshot
+from tracker.output.logs import utc_label
+from tracker.records import DeviceEnergy, EpochRecord, RunSummary
+
+if TYPE_CHECKING:
+    from tracker.measure.predict import Prediction, PredictionCheck
+
+
+def build_record(
+    *,
+    run_id: str,
+    epoch: int,
+    meters: Sequence[Meter],
+    start: tuple[float, dict[str, MeterSnapshot]],
+    end: tuple[float, dict[str, MeterSnapshot]],
+    carbon: Carbon,
+    components: Sequence[Component],
+    host: str,
+    rank: int,
+    partial: bool,
+    uncovered: Collection[Component] = (),
+) -> EpochRecord:
+    """The record of the epoch between two snapshots of the same meters.
+
+    ``uncovered``: components some of whose devices have no meter (``methods`` then says
+    ``+missing``, e.g. ``cpu=rapl+missing`` when only one of two packages can be read).
+    """
+    (start_s, first), (end_s, last) = start, end
+    duration_s = end_s - start_s
+    devices = tuple(
+        _device_energy(m, first[m.info.device], last[m.info.device], duration_s, host, rank)
+        for m in meters
+    )
+    co2_g = sum_optional(
+        last[m.info.device].co2_g - first[m.info.device].co2_g
+        for m in meters
+        if first[m.info.device].failed_at_s is None
+    )
+    by_component = {c: component_total(devices, c) for c in COMPONENTS}
+    it_energy_j = sum_optional(by_component.values())
+    facility_kwh = facility_kwh_of(it_energy_j, carbon.pue)
+    intensity = intensity_of(co2_g, facility_kwh)
+    if math.isnan(intensity):
+        intensity = carbon.intensity(start_s, end_s)
+    gpus = [d for d in devices if d.component == "gpu" and d.energy_j is not None]
+    gpu_peak = sum(d.peak_w for d in gpus if d.peak_w is not None) if gpus else None
+    return EpochRecord(
+        run_id=run_id,
+        epoch=epoch,
+        start_utc=utc_label(carbon.to_unix(start_s)),
+        end_utc=utc_label(carbon.to_unix(end_s)),
+        start_s=start_s,
+        end_s=end_s,
+        duration_s=duration_s,
+        gpu_energy_j=by_component["gpu"],
+        cpu_energy_j=by_component["cpu"],
+        dram_energy_j=by_component["dram"],
+        it_energy_j=it_energy_j,
+        pue=carbon.pue,
+        facility_energy_kwh=facility_kwh,
+        intensity_g_per_kwh=intensity,
+        co2_g=co2_g,
+        gpu_avg_w=rate(by_component["gpu"], duration_s),
+        gpu_peak_w=gpu_peak,
+        methods=methods(devices, components, uncovered),
+        devices=devices,
+        partial=partial,
+    )
+
+
+class Totals:
+    """Running totals over epoch records, so a summary costs the same after 10 or 10,000 epochs.
+
+    Sums over nothing measured stay None (never a silent 0). ``done_*`` count only the epochs
+    that completed (not ``partial``), which a prediction is checked against.
+    """
+
+    def __init__(self) -> None:
+        self.epochs = 0
+        self.duration_s = 0.0
+        self.component_j: dict[Component, float | None] = dict.fromkeys(COMPONENTS)
+        self.it_energy_j: float | None = None
+        self.facility_kwh: float | None = None
+        self.co2_g: float | None = None
+        self.methods = ""
+        self.done_epochs = 0
+        self.done_duration_s = 0.0
+        self.done_it_energy_j = 0.0
+        self.done_co2_g = 0.0
+
+    @classmethod
+    def of(cls, records: Iterable[EpochRecord]) -> Totals:
+        """The totals of ``records``."""
+        totals = cls()
+        for record in records:
+            totals.add(record)
+        return totals
+
+    def add(self, record: EpochRecord) -> None:
+        """Count one more epoch."""
+        self.epochs += 1
+        self.duration_s += record.duration_s
+        for component in COMPONENTS:
+            self.component_j[component] = sum_optional(
+                (self.component_j[component], record.component_energy_j(component))
+            )
+        self.it_energy_j = sum_optional((self.it_energy_j, record.it_energy_j))
+        self.facility_kwh = sum_optional((self.facility_kwh, record.facility_energy_kwh))
+        self.co2_g = sum_optional((self.co2_g, record.co2_g))
+        self.methods = record.methods
+        if not record.partial:
+            self.done_epochs += 1
+            self.done_duration_s += record.duration_s
+            self.done_it_energy_j += math.nan if record.it_energy_j is None else record.it_energy_j
+            self.done_co2_g += math.nan if record.co2_g is None else record.co2_g
+
+
+def summarise(
+    run_id: str,
+    run_dir: str,
+    totals: Totals,
+    intensity_source: str,
+    *,
+    missing: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    pue: float | None = None,
+    nominal_intensity: float = math.nan,
+    prediction: Prediction | None = None,
+    prediction_check: PredictionCheck | None = None,
+) -> RunSummary:
+    """The run's summary from its running ``totals``, one process's or a whole job's.
+
+    ``pue`` is the run's own; a job's records may carry several, and then the effective ratio of
+    facility to IT energy is reported. ``nominal_intensity`` stands where no energy was measured.
+    """
+    it_energy_j, facility_kwh, co2_g = totals.it_energy_j, totals.facility_kwh, totals.co2_g
+    if pue is None:
+        pue = effective_pue(it_energy_j, facility_kwh, 1.0)
+    intensity = intensity_of(co2_g, facility_kwh)
+    return RunSummary(
+        run_id=run_id,
+        run_dir=run_dir,
+        epochs=totals.epochs,
+        duration_s=totals.duration_s,
+        gpu_energy_j=totals.component_j["gpu"],
+        cpu_energy_j=totals.component_j["cpu"],
+        dram_energy_j=totals.component_j["dram"],
+        it_energy_j=it_energy_j,
+        pue=pue,
+        facility_energy_kwh=facility_kwh,
+        co2_g=co2_g,
+        intensity_g_per_kwh=nominal_intensity if math.isnan(intensity) else intensity,
+        intensity_source=intensity_source,
+        methods=totals.methods,
+        missing=tuple(missing),
+        warnings=tuple(warnings),
+        prediction=prediction,
+        prediction_check=prediction_check,
+    )
+
+
+def sum_optional(values: Iterable[float | None]) -> float | None:
+    """The sum of the known values; None when none is known (never a silent 0)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def facility_kwh_of(it_energy_j: float | None, pue: float) -> float | None:
+    """Facility energy in kWh: IT energy in J times PUE; None where the IT energy is unknown."""
+    return None if it_energy_j is None else it_energy_j * pue / J_PER_KWH
+
+
+def effective_pue(it_energy_j: float | None, facility_kwh: float | None, default: float) -> float:
+    """The ratio of facility to IT energy, or ``default`` where there is no IT energy."""
+    if it_energy_j is None or facility_kwh is None or it_energy_j <= 0:
+        return default
+    return facility_kwh * J_PER_KWH / it_energy_j
+
+
+def intensity_of(co2_g: float | None, facility_kwh: float | None) -> float:
+    """The gCO2e per facility kWh the energy was priced at; NaN where there was no energy."""
+    if co2_g is None or facility_kwh is None or facility_kwh <= 0:
+        return math.nan
+    return co2_g / facility_kwh
+
+
+def rate(energy_j: float | None, duration_s: float) -> float | None:
+    """Average power over a span, or None where the energy is unknown or the span empty."""
+    return energy_j / duration_s if energy_j is not None and duration_s > 0 else None
+
+
+def component_total(devices: Sequence[DeviceEnergy], component: Component) -> float | None:
+    """A component's energy: the sum over its measured devices, None if none was measured."""
+    return sum_optional([d.energy_j for d in devices if d.component == component])
+
+
+def methods(
+    devices: Sequence[DeviceEnergy],
+    components: Sequence[Component],
+    uncovered: Collection[Component] = (),
+) -> str:
+    """How each component was measured, e.g. ``gpu=counter;cpu=rapl+missing;dram=estimate``.
+
+    ``missing`` joins the methods of a component in ``uncovered`` (some of its devices have no
+    meter), so a total over part of a component never passes for the whole.
+    """
+    parts = []
+    for component in components:
+        found = sorted({str(d.method) for d in devices if d.component == component})
+        if found and component in uncovered:
+            found.append("missing")
+        parts.append(f"{component}={'+'.join(found) if found else 'none'}")
+    return ";".join(parts)
+
+
+def _device_energy(
+    meter: Meter,
+    start: MeterSnapshot,
+    end: MeterSnapshot,
+    duration_s: float,
+    host: str,
+    rank: int,
+) -> DeviceEnergy:
+    info = meter.info
+    energy_j = None if start.failed_at_s is not None else end.energy_j - start.energy_j
+    avg_w = rate(energy_j, duration_s)
+    peak_w = end.peak_w if end.peak_w is not None else avg_w
+    if peak_w is not None and avg_w is not None:
+        peak_w = max(peak_w, avg_w)
+    return DeviceEnergy(
+        device=info.device,
+        component=info.component,
+        model=info.model,
+        method="failed" if end.failed_at_s is not None else info.method,
+        energy_j=energy_j,
+        avg_w=avg_w,
+        peak_w=peak_w if energy_j is not None else None,
+        host=host,
+        rank=rank,
+    )

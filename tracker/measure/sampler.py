@@ -1,0 +1,476 @@
+"""Background sampling of meters into a cumulative energy and emissions figure per meter.
+
+One daemon thread polls every meter each ``interval_s``. A counter meter contributes the
+wrap-corrected difference of its counter; a power meter the trapezoid integral of its readings.
+Each interval's energy is priced at once by the carbon function, so emissions follow
+power x intensity over time.
+
+Epoch boundaries are cut on the caller's thread by ``snapshot()`` without waiting on slow reads:
+fast meters (RAPL files, NVML power) are read there and then. A slow energy counter (the NVML
+counter, ~4 ms a read, updated every 100 ms on Hopper) is read by a ``GridFollower`` thread of its
+own just after each update, so an edge takes the counter's value for its window; a counter without
+such a grid is completed from its last sampler read plus the trapezoid of its cheap power hint over
+the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add up exactly
+to the run's total, and that curve never decreases: a completed gap that a later read shows to
+have been too high is held at the value already handed out until the measured curve passes it
+(the excess is repaid by the next epochs, never taken back from a finished one, so no epoch is
+ever negative). State per meter is a handful of numbers: memory does not grow.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from backends.base import Meter, Reading
+from tracker.measure import follower
+from tracker.measure.follower import FollowBudget, GridFollower, safe_hint
+from tracker.notices import Notices
+
+# gCO2e for `energy_j` joules spent between two monotonic times (PUE included).
+CarbonFn = Callable[[float, float, float], float]
+# (monotonic time, device, average power since the previous point)
+TimelinePoint = tuple[float, str, float]
+
+_TIMELINE_FLUSH_ROWS = 512
+_MIN_RATE_SPAN_S = 0.01
+# A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
+_STALE_INTERVALS = 3
+_STALE_MIN_S = 1.0
+_READS_PER_WRAP = 3  # reads per shortest wrap period of a counter: no wrap can go unseen
+_SHORTEST_WRAP_READ_S = 0.01  # the sampler reads no faster than this, whatever the counters
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSnapshot:
+    """A meter's cumulative figures at a boundary, and its highest power since the previous one."""
+
+    energy_j: float
+    co2_g: float
+    peak_w: float | None
+    failed_at_s: float | None
+
+
+class Sampler:
+    """Polls meters on a daemon thread and cuts exact epoch boundaries on the caller's thread."""
+
+    def __init__(
+        self,
+        meters: Sequence[Meter],
+        carbon: CarbonFn,
+        notices: Notices,
+        interval_s: float,
+        timeline_period_s: float,
+        on_timeline: Callable[[list[TimelinePoint]], None],
+        follow_budget: FollowBudget | None = None,
+    ) -> None:
+        self._states = [_MeterState(m) for m in meters]
+        self._follow_budget = follow_budget or follower.BUDGET
+        self._carbon = carbon
+        self._notices = notices
+        self._interval_s = self._within_wraps(interval_s)
+        self._stale_s = max(_STALE_INTERVALS * self._interval_s, _STALE_MIN_S)
+        self._timeline_period_s = timeline_period_s
+        self._on_timeline = on_timeline
+        self._timeline: list[TimelinePoint] = []
+        self._jobs: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def meters(self) -> list[Meter]:
+        """The meters sampled, in discovery order."""
+        return [s.meter for s in self._states]
+
+    def start(self) -> None:
+        """Take the first reading of every meter; start the followers and the sampling thread."""
+        self.poll()
+        for state in self._states:  # slow counters (NVML's), read by a thread of their own
+            if not state.meter.fast and state.raw_j is not None and state.failed_at_s is None:
+                assert state.t_s is not None
+                seed = ((state.read_started_s + state.t_s) / 2, state.raw_j)
+                host = _FollowerHost(self, state)
+                state.follower = GridFollower(state.meter, host, seed, self._follow_budget)
+                state.follower.start()
+        self._thread = threading.Thread(target=self._run, name="wattprint-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, run what is queued, hand over the timeline and close the meters."""
+        self._stopping.set()
+        self._wake.set()
+        for state in self._states:
+            if state.follower is not None:
+                state.follower.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._run_jobs()
+        with self._lock:  # the last, shorter timeline window of every meter
+            for state in self._states:
+                if state.t_s is not None and state.t_s > state.timeline_t_s:
+                    self._add_timeline_point(state)
+        self.flush_timeline()
+        for state in self._states:
+            try:
+                state.meter.close()
+            except Exception as error:  # a driver failing at shutdown loses nothing measured
+                device = state.meter.info.device
+                self._notices.warn(f"close:{device}", f"closing {device} failed: {error}")
+
+    def call_soon(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the sampler thread at once (off the training thread)."""
+        with self._lock:
+            self._jobs.append(job)
+        if self._thread is None or not self._thread.is_alive():
+            self._run_jobs()
+        else:
+            self._wake.set()
+
+    def poll(self) -> None:
+        """Read every working meter once and fold the readings into the cumulative figures."""
+        for state in self._states:
+            if state.failed_at_s is not None or _followed(state):
+                continue
+            if state.meter.fast:
+                with self._lock:
+                    self._read_and_apply(state)
+            else:
+                reading, hint = self._read_slow(state)
+                with self._lock:
+                    if reading is not None and not _followed(state):  # locked meanwhile
+                        self._apply(state, reading, hint)
+        if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
+            self.flush_timeline()
+
+    def snapshot(self) -> tuple[float, dict[str, MeterSnapshot]]:
+        """Cut a boundary now: each meter's cumulative energy and CO2 at one monotonic instant.
+
+        Runs on the caller's thread and never waits on a slow read: fast meters are read here and
+        their reading is the boundary; slow ones are completed to ``boundary_s`` from their last
+        read, unless the sampler thread has been starved of them (then they are read here too, so
+        counters stay exact). Resets the per-meter peaks.
+        """
+        self._read_stale()
+        hints = {  # a followed counter reads its hint at the edge, in the rare case it needs one
+            id(s): safe_hint(s.meter)
+            for s in self._states
+            if not s.meter.fast and s.failed_at_s is None and not _followed(s)
+        }
+        boundary_s = time.monotonic()
+        result: dict[str, MeterSnapshot] = {}
+        with self._lock:
+            for state in self._states:
+                if state.meter.fast and state.failed_at_s is None:
+                    self._read_and_apply(state)
+                result[state.meter.info.device] = self._cut(state, boundary_s, hints.get(id(state)))
+        return boundary_s, result
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _within_wraps(self, interval_s: float) -> float:
+        """The sampling period, shortened where a counter could wrap more than once between reads.
+
+        A wrapping counter (RAPL) read a whole range or more apart loses wraps that no later read
+        can recover; at its hardware's maximum power it wraps every ``wrap_j / max_power_w`` s,
+        so it is read at least ``_READS_PER_WRAP`` times in that span.
+        """
+        bounds = [
+            (m.wrap_j / m.max_power_w, m.info.device)
+            for m in self.meters
+            if m.wrap_j and m.max_power_w and m.max_power_w > 0
+        ]
+        if not bounds:
+            return interval_s
+        wrap_s, device = min(bounds)
+        needed_s = wrap_s / _READS_PER_WRAP
+        if needed_s >= interval_s:
+            return interval_s
+        shortened_s = max(needed_s, _SHORTEST_WRAP_READ_S)
+        impossible = needed_s < _SHORTEST_WRAP_READ_S
+        self._notices.warn(
+            f"wrap:{device}",
+            f"{device}'s counter can wrap every {wrap_s:.3g} s at its maximum power, faster than "
+            f"the sampling interval allows; sampling every {shortened_s:.3g} s instead"
+            + (
+                ", which still cannot follow every wrap at full power: its energy may be low"
+                if impossible
+                else ""
+            ),
+        )
+        return shortened_s
+
+    def _run(self) -> None:
+        next_s = time.monotonic() + self._interval_s
+        while not self._stopping.is_set():
+            woken = self._wake.wait(max(0.0, next_s - time.monotonic()))
+            if self._stopping.is_set():
+                break
+            if woken:
+                self._wake.clear()
+                self._run_jobs()
+            now = time.monotonic()
+            if now >= next_s:
+                self.poll()
+                # Skip ticks missed while starved rather than firing them in a burst.
+                next_s += self._interval_s * max(1, int((now - next_s) / self._interval_s) + 1)
+
+    def _run_jobs(self) -> None:
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            try:
+                job()
+            except Exception as error:  # a failed log write must never end sampling
+                self._notices.warn(
+                    f"job:{type(error).__name__}", f"wattprint background task failed: {error!r}"
+                )
+
+    def flush_timeline(self) -> None:
+        """Hand the buffered power timeline to ``on_timeline`` now (at epoch edges and stop)."""
+        with self._lock:
+            points, self._timeline = self._timeline, []
+        if points:
+            self._on_timeline(points)
+
+    def _read_stale(self) -> None:
+        """Read on this thread the slow meters the sampler thread has not reached for a while."""
+        oldest_s = time.monotonic() - self._stale_s
+        for state in self._states:
+            last_s = state.t_s
+            if state.meter.fast or state.failed_at_s is not None or _followed(state):
+                continue
+            if last_s is not None and last_s < oldest_s:
+                reading, hint = self._read_slow(state)
+                if reading is not None:
+                    with self._lock:
+                        self._apply(state, reading, hint)
+
+    def _read_slow(self, state: _MeterState) -> tuple[Reading | None, float | None]:
+        state.read_started_s = time.monotonic()
+        try:
+            reading = state.meter.read()
+        except Exception as error:
+            with self._lock:
+                self._fail(state, error)
+            return None, None
+        return reading, safe_hint(state.meter)
+
+    def _read_and_apply(self, state: _MeterState) -> None:
+        try:
+            reading = state.meter.read()
+        except Exception as error:
+            self._fail(state, error)
+            return
+        self._apply(state, reading, None)
+
+    def _fail(self, state: _MeterState, error: Exception) -> None:
+        info = state.meter.info
+        state.failed_at_s = time.monotonic()
+        self._notices.warn(
+            f"meter:{info.device}",
+            f"{info.device} ({info.model}, {info.method}) stopped working and is no longer "
+            f"measured: {error}",
+        )
+
+    def _apply(self, state: _MeterState, reading: Reading, hint_w: float | None) -> None:
+        value = reading.energy_j if reading.energy_j is not None else reading.power_w
+        if value is None or not math.isfinite(value) or value < 0:
+            device = state.meter.info.device
+            self._notices.warn(
+                f"bad:{device}",
+                f"{device} ({state.meter.info.model}) gave an impossible reading ({value!r}); "
+                "such readings are skipped, and the span around them is taken from its neighbours",
+            )
+            return
+        t_s = reading.t_s
+        if state.t_s is None:
+            state.t_s = t_s
+            state.raw_j = reading.energy_j
+            state.power_w = reading.power_w if reading.power_w is not None else hint_w
+            state.timeline_t_s, state.timeline_j = t_s, 0.0
+            return
+        dt = t_s - state.t_s
+        if dt <= 0:
+            return
+        if reading.energy_j is not None:
+            delta_j = self._counter_delta(state, reading.energy_j, dt)
+            state.raw_j = reading.energy_j
+            # Back-to-back boundary reads span microseconds: too short to say anything of power.
+            if dt < _MIN_RATE_SPAN_S and state.power_w is not None:
+                rate_w = state.power_w
+            else:
+                rate_w = delta_j / dt
+            now_w = hint_w if hint_w is not None else rate_w
+            peak_w = rate_w
+        else:
+            now_w = reading.power_w if reading.power_w is not None else 0.0
+            if dt > self._stale_s and state.meter.info.method == "power":
+                self._notices.warn(
+                    f"gap:{state.meter.info.device}",
+                    f"{state.meter.info.device}: no power reading for {dt:.1f} s (the sampler "
+                    "was starved, e.g. by a busy thread holding the GIL); the energy over such a "
+                    "gap is interpolated between its two ends and may be inexact",
+                )
+            previous_w = state.power_w if state.power_w is not None else now_w
+            delta_j = (previous_w + now_w) / 2 * dt
+            peak_w = now_w
+        state.energy_j += delta_j
+        state.co2_g += self._carbon(delta_j, state.t_s, t_s)
+        state.peak_w = peak_w if state.peak_w is None else max(state.peak_w, peak_w)
+        state.t_s, state.power_w = t_s, now_w
+        if t_s - state.timeline_t_s >= self._timeline_period_s:
+            self._add_timeline_point(state)
+
+    def _add_timeline_point(self, state: _MeterState) -> None:
+        """The meter's average power since its previous timeline point (never below 0 W)."""
+        assert state.t_s is not None
+        average_w = (state.energy_j - state.timeline_j) / (state.t_s - state.timeline_t_s)
+        self._timeline.append((state.t_s, state.meter.info.device, max(average_w, 0.0)))
+        state.timeline_t_s, state.timeline_j = state.t_s, state.energy_j
+
+    def _counter_delta(self, state: _MeterState, raw_j: float, dt: float) -> float:
+        """Energy between two counter reads, unwrapping RAPL-style counters and catching resets."""
+        assert state.raw_j is not None
+        delta_j = raw_j - state.raw_j
+        wrap_j = state.meter.wrap_j
+        device = state.meter.info.device
+        expected_j = state.power_w * dt if state.power_w is not None else None
+        if wrap_j:
+            if delta_j < 0:
+                delta_j += wrap_j
+            if expected_j is not None:
+                extra = round((expected_j - delta_j) / wrap_j)
+                if extra >= 1:
+                    delta_j += extra * wrap_j
+                    self._notices.warn(
+                        f"multiwrap:{device}",
+                        f"{device}: the counter wrapped {extra + 1} times between two reads "
+                        f"{dt:.1f} s apart (sampler starved?); the extra wraps were inferred from "
+                        "the preceding power and may be inexact",
+                    )
+        elif delta_j < 0:
+            delta_j = expected_j if expected_j is not None else 0.0
+            self._notices.warn(
+                f"reset:{device}",
+                f"{device}: the energy counter went backwards (driver reload?); the {dt:.1f} s "
+                "around it were estimated from the preceding power",
+            )
+        return delta_j
+
+    def _cut(self, state: _MeterState, boundary_s: float, hint_w: float | None) -> MeterSnapshot:
+        energy_j, co2_g = state.energy_j, state.co2_g
+        slow = not state.meter.fast
+        grid = state.follower
+        if grid is not None and grid.locked and state.failed_at_s is None:
+            edge = grid.edge(boundary_s)  # the counter's value for the edge's window
+            energy_j += edge.energy_j
+            co2_g += _signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
+        elif (
+            slow
+            and state.t_s is not None
+            and state.power_w is not None
+            and state.failed_at_s is None
+        ):
+            gap_s = boundary_s - state.t_s
+            end_w = hint_w if hint_w is not None else state.power_w
+            if gap_s > 0:  # slow meter: complete the gap since its last read
+                tail_j = (state.power_w + end_w) / 2 * gap_s
+                energy_j += tail_j
+                co2_g += self._carbon(tail_j, state.t_s, boundary_s)
+                peak = max(state.peak_w or 0.0, end_w)
+                state.peak_w = peak
+            elif gap_s < 0:  # read a moment after the boundary: take back that moment
+                back_j = state.power_w * -gap_s
+                energy_j -= back_j
+                co2_g -= self._carbon(back_j, boundary_s, state.t_s)
+            if grid is not None:  # calibrating: corrected once the grid is known
+                grid.note_edge(boundary_s, energy_j)
+        # Never below a value already handed out: the curve does not decrease (module docstring).
+        state.cut_j, state.cut_co2_g = max(energy_j, state.cut_j), max(co2_g, state.cut_co2_g)
+        snap = MeterSnapshot(state.cut_j, state.cut_co2_g, state.peak_w, state.failed_at_s)
+        state.peak_w = None
+        return snap
+
+
+class _MeterState:
+    """The bounded per-meter state: last read, cumulative figures, peak, timeline anchor."""
+
+    __slots__ = (
+        "co2_g",
+        "cut_co2_g",
+        "cut_j",
+        "energy_j",
+        "failed_at_s",
+        "follower",
+        "meter",
+        "peak_w",
+        "power_w",
+        "raw_j",
+        "read_started_s",
+        "t_s",
+        "timeline_j",
+        "timeline_t_s",
+    )
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.t_s: float | None = None
+        self.raw_j: float | None = None
+        self.power_w: float | None = None
+        self.energy_j = 0.0
+        self.co2_g = 0.0
+        self.cut_j = -math.inf  # the highest cumulative figures a boundary has handed out
+        self.cut_co2_g = -math.inf
+        self.peak_w: float | None = None
+        self.failed_at_s: float | None = None
+        self.timeline_t_s = 0.0
+        self.timeline_j = 0.0
+        self.read_started_s = 0.0
+        self.follower: GridFollower | None = None
+
+
+class _FollowerHost:
+    """The sampler as one meter's follower sees it (``follower.Host``)."""
+
+    def __init__(self, sampler: Sampler, state: _MeterState) -> None:
+        self.lock = sampler._lock
+        self._sampler = sampler
+        self._state = state
+
+    def apply(self, reading: Reading, hint_w: float | None) -> None:
+        last_s = self._state.t_s
+        if last_s is not None and reading.t_s <= last_s:  # a window's time, just after a read
+            reading = Reading(t_s=last_s + 1e-6, energy_j=reading.energy_j)
+        self._sampler._apply(self._state, reading, hint_w)
+
+    def cumulative_j(self, raw_j: float) -> float:
+        assert self._state.raw_j is not None
+        return self._state.energy_j - (self._state.raw_j - raw_j)
+
+    def fail(self, error: Exception) -> None:
+        if self._state.failed_at_s is None:  # the sampler may have found it failed first
+            self._sampler._fail(self._state, error)
+
+    def shift(self, energy_j: float, from_s: float) -> None:
+        self._state.energy_j += energy_j
+        now_s = time.monotonic()
+        self._state.co2_g += _signed_co2(self._sampler._carbon, energy_j, from_s, now_s)
+
+    def warn(self, key: str, message: str) -> None:
+        self._sampler._notices.warn(key, message)
+
+
+def _followed(state: _MeterState) -> bool:
+    """Whether a follower thread reads this meter now (the sampler loop leaves it alone)."""
+    return state.follower is not None and state.follower.locked
+
+
+def _signed_co2(carbon: CarbonFn, energy_j: float, a_s: float, b_s: float) -> float:
+    """The gCO2e of ``energy_j`` (negative when it is taken back) spent between two times."""
+    t0_s, t1_s = sorted((a_s, b_s))
+    return math.copysign(carbon(abs(energy_j), t0_s, t1_s), energy_j)

@@ -1,0 +1,97 @@
+"""The contents of ``run.json``: what ran where, how it was measured, totals and warnings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from backends.base import Component, Meter, Missing
+from tracker import __version__
+from tracker.carbon.locations import Location
+from tracker.carbon.pricing import Carbon
+from tracker.measure.coverage import coverage
+from tracker.measure.predict import prediction_document
+from tracker.output.logs import utc_label
+from tracker.records import RunSummary
+
+
+def run_document(
+    *,
+    status: str,
+    started_unix: float,
+    stopped_unix: float | None,
+    host: str,
+    rank: int,
+    interval_s: float,
+    meters: Sequence[Meter],
+    missing: Sequence[Missing],
+    components: Sequence[Component],
+    carbon: Carbon,
+    location: Location | None,
+    summary: RunSummary,
+    whole_run_j: dict[str, float] | None,
+    slurm: dict[str, str] | None = None,
+    job: dict[str, Any] | None = None,
+    command: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready description of the run as it stands.
+
+    ``slurm``: the SLURM job, step and task the process ran in; ``job``: its part in a distributed
+    job (``tracker.distributed.process_group``); ``command``: the measured command and its exit
+    code.
+    """
+    provenance = carbon.source.provenance
+    covered = coverage(meters, missing, components)
+    totals = {
+        k: _finite(v)
+        for k, v in dataclasses.asdict(summary).items()
+        if k not in ("prediction", "prediction_check")  # under "prediction" below
+    }
+    return {
+        "wattprint_version": __version__,
+        "run_id": summary.run_id,
+        "status": status,
+        "started_utc": utc_label(started_unix),
+        "stopped_utc": utc_label(stopped_unix) if stopped_unix is not None else None,
+        "host": host,
+        "rank": rank,
+        "slurm": slurm,
+        "distributed": job,
+        "command": command,
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "interval_s": interval_s,
+        "pue": carbon.pue,
+        "hardware": [dataclasses.asdict(m.info) | {"fast": m.fast} for m in meters],
+        "coverage": {c.component: c.state for c in covered},
+        "estimated": [
+            dataclasses.asdict(gap) for c in covered if c.state == "estimated" for gap in c.missing
+        ],
+        "missing": [
+            dataclasses.asdict(gap) for c in covered if c.state != "estimated" for gap in c.missing
+        ],
+        "location": dataclasses.asdict(location) if location is not None else None,
+        "intensity": {
+            "label": provenance.label,
+            "source": provenance.source,
+            "year": provenance.year,
+            "basis": provenance.basis,
+            "series_used": [[utc_label(t), g] for t, g in carbon.source.series_used()],
+        },
+        "totals": totals,
+        "whole_run_energy_j": whole_run_j,
+        "prediction": prediction_document(summary.prediction, summary.prediction_check),
+        "warnings": list(summary.warnings),
+    }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
