@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-J_PER_KWH = 3.6e6
+from tracker.units import J_PER_KWH
+
 TOOLS = ("wattprint", "carbontracker", "codecarbon", "zeus")
 PEERS = TOOLS[1:]
 

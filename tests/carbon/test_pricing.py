@@ -9,8 +9,7 @@ import pytest
 
 from tests.fake_nvml import SimulatedGPU, constant_power, install_fake_nvml, step_profile
 from tracker import Tracker
-
-J_PER_KWH = 3.6e6
+from tracker.units import J_PER_KWH
 
 
 def write_series(path: Path, points: list[tuple[float, float]]) -> Path:

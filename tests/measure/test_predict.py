@@ -14,7 +14,8 @@ from tests.fake_nvml import install_no_nvml
 from tests.fake_powercap import FakeZone, build_powercap
 from tracker import EpochRecord, Tracker
 from tracker.estimation.forms import from_run
-from tracker.measure.predict import Prediction, check, predict
+from tracker.measure.predict import check, predict
+from tracker.records import Prediction
 
 KWH = 3.6e6
 EPOCH_J = (30.0, 36.0, 27.0, 33.0)  # what the simulated CPU package spends in each epoch

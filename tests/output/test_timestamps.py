@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracker.carbon.intensity import TimeSeries
-from tracker.output.logs import parse_utc, utc_label
+from tracker.units import parse_utc, utc_label
 
 NOON = float(calendar.timegm((2026, 1, 1, 12, 0, 0)))  # 2026-01-01T12:00:00Z
 
@@ -51,7 +51,7 @@ def test_iso_8601_with_a_timezone_and_unix_seconds_give_unix_seconds(
     ("text", "problem"),
     [
         ("2026-01-01T12:00:00", "has no timezone"),
-        ("2026-01-01", "neither ISO-8601 nor unix seconds"),
+        ("2026-01-01", "has no timezone"),
         ("yesterday", "neither ISO-8601 nor unix seconds"),
         ("", "neither ISO-8601 nor unix seconds"),
         ("2026-13-01T12:00:00Z", "not a valid date and time"),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tracker.carbon.locations import Location, resolve, world
-from tracker.output.logs import parse_utc, utc_label
+from tracker.units import parse_utc, utc_label
 
 MAX_SERIES_POINTS = 1000  # series_used() never returns more points than this
 SERIES_SPAN_S = (0.0, 7_258_118_400.0)

@@ -12,8 +12,7 @@ import time
 
 from tracker.carbon.intensity import IntensitySource
 from tracker.notices import Notices
-
-J_PER_KWH = 3.6e6
+from tracker.units import J_PER_KWH
 
 
 def validate_pue(pue: float) -> float:

@@ -28,7 +28,7 @@ from tracker.carbon.intensity import (
     intensity_value,
 )
 from tracker.carbon.locations import Location, resolve, world
-from tracker.output.logs import parse_utc
+from tracker.units import parse_utc
 
 
 class _LiveSource(IntensitySource):

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from tracker.carbon.intensity import location_from_env, parse_intensity
 from tracker.estimation.data import (
-    J_PER_KWH,
     PRECISIONS,
     format_energy,
     format_hours,
@@ -23,6 +22,7 @@ from tracker.estimation.data import (
     format_power,
 )
 from tracker.estimation.forms import Estimate, Quantity, compare, estimate, from_run, reprice
+from tracker.units import J_PER_KWH
 
 __all__ = ["handle", "register", "render"]
 

@@ -52,9 +52,9 @@ from tracker.compat.arguments import (
     run_id_with,
     simulated_meters,
 )
-from tracker.measure.predict import Prediction, clock
+from tracker.measure.predict import clock
 from tracker.output.console import figure
-from tracker.records import RunSummary
+from tracker.records import Prediction, RunSummary
 from tracker.tracker import IntensityArg, Tracker
 
 logger = logging.getLogger("wattprint")

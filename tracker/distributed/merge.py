@@ -27,8 +27,9 @@ from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.console import figure
-from tracker.output.logs import LogWriter, parse_utc, read_run_json
+from tracker.output.logs import LogWriter, read_run_json
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
+from tracker.units import parse_utc
 
 
 def merge_runs(

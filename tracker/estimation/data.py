@@ -18,9 +18,9 @@ from importlib import resources
 from typing import Literal
 
 from backends.specs import close_matches, cpu_tdp_w, gpu_power_w
+from tracker.units import J_PER_KWH
 
 __all__ = [
-    "J_PER_KWH",
     "PRECISIONS",
     "DeviceLoad",
     "Rating",
@@ -37,7 +37,6 @@ __all__ = [
     "throughputs",
 ]
 
-J_PER_KWH = 3.6e6
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 

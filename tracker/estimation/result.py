@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from tracker.carbon.intensity import parse_intensity
-from tracker.estimation.data import J_PER_KWH, DeviceLoad
+from tracker.estimation.data import DeviceLoad
+from tracker.units import J_PER_KWH
 
 __all__ = ["Estimate", "Form", "Quantity", "check_pue", "non_negative", "positive", "priced"]
 

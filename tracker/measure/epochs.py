@@ -12,13 +12,13 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from backends.base import COMPONENTS, Component, Meter
-from tracker.carbon.pricing import J_PER_KWH, Carbon
+from tracker.carbon.pricing import Carbon
 from tracker.measure.sampler import MeterSnapshot
-from tracker.output.logs import utc_label
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
+from tracker.units import J_PER_KWH, utc_label
 
 if TYPE_CHECKING:
-    from tracker.measure.predict import Prediction, PredictionCheck
+    from tracker.records import Prediction, PredictionCheck
 
 
 def build_record(

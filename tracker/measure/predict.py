@@ -19,60 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tracker.records import EpochRecord
-
-J_PER_KWH = 3.6e6
-METHOD = (
-    "mean of the completed epochs x epochs; range: remaining epochs all like the cheapest / "
-    "the costliest epoch so far"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """The whole run's predicted duration, energy and emissions, each with a low-high range."""
-
-    epochs: int
-    based_on_epochs: int
-    duration_s: float
-    duration_low_s: float
-    duration_high_s: float
-    it_energy_j: float
-    it_energy_low_j: float
-    it_energy_high_j: float
-    facility_energy_kwh: float
-    facility_energy_low_kwh: float
-    facility_energy_high_kwh: float
-    co2_g: float
-    co2_low_g: float
-    co2_high_g: float
-    method: str = METHOD
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionCheck:
-    """The run's actual figures against its prediction.
-
-    ``*_error`` is the relative difference actual/predicted - 1 (+0.05: 5% above the prediction),
-    taken per epoch when the run did not run exactly the predicted epochs, and None where the
-    prediction was 0. ``energy_in_range`` says whether the actual IT energy fell within the
-    predicted range; it is None unless the run completed exactly the predicted epochs and the
-    prediction had a range (two or more epochs).
-    """
-
-    epochs_predicted: int
-    epochs_run: int
-    duration_s: float
-    it_energy_j: float
-    co2_g: float
-    duration_error: float | None
-    energy_error: float | None
-    co2_error: float | None
-    energy_in_range: bool | None
+from tracker.records import EpochRecord, Prediction, PredictionCheck
 
 
 def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:

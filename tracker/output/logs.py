@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from tracker.arguments import directory
 from tracker.notices import Notices
 from tracker.records import EpochRecord
+from tracker.units import utc_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,61 +75,6 @@ RENAMED = {
 """Epoch, totals and prediction names of runs written before IT and facility energy were named
 apart; readers map them to today's (device rows keep ``energy_j``: a device's IT energy)."""
 MAX_PENDING_SAMPLES = 100_000  # timeline rows held while writes fail (~8 MB); epochs: all
-
-
-def utc_label(unix_s: float) -> str:
-    """ISO-8601 UTC with milliseconds, the only wall-clock form the logs use."""
-    stamp = datetime.fromtimestamp(unix_s, tz=timezone.utc)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_utc(text: str) -> float:
-    """Unix seconds from ``utc_label``'s form or any ISO-8601 date and time with a timezone.
-
-    Accepts extended and basic forms (``2026-01-01T12:00:00Z``, ``20260101T120000Z``), a space
-    for the ``T``, fractions of any length (``12:00:00.5``), offsets ``Z``, ``+01``, ``+01:00``
-    and ``+0100``, and plain unix seconds (``1767268800``), the same on every Python version.
-    Anything else, or a time without a timezone, raises ``ValueError`` naming the text.
-    """
-    text = str(text).strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(value):
-            raise ValueError(f"timestamp {text!r} is not a finite number of unix seconds")
-        return value
-    match = _ISO_8601.fullmatch(text)
-    if match is None:
-        raise ValueError(
-            f"timestamp {text!r} is neither ISO-8601 nor unix seconds (accepted: "
-            "2026-01-01T12:00:00Z, 2026-01-01 12:00:00.5+01:00, 20260101T120000Z, 1767268800)"
-        )
-    if match["zone"] is None:
-        raise ValueError(f"timestamp {text!r} has no timezone (add Z or +00:00)")
-    try:
-        zone = timezone.utc
-        if match["zone"] not in ("Z", "z"):
-            hours, minutes = int(match["zone"][1:3]), int(match["zone_min"] or 0)
-            if hours > 23 or minutes > 59:
-                raise ValueError(f"offset {match['zone']} is not within +-23:59")
-            offset = timedelta(hours=hours, minutes=minutes)
-            zone = timezone(-offset if match["zone"][0] == "-" else offset)
-        year, month, day, hour, minute, second = (
-            int(match[field] or 0) for field in ("year", "month", "day", "hour", "minute", "second")
-        )
-        stamp = datetime(year, month, day, hour, minute, second, tzinfo=zone)
-    except ValueError as error:
-        raise ValueError(f"timestamp {text!r} is not a valid date and time ({error})") from None
-    return stamp.timestamp() + float(f"0.{match['fraction'] or 0}")
-
-
-_ISO_8601 = re.compile(
-    r"(?P<year>\d{4})(?P<dash>-?)(?P<month>\d{2})(?P=dash)(?P<day>\d{2})[Tt ]"
-    r"(?P<hour>\d{2})(?::?(?P<minute>\d{2})(?::?(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?)?"
-    r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?(?P<zone_min>\d{2}))?)?"
-)
 
 
 def current_names(row: Mapping[str, V]) -> dict[str, V]:

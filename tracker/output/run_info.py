@@ -16,8 +16,8 @@ from tracker.carbon.locations import Location
 from tracker.carbon.pricing import Carbon
 from tracker.measure.coverage import coverage
 from tracker.measure.predict import prediction_document
-from tracker.output.logs import utc_label
 from tracker.records import RunSummary
+from tracker.units import utc_label
 
 
 def run_document(

@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tracker.output.logs import parse_utc
 from tracker.report.text import RunFiles, number
+from tracker.units import parse_utc
 
 __all__ = ["INSTALL_HINT", "plot_format", "plot_run", "require_matplotlib"]
 
