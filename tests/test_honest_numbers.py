@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from backends.base import Meter, MeterInfo, Method, Reading
 from tests.fake_nvml import SimulatedGPU, install_fake_nvml, install_no_nvml, step_profile
 from tests.fake_powercap import build_powercap, honour_file_modes
 from tests.faults.processes import Child
@@ -403,3 +404,52 @@ def test_a_counter_that_wraps_faster_than_the_interval_is_read_often_enough(
         drawing.join(WAIT_S)
     assert record.cpu_energy_j == pytest.approx(end_j - start_j, abs=1.0)
     assert any("can wrap every 0.3 s" in w for w in tracker.summary.warnings)
+
+
+class HangingMeter(Meter):
+    """A meter whose driver hangs, on every thread, while ``hang`` is set."""
+
+    def __init__(self, fast: bool) -> None:
+        self.fast = fast
+        method: Method = "power" if fast else "counter"
+        self.info = MeterInfo("gpu0", "gpu", "hanging board", method, host_level=False)
+        self.hang, self.release, self.stuck = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self._origin_s = time.monotonic()
+
+    def read(self) -> Reading:
+        if self.hang.is_set():
+            self.stuck.set()
+            self.release.wait(WAIT_S)
+        now_s = time.monotonic()
+        if self.fast:
+            return Reading(now_s, power_w=100.0)
+        return Reading(now_s, energy_j=100.0 * (now_s - self._origin_s))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["power-meter", "slow-counter"])
+def test_a_driver_that_hangs_never_holds_up_the_training_thread(fast: bool, tmp_path: Path) -> None:
+    meter = HangingMeter(fast)
+    tracker = Tracker("hang", tmp_path, meters=[meter], interval=0.05, verbose=0)
+    with tracker:
+        meter.hang.set()
+        assert meter.stuck.wait(WAIT_S)  # the sampler thread is stuck in the driver
+        time.sleep(1.2)  # long enough for the counter to count as stale
+        done = threading.Event()
+
+        def train() -> None:
+            for _ in range(3):
+                tracker.epoch_start()
+                tracker.epoch_end()
+            done.set()
+
+        loop = threading.Thread(target=train)
+        loop.start()
+        finished = done.wait(WAIT_S / 3)
+        meter.release.set()
+        loop.join(WAIT_S)
+    assert finished, "an epoch hook waited on the hung driver"
+    assert all(r.gpu_energy_j is not None and r.gpu_energy_j >= 0 for r in tracker.epochs)

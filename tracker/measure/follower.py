@@ -61,6 +61,7 @@ _FINE_S = 2e-4  # phase known this well: aim just after the update instead of bi
 _MARGIN_S = 3e-4
 _DRIFT = 2e-5  # allowance per window for the counter's clock drifting against ours
 _ERROR_DECAY = 0.9
+_STALLED_READ_S = 0.1  # an NVML counter read takes ~4 ms; one this long means a stuck driver
 
 
 class Host(Protocol):
@@ -105,6 +106,7 @@ class GridFollower:
         self._trace: list[tuple[float, float]] = [seed]  # (read midpoint, counter J)
         self._provisional: tuple[float, float] | None = None  # (edge s, cumulative J reported)
         self._read_s = 0.0
+        self._reading_since: float | None = None  # when the read now in progress began
         # Published under the host's lock for edges: the window held and what comes next.
         self._period_s = 0.0
         self._held_s = 0.0
@@ -130,7 +132,13 @@ class GridFollower:
         """Remember an edge cut while calibrating, to correct it once the grid is known (locked)."""
         self._provisional = (edge_s, energy_j)
 
-    def edge(self, edge_s: float) -> Edge:
+    def stalled(self, now_s: float) -> bool:
+        """Whether this follower's read has hung for far longer than a counter read takes (the
+        driver is stuck), so an edge must not call the driver for a hint."""
+        since = self._reading_since
+        return since is not None and now_s - since > _STALLED_READ_S
+
+    def edge(self, edge_s: float, hint_ok: bool) -> Edge:
         """What to add at ``edge_s`` to the held value (called holding the host's lock).
 
         Before the next predicted update the held value is the counter's own value at the edge;
@@ -147,7 +155,7 @@ class GridFollower:
             return Edge(0.0, self._held_s)
         windows = 1 + math.floor((edge_s - self._next_s) / self._period_s)
         first_j = self._last_j
-        hint_w = safe_hint(self.meter) if self._use_hint and self._ring else None
+        hint_w = safe_hint(self.meter) if hint_ok and self._use_hint and self._ring else None
         if hint_w is not None and self._held_hint_w is not None:
             first_j = POWER_AVERAGE_S * (hint_w - self._held_hint_w) + self._ring[0]
         return Edge(first_j + (windows - 1) * self._last_j, self._held_s)
@@ -181,14 +189,16 @@ class GridFollower:
 
     def _read(self) -> tuple[float, Reading, float | None]:
         """One read: its midpoint, the reading and the power hint; a failure ends following."""
-        started_s = time.monotonic()
+        started_s = self._reading_since = time.monotonic()
         try:
             reading = self.meter.read()
+            hint_w = safe_hint(self.meter)
         except Exception as error:  # any driver failure: the sampler's one failure path
             with self._host.lock:
                 self._host.fail(error)
             raise _Released from error
-        hint_w = safe_hint(self.meter)
+        finally:
+            self._reading_since = None
         took_s = reading.t_s - started_s
         self._read_s = took_s if self._read_s == 0.0 else 0.8 * self._read_s + 0.2 * took_s
         self._check_budget()

@@ -40,6 +40,7 @@ _MIN_RATE_SPAN_S = 0.01
 # A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
 _STALE_INTERVALS = 3
 _STALE_MIN_S = 1.0
+_EDGE_READ_LIMIT_S = 0.01  # a read slower than this is never made on the training thread
 _READS_PER_WRAP = 3  # reads per shortest wrap period of a counter: no wrap can go unseen
 _SHORTEST_WRAP_READ_S = 0.01  # the sampler reads no faster than this, whatever the counters
 
@@ -132,17 +133,17 @@ class Sampler:
             self._wake.set()
 
     def poll(self) -> None:
-        """Read every working meter once and fold the readings into the cumulative figures."""
+        """Read every working meter once and fold the readings into the cumulative figures.
+
+        Reads happen outside the lock, so an edge never waits for a read in progress here.
+        """
         for state in self._states:
             if state.failed_at_s is not None or _followed(state):
                 continue
-            if state.meter.fast:
+            reading, hint = self._read(state, hint=not state.meter.fast)
+            if reading is not None:
                 with self._lock:
-                    self._read_and_apply(state)
-            else:
-                reading, hint = self._read_slow(state)
-                with self._lock:
-                    if reading is not None and not _followed(state):  # locked meanwhile
+                    if not _followed(state):  # a follower may have locked on meanwhile
                         self._apply(state, reading, hint)
         if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
             self.flush_timeline()
@@ -151,23 +152,37 @@ class Sampler:
         """Cut a boundary now: each meter's cumulative energy and CO2 at one monotonic instant.
 
         Runs on the caller's thread and never waits on a slow read: fast meters are read here and
-        their reading is the boundary; slow ones are completed to ``boundary_s`` from their last
-        read, unless the sampler thread has been starved of them (then they are read here too, so
-        counters stay exact). Resets the per-meter peaks.
+        their reading is the boundary; slow ones are completed to the boundary from their last
+        read (and read here too when the sampler thread has been starved of them, so counters
+        stay exact). A meter whose last read was slow, or whose read is stuck, is not read here
+        at all: it is completed from its last reading like a slow one, so a driver that stalls
+        never stalls training. Resets the per-meter peaks.
         """
-        self._read_stale()
-        hints = {  # a followed counter reads its hint at the edge, in the rare case it needs one
-            id(s): safe_hint(s.meter)
-            for s in self._states
-            if not s.meter.fast and s.failed_at_s is None and not _followed(s)
-        }
+        now_s = time.monotonic()
+        oldest_s = now_s - self._stale_s
+        taken: dict[int, Reading] = {}
+        hints: dict[int, float | None] = {}
+        for state in self._states:
+            if state.failed_at_s is not None or _followed(state) or not _may_read(state, now_s):
+                continue
+            stale = state.t_s is not None and state.t_s < oldest_s
+            if state.meter.fast or stale:
+                reading, hints[id(state)] = self._read(state, hint=not state.meter.fast)
+                if reading is not None:
+                    taken[id(state)] = reading
+            else:
+                hints[id(state)] = self._hint(state)
         boundary_s = time.monotonic()
         result: dict[str, MeterSnapshot] = {}
         with self._lock:
             for state in self._states:
-                if state.meter.fast and state.failed_at_s is None:
-                    self._read_and_apply(state)
-                result[state.meter.info.device] = self._cut(state, boundary_s, hints.get(id(state)))
+                key = id(state)
+                if key in taken:
+                    self._apply(state, taken[key], hints.get(key))
+                exact = key in taken and state.meter.fast
+                hint_ok = _may_read(state, boundary_s)
+                cut = self._cut(state, boundary_s, hints.get(key), exact, hint_ok)
+                result[state.meter.info.device] = cut
         return boundary_s, result
 
     # -- internals -------------------------------------------------------------------------------
@@ -237,36 +252,28 @@ class Sampler:
         if points:
             self._on_timeline(points)
 
-    def _read_stale(self) -> None:
-        """Read on this thread the slow meters the sampler thread has not reached for a while."""
-        oldest_s = time.monotonic() - self._stale_s
-        for state in self._states:
-            last_s = state.t_s
-            if state.meter.fast or state.failed_at_s is not None or _followed(state):
-                continue
-            if last_s is not None and last_s < oldest_s:
-                reading, hint = self._read_slow(state)
-                if reading is not None:
-                    with self._lock:
-                        self._apply(state, reading, hint)
-
-    def _read_slow(self, state: _MeterState) -> tuple[Reading | None, float | None]:
-        state.read_started_s = time.monotonic()
+    def _read(self, state: _MeterState, hint: bool) -> tuple[Reading | None, float | None]:
+        """Read a meter (and its power hint), timing the read; a failure disables the meter."""
+        state.read_started_s = state.reading_since = time.monotonic()
         try:
             reading = state.meter.read()
         except Exception as error:
             with self._lock:
                 self._fail(state, error)
             return None, None
-        return reading, safe_hint(state.meter)
+        finally:
+            state.read_cost_s = time.monotonic() - state.read_started_s
+            state.reading_since = None
+        return reading, self._hint(state) if hint else None
 
-    def _read_and_apply(self, state: _MeterState) -> None:
+    def _hint(self, state: _MeterState) -> float | None:
+        """A slow counter's cheap power figure, timed like a read (it is a driver call too)."""
+        started_s = state.reading_since = time.monotonic()
         try:
-            reading = state.meter.read()
-        except Exception as error:
-            self._fail(state, error)
-            return
-        self._apply(state, reading, None)
+            return safe_hint(state.meter)
+        finally:
+            state.read_cost_s = max(state.read_cost_s, time.monotonic() - started_s)
+            state.reading_since = None
 
     def _fail(self, state: _MeterState, error: Exception) -> None:
         info = state.meter.info
@@ -362,16 +369,25 @@ class Sampler:
             )
         return delta_j
 
-    def _cut(self, state: _MeterState, boundary_s: float, hint_w: float | None) -> MeterSnapshot:
+    def _cut(
+        self,
+        state: _MeterState,
+        boundary_s: float,
+        hint_w: float | None,
+        exact: bool,
+        hint_ok: bool,
+    ) -> MeterSnapshot:
+        """The meter's figures at ``boundary_s``: its reading there when ``exact``, else its
+        followed counter's window, else its last reading completed over the gap."""
         energy_j, co2_g = state.energy_j, state.co2_g
-        slow = not state.meter.fast
         grid = state.follower
         if grid is not None and grid.locked and state.failed_at_s is None:
-            edge = grid.edge(boundary_s)  # the counter's value for the edge's window
+            hint_ok = hint_ok and not grid.stalled(boundary_s)
+            edge = grid.edge(boundary_s, hint_ok)  # the counter's value for the edge's window
             energy_j += edge.energy_j
             co2_g += _signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
         elif (
-            slow
+            not exact
             and state.t_s is not None
             and state.power_w is not None
             and state.failed_at_s is None
@@ -411,7 +427,9 @@ class _MeterState:
         "peak_w",
         "power_w",
         "raw_j",
+        "read_cost_s",
         "read_started_s",
+        "reading_since",
         "t_s",
         "timeline_j",
         "timeline_t_s",
@@ -431,6 +449,8 @@ class _MeterState:
         self.timeline_t_s = 0.0
         self.timeline_j = 0.0
         self.read_started_s = 0.0
+        self.read_cost_s = 0.0  # how long the last read (or hint) of the meter took
+        self.reading_since: float | None = None  # when a read now in progress began
         self.follower: GridFollower | None = None
 
 
@@ -463,6 +483,14 @@ class _FollowerHost:
 
     def warn(self, key: str, message: str) -> None:
         self._sampler._notices.warn(key, message)
+
+
+def _may_read(state: _MeterState, now_s: float) -> bool:
+    """Whether an edge may read the meter on the training thread: its last read was quick, and
+    no read of it has been in progress for longer than a quick read takes (a stuck driver)."""
+    since = state.reading_since
+    quick = state.read_cost_s <= _EDGE_READ_LIMIT_S
+    return quick and (since is None or now_s - since <= _EDGE_READ_LIMIT_S)
 
 
 def _followed(state: _MeterState) -> bool:
