@@ -15,11 +15,11 @@ import pytest
 
 from tracker.carbon.intensity import parse_intensity
 from tracker.carbon.locations import resolve
+from tracker.cli.estimate import register
 from tracker.estimation.data import format_energy, format_mass, format_number
 from tracker.estimation.forms import (
     DEFAULT_MFU,
     Estimate,
-    add_estimate_subcommand,
     compare,
     estimate,
     estimate_device_hours,
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_cli(*argv: str) -> None:
     """Parse ``wattprint estimate ARGV`` with the real subparser and run its handler."""
     parser = argparse.ArgumentParser(prog="wattprint")
-    add_estimate_subcommand(parser.add_subparsers())
+    register(parser.add_subparsers())
     args = parser.parse_args(["estimate", *argv])
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
 
 
 @pytest.fixture
