@@ -9,6 +9,7 @@ import sys
 def wattprint(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``wattprint ARGS`` under ``env``: its exit status, stdout and stderr (text)."""
     return subprocess.run(
         [sys.executable, "-m", "tracker.cli", *args],
         env=env,
