@@ -1,11 +1,10 @@
 """Estimates before a run: the issue's worked examples, each form against hand-computed values,
-comparison and re-pricing, every validation error, and the ``wattprint estimate`` command."""
+comparison and re-pricing, every validation error, and ``tracker.estimate`` as the README uses it.
+
+The ``wattprint estimate`` command is tested in ``tests/cli/test_estimate.py``."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from tests.estimation.recorded_run import KWH, recorded_run
 from tracker.carbon.intensity import parse_intensity
 from tracker.carbon.locations import resolve
 from tracker.estimation.data import format_energy, format_mass, format_number
 from tracker.estimation.forms import (
     DEFAULT_MFU,
     Estimate,
-    add_estimate_subcommand,
     compare,
     estimate,
     estimate_device_hours,
@@ -29,66 +28,36 @@ from tracker.estimation.forms import (
     reprice,
 )
 
-KWH = 3.6e6
 EXACT = 1e-12
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*argv: str) -> None:
-    """Parse ``wattprint estimate ARGV`` with the real subparser and run its handler."""
-    parser = argparse.ArgumentParser(prog="wattprint")
-    add_estimate_subcommand(parser.add_subparsers())
-    args = parser.parse_args(["estimate", *argv])
-    assert args.func(args) == 0
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Any:
-    def call(*argv: str) -> str:
-        run_cli(*argv)
-        return capsys.readouterr().out
-
-    return call
 
 
 # --- the issue's worked examples ---------------------------------------------------------------
 
 
-def test_worked_example_ten_gpus_and_two_cpus_for_48_hours(cli: Any) -> None:
+def test_worked_example_ten_gpus_and_two_cpus_for_48_hours() -> None:
     # 10 x 0.3 kW x 0.8 + 2 x 0.2 kW x 0.6 = 2.4 + 0.24 = 2.64 kW; x 48 h = 126.72 kWh.
     # (The issue text says 2.88 kW / 138.24 kWh; those inputs give 2.64 kW. 2.88 kW x 48 h is
     # checked below.)
     result = estimate(["300W:10:0.8", "200W:2:0.6"], hours=48)
     assert result.power_w == pytest.approx(2640, rel=EXACT)
     assert result.energy_kwh == pytest.approx(126.72, rel=EXACT)
-    out = cli("300W:10:0.8", "0.2kW:2:0.6", "--hours", "48")
-    assert "2.64 kW" in out
-    assert "126.72 kWh" in out
 
 
-def test_worked_example_2_88_kw_for_48_hours_is_138_24_kwh(cli: Any) -> None:
+def test_worked_example_2_88_kw_for_48_hours_is_138_24_kwh() -> None:
     result = estimate(["2.88kW:1"], hours=48)
     assert result.energy_kwh == pytest.approx(138.24, rel=EXACT)
-    out = cli("2880W:1", "--hours", "48")
-    assert "2.88 kW" in out
-    assert "138.24 kWh" in out
 
 
-def test_worked_example_inference_on_four_gpus(cli: Any) -> None:
+def test_worked_example_inference_on_four_gpus() -> None:
     result = estimate(["70W:4:0.6"], hours=10)
     assert result.power_w == pytest.approx(168, rel=EXACT)
     assert result.energy_kwh == pytest.approx(1.68, rel=EXACT)
-    out = cli("70W:4:0.6", "--hours", "10")
-    assert "0.168 kW" in out
-    assert "1.68 kWh" in out
 
 
-def test_worked_example_1000_w_for_100_hours_at_half_a_kilo_per_kwh(cli: Any) -> None:
+def test_worked_example_1000_w_for_100_hours_at_half_a_kilo_per_kwh() -> None:
     result = estimate(["1000W:1"], hours=100, intensity=500)
     assert result.co2_g == pytest.approx(50_000, rel=EXACT)
-    out = cli("1000W:1", "--hours", "100", "--intensity", "0.5kg/kWh")
-    assert "100 kWh" in out
-    assert "50 kg CO2e" in out
 
 
 # --- form 1: hardware list x time ------------------------------------------------------------
@@ -210,18 +179,8 @@ def test_reprice_keeps_a_given_pue_and_changes_the_intensity() -> None:
     assert moved.co2_g == pytest.approx(10 * 1.3 * 200 * 1000 / 1000, rel=EXACT)
 
 
-def _run_dir(tmp_path: Path, prediction: dict[str, float] | None) -> Path:
-    doc = {
-        "totals": {"energy_j": 10 * KWH, "duration_s": 7200.0},
-        "pue": 1.5,
-        "prediction": prediction,
-    }
-    (tmp_path / "run.json").write_text(json.dumps(doc), encoding="utf-8")
-    return tmp_path
-
-
 def test_recorded_run_is_repriced_in_each_location_with_its_prediction(tmp_path: Path) -> None:
-    rows = from_run(_run_dir(tmp_path, {"energy_j": 25 * KWH}), ["FR", "PL"])
+    rows = from_run(recorded_run(tmp_path, {"energy_j": 25 * KWH}), ["FR", "PL"])
     assert [(r.label, r.location) for r in rows] == [
         ("measured", "FR"),
         ("measured", "PL"),
@@ -234,7 +193,7 @@ def test_recorded_run_is_repriced_in_each_location_with_its_prediction(tmp_path:
 
 
 def test_recorded_run_without_prediction_and_with_a_pue_override(tmp_path: Path) -> None:
-    rows = from_run(_run_dir(tmp_path, None), intensity=100, pue=1.0)
+    rows = from_run(recorded_run(tmp_path, None), intensity=100, pue=1.0)
     assert len(rows) == 1
     assert rows[0].co2_g == pytest.approx(10 * 100, rel=EXACT)
 
@@ -252,7 +211,7 @@ def test_malformed_run_json_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_recorded_run_needs_somewhere_to_be_priced(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="location"):
-        from_run(_run_dir(tmp_path, None))
+        from_run(recorded_run(tmp_path, None))
 
 
 # --- validation: every input error names what is wrong ----------------------------------------
@@ -327,114 +286,6 @@ def test_numbers_print_in_readable_units() -> None:
     assert format_energy(2.5e6 * KWH) == "2.5 GWh"
     assert format_mass(999) == "999 g"
     assert format_mass(1500) == "1.5 kg"
-
-
-# --- the command line --------------------------------------------------------------------------
-
-
-def test_cli_json_output_carries_every_quantity(cli: Any) -> None:
-    out = cli("1000W:1", "--hours", "100", "--intensity", "500", "--json")
-    (row,) = json.loads(out)["estimates"]
-    assert row["form"] == "hardware"
-    assert row["energy_kwh"] == pytest.approx(100, rel=EXACT)
-    assert row["co2_g"] == pytest.approx(50_000, rel=EXACT)
-    assert {s["name"] for s in row["steps"]} >= {"IT power P = sum(P_i x U_i)", "emissions"}
-
-
-def test_cli_model_form_shows_every_intermediate_quantity(cli: Any) -> None:
-    out = cli("--params", "7B", "--tokens", "2T", "--device", "H100", "--count", "64")
-    for name in ("6·N·D", "peak dense throughput", "MFU", "device-hours", "wall time", "IT power"):
-        assert name in out
-    assert "8.4e22 FLOP" in out
-
-
-def test_cli_compares_devices_and_locations_in_a_ranked_table(cli: Any) -> None:
-    out = cli(
-        "--params", "7B", "--tokens", "2T", "--device", "H100", "--device", "A100",
-        "--count", "64", "--location", "DE", "--location", "FR",
-    )  # fmt: skip
-    lines = out.splitlines()
-    assert lines[0] == "Options compared, best first"
-    ranked = [line for line in lines if line[:1].isdigit()]
-    assert len(ranked) == 4
-    assert "h100-sxm5" in ranked[0] and "FR" in ranked[0]
-
-
-def test_cli_compares_hardware_lists_with_vs(cli: Any) -> None:
-    out = cli("H100:8", "--vs", "A100:16", "--hours", "100", "--intensity", "100")
-    ranked = [line for line in out.splitlines() if line[:1].isdigit()]
-    assert "16 x a100-sxm4-40gb" in ranked[1]  # 6.4 kW vs 5.6 kW: the H100s rank first
-
-
-def test_cli_reprices_a_recorded_run(cli: Any, tmp_path: Path) -> None:
-    run_dir = _run_dir(tmp_path, {"energy_j": 25 * KWH})
-    out = cli("--from-run", str(run_dir), "--location", "FR", "--location", "SE")
-    assert "measured" in out and "predicted full run" in out
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ("300W:10:1.2", "--hours", "1"),
-        ("300W:-1", "--hours", "1"),
-        ("300W:1", "--hours", "-1"),
-        ("300W:1", "--hours", "1", "--pue", "0.8"),
-        ("Z999:1", "--hours", "1"),
-        (),
-        ("--from-run", "/nonexistent/run", "--location", "FR"),
-    ],
-)
-def test_cli_rejects_bad_input_with_an_exception_the_entry_point_reports(
-    argv: tuple[str, ...],
-) -> None:
-    with pytest.raises((ValueError, FileNotFoundError)):
-        run_cli(*argv)
-
-
-def test_wattprint_estimate_runs_as_a_command() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tracker.cli", "estimate", "70W:4:0.6", "--hours", "10"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "0.168 kW" in done.stdout and "1.68 kWh" in done.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "tracker.cli", "estimate", "70W:4:1.6", "--hours", "10"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert bad.returncode == 2
-    assert "utilisation" in bad.stderr
-
-
-def _wattprint_estimate(*argv: str, location: str) -> subprocess.CompletedProcess[str]:
-    environment = os.environ | {"WATTPRINT_LOCATION": location}
-    return subprocess.run(
-        [sys.executable, "-m", "tracker.cli", "estimate", *argv],
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=False,
-    )
-
-
-def test_wattprint_estimate_prices_in_the_location_the_environment_names() -> None:
-    done = _wattprint_estimate("1000W:1", "--hours", "100", location="FR")
-    assert done.returncode == 0, done.stderr
-    assert "44.18 g/kWh" in done.stdout and "France (FR)" in done.stdout
-    assert "emissions 4.418 kg CO2e" in done.stdout  # 100 kWh x 44.18 g/kWh
-    given = _wattprint_estimate("1000W:1", "--hours", "100", "--intensity", "500", location="FR")
-    assert "emissions 50 kg CO2e" in given.stdout  # an explicit intensity wins
-    placed = _wattprint_estimate("1000W:1", "--hours", "100", "--location", "SE", location="FR")
-    assert "(SE)" in placed.stdout and "(FR)" not in placed.stdout
-    bad = _wattprint_estimate("1000W:1", "--hours", "100", location="Atlantis")
-    assert bad.returncode == 2
-    assert bad.stderr.startswith("wattprint: error: WATTPRINT_LOCATION: location 'Atlantis'")
 
 
 README_EXAMPLE = """\

@@ -2,21 +2,27 @@
 
 The signalled programs run in real subprocesses (``tests.faults.training``); each is struck after
 it prints ``epoch N started``, i.e. inside epoch N. Every run measures a simulated 200 W board, so
-each epoch's energy must be exactly 200 W x its duration, the partial one included.
+each epoch's energy must be exactly 200 W x its duration, the partial one included; one more
+kill -9 strikes a training that reads a simulated two-socket RAPL tree.
 """
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
-from tests.faults.processes import Child, epochs_of, run_json
+from tests.fake_powercap import build_powercap
+from tests.faults.processes import Child, child_env, epochs_of, run_json
 from tests.faults.simulated import ConstantPowerMeter
 from tests.faults.training import HANDLER_EXIT_CODE
 from tracker import Tracker, load_run
@@ -139,6 +145,44 @@ def test_kill_9_mid_epoch_leaves_every_completed_epoch_and_a_whole_run_json(
     devices = load_run(run_dir(tmp_path / "logs"), devices=True)
     assert set(devices["epoch"]) >= set(range(1, 25))
     assert run_json(run_dir(tmp_path / "logs"))["status"] == "running"  # whole, if not final
+
+
+RAPL_TRAINING = textwrap.dedent(
+    """
+    import sys, time
+    from tracker import Tracker
+    with Tracker("crash", sys.argv[1], intensity=300.0, interval=0.05, verbose=0) as t:
+        for epoch in range(1000):
+            with t.epoch():
+                time.sleep(0.05)
+            print(f"done {epoch + 1}", flush=True)
+    """
+)
+
+
+def test_kill_9_mid_run_leaves_every_completed_epoch_parseable(tmp_path: Path) -> None:
+    build_powercap(tmp_path / "powercap", sockets=2)
+    env = child_env(tmp_path) | {"WATTPRINT_POWERCAP_ROOT": str(tmp_path / "powercap")}
+    logs = tmp_path / "runs"
+    child = subprocess.Popen(
+        [sys.executable, "-c", RAPL_TRAINING, str(logs)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    completed = 0
+    deadline = time.monotonic() + 60
+    while completed < 4 and time.monotonic() < deadline:
+        completed = int(child.stdout.readline().split()[1])
+    time.sleep(0.02)  # into the next epoch
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (crashed,) = (logs / "crash").iterdir()
+    epochs = load_run(crashed)
+    assert len(epochs) >= completed
+    assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
+    assert epochs["cpu_energy_j"].notna().all()
+    devices = load_run(crashed, devices=True)
+    assert set(devices["epoch"]) == set(epochs["epoch"])
+    json.loads((crashed / "run.json").read_text())  # whole, never half-written
 
 
 SIGNAL_INSIDE_A_HOOK = textwrap.dedent(

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from tracker.carbon.intensity import location_from_env, parse_intensity
+from tracker.cli import Subparsers
 from tracker.estimation.data import (
     PRECISIONS,
     format_energy,
@@ -41,7 +42,7 @@ forms:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the ``estimate`` subcommand with its arguments; its handler is ``handle``."""
     p = subparsers.add_parser(
         "estimate",
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--intensity", help="grid intensity: 500, 500g/kWh or 0.5kg/kWh")
     p.add_argument("--from-run", metavar="RUN_DIR", help="re-price a recorded run (run.json)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=handle, handler=handle)
+    p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:

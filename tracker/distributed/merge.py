@@ -1,4 +1,4 @@
-"""``wattprint merge``: the runs of one job, recorded by separate processes, as one run directory.
+"""The runs of one job, recorded by separate processes, as one run directory (``wattprint merge``).
 
 Processes with no process group between them (one per node under SLURM, say) each record their own
 run. Merging sums them epoch by epoch, as rank 0 does for a process group
@@ -12,7 +12,6 @@ merged directory has the files of a run (epochs.csv, devices.csv, samples.csv, r
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -26,7 +25,6 @@ from tracker import __version__
 from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
-from tracker.output.console import figure
 from tracker.output.logs import LogWriter, read_run_json
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.units import parse_utc
@@ -92,24 +90,6 @@ def merge_runs(
     return summary
 
 
-def add_merge_subcommand(sub: Any) -> None:
-    """Register ``wattprint merge`` on the CLI's subparsers."""
-    merge = sub.add_parser(
-        "merge",
-        help="combine the runs of one job (e.g. one per SLURM node) into one run directory",
-        description="Sum the runs of one job epoch by epoch, counting each host's CPU and DRAM "
-        "once, and write the result as a run directory that load_run and report read.",
-    )
-    merge.add_argument("runs", nargs="+", metavar="DIR", help="run directories to combine")
-    merge.add_argument("--out", required=True, metavar="DIR", help="new directory to write")
-    merge.add_argument(
-        "--same-job",
-        action="store_true",
-        help="merge even though the runs share no SLURM job id or run id",
-    )
-    merge.set_defaults(handler=_merge_command)
-
-
 @dataclass(frozen=True, slots=True)
 class _Run:
     """One run directory as merge needs it: who recorded it, where, and its epochs."""
@@ -122,16 +102,6 @@ class _Run:
     host_level: frozenset[str]
     epochs: dict[int, RankEpoch]
     provenance: dict[int, tuple[str, int | None, str]]
-
-
-def _merge_command(args: argparse.Namespace) -> int:
-    summary = merge_runs(args.runs, args.out, same_job=args.same_job)
-    print(
-        f"wattprint merge: {len(args.runs)} runs, {summary.epochs} epochs, "
-        f"{figure(summary.facility_energy_kwh)} kWh, {figure(summary.co2_g)} gCO2e; "
-        f"written to {args.out}"
-    )
-    return 0
 
 
 def _read_run(directory: Path, position: int) -> _Run:

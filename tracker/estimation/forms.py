@@ -16,7 +16,6 @@ is also ``tracker.estimate``; this module is not named so, or it would shadow th
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,7 +38,6 @@ __all__ = [
     "DeviceLoad",
     "Estimate",
     "Quantity",
-    "add_estimate_subcommand",
     "compare",
     "estimate",
     "estimate_device_hours",
@@ -329,15 +327,6 @@ def from_run(
     prices: list[tuple[str | None, float | None]] = [(loc, None) for loc in locations]
     prices = prices or [(None, intensity)]
     return [priced(row, pue, loc, g_per_kwh) for row in rows for loc, g_per_kwh in prices]
-
-
-def add_estimate_subcommand(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Register ``wattprint estimate`` (its arguments and handler) on the CLI's subparsers."""
-    from tracker.cli.estimate import register
-
-    register(subparsers)
 
 
 # --- helpers ----------------------------------------------------------------------------------

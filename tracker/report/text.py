@@ -1,16 +1,15 @@
-"""``wattprint report RUN_DIR``: a recorded run at a glance, and an emissions statement to paste.
+"""A recorded run at a glance, and an emissions statement to paste (``wattprint report``).
 
 Reads only the files a run wrote (``run.json``, ``epochs.csv``, ``devices.csv``) with the csv and
 json modules, so a report works on a copied run directory, without the machine or pandas. The text
-report has the per-epoch table, totals per component with everyday equivalents, the prediction
-against the actual, provenance and every warning; ``--markdown`` writes a short statement for a
-paper or a model card; ``--plot FILE.png`` (or .pdf, .svg, ...) draws the run
-(``tracker.report.plot``, needs matplotlib).
+report (``text_report``) has the per-epoch table, totals per component with everyday equivalents,
+the prediction against the actual, provenance and every warning; ``markdown_statement`` is a short
+statement for a paper or a model card. ``tracker.report.plot`` draws the run (needs matplotlib);
+the command is ``tracker.cli.report``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import sys
@@ -22,7 +21,7 @@ from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
 
-__all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "register", "text_report"]
+__all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_report"]
 
 J_PER_WH = 3600.0
 _METHOD_WORDS = {
@@ -120,55 +119,6 @@ def markdown_statement(files: RunFiles) -> str:
     ]
     table = ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in rows)]
     return "### Energy use and carbon emissions\n\n" + summary + "\n\n" + "\n".join(table) + "\n"
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``wattprint report RUN_DIR [--plot FILE.png|.pdf|.svg] [--markdown [FILE]]``."""
-    p = subparsers.add_parser(
-        "report",
-        help="a recorded run at a glance; --plot draws it, --markdown writes a statement",
-        description="Report a recorded run: per-epoch table, totals, prediction, provenance.",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a directory of runs)")
-    p.add_argument(
-        "--plot",
-        metavar="FILE.png",
-        help="draw power, energy and emissions to FILE, in the format its suffix names "
-        "(.png, .pdf, .svg, ...)",
-    )
-    p.add_argument(
-        "--markdown",
-        nargs="?",
-        const="-",
-        metavar="FILE",
-        help="write an emissions statement in Markdown (to FILE, or instead of the report)",
-    )
-    p.set_defaults(handler=handle)
-
-
-def handle(args: argparse.Namespace) -> int:
-    """Print the report (or the statement), then write the files asked for."""
-    if args.plot:
-        from tracker.report.plot import plot_format
-
-        try:
-            plot_format(args.plot)  # fail before printing anything
-        except (ImportError, ValueError) as error:
-            raise ValueError(f"--plot: {error}") from None
-    files = read_run(args.run_dir)
-    if args.markdown == "-":
-        print(markdown_statement(files), end="")
-    else:
-        print(text_report(files), end="")
-    if args.markdown not in (None, "-"):
-        Path(args.markdown).write_text(markdown_statement(files), encoding="utf-8")
-        print(f"statement written to {args.markdown}", file=sys.stderr)
-    if args.plot:
-        from tracker.report.plot import plot_run
-
-        plot_run(files, args.plot)
-        print(f"plot written to {args.plot}", file=sys.stderr)
-    return 0
 
 
 # --- sections -------------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""``wattprint devices``: one state per component, its devices, and the fix for what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.shell import wattprint
+from tests.fake_nvml import install_no_nvml
+from tests.fake_powercap import build_powercap, honour_file_modes
+from tracker.cli.main import main
+
+
+def test_devices_lists_meters_and_what_is_missing_with_the_fix(env: dict[str, str]) -> None:
+    result = wattprint("devices", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "cpu0" in result.stdout and "rapl" in result.stdout and "dram1" in result.stdout
+    assert "NVML not found" in result.stdout and "fix:" in result.stdout
+    machine = json.loads(wattprint("devices", "--json", env=env).stdout)
+    assert {m["device"] for m in machine["meters"]} == {"cpu0", "cpu1", "dram0", "dram1"}
+
+
+ROOT_ONLY = "intel-rapl:1/energy_uj is readable by root only (Linux 5.10+, CVE-2020-8694)"
+
+
+def devices(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """``wattprint devices`` on a machine without NVIDIA driver: one block per component."""
+    install_no_nvml(monkeypatch)
+    assert main(["devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headlines = [line for line in lines if not line.startswith(" ")]
+    assert [line.split()[0] for line in headlines] == ["gpu", "cpu", "dram"]  # one state each
+    return lines
+
+
+def test_devices_says_which_packages_are_measured_when_only_some_can_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zones = build_powercap(tmp_path / "powercap", sockets=2)
+    zones["cpu1"].make_unreadable()  # package 1 root-only, as Linux 5.10+ makes it
+    honour_file_modes(monkeypatch)
+    monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    lines = devices(monkeypatch, capsys)
+    assert "cpu   measured on cpu0 (rapl); cpu1 not measured" in lines
+    assert "dram  measured on dram0 (rapl), dram1 (rapl)" in lines
+    cpu = lines[lines.index("cpu   measured on cpu0 (rapl); cpu1 not measured") :]
+    assert cpu[1].startswith("        cpu0: rapl, package-0")
+    assert cpu[2].startswith("        cpu1 not measured: ")
+    assert cpu[2].endswith(ROOT_ONLY)
+    assert cpu[3].startswith("        fix: sudo chmod a+r ")
+    assert "gpu   not measured" in lines
+
+
+def test_devices_shows_an_estimated_component_once_with_why_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = devices(monkeypatch, capsys)  # conftest: an empty powercap tree, so no RAPL at all
+    cpu = lines[lines.index("cpu   estimated (cpu)") :]
+    assert cpu[1].startswith("        cpu: estimate, ")
+    assert cpu[2].startswith("        why: cpu cannot be measured directly: no RAPL powercap")
+    assert cpu[3].startswith("        fix: load the RAPL driver")
+    assert "dram  estimated (dram)" in lines
+    assert "Measured:" not in lines and "Not measured:" not in lines
+    gpu = lines[lines.index("gpu   not measured") :]
+    assert gpu[1].startswith("        gpu: NVML not found") and gpu[2].startswith("        fix: ")
+    assert main(["devices", "--json"]) == 0
+    states = json.loads(capsys.readouterr().out)["components"]
+    assert states["gpu"] == {"state": "not measured", "not_measured": ["gpu"]}
+    assert states["cpu"]["state"] == "estimated" and states["cpu"]["estimated"] == ["cpu"]
+    assert "no RAPL powercap interface" in states["cpu"]["why"][0]
+
+
+def test_devices_on_an_amd_host_measures_the_packages_and_estimates_dram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_powercap(tmp_path / "powercap", sockets=2, vendor="amd")  # AMD: no DRAM zone
+    monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    lines = devices(monkeypatch, capsys)
+    assert "cpu   measured on cpu0 (rapl), cpu1 (rapl)" in lines
+    dram = lines[lines.index("dram  estimated (dram)") :]
+    assert "        why: dram0 cannot be measured directly: no DRAM RAPL zone on this CPU" in dram

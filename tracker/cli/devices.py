@@ -1,0 +1,82 @@
+"""``wattprint devices``: what can be measured here, how, and what is missing with its fix.
+
+Each component's state is ``tracker.measure.coverage``'s, as a run's first lines give it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from backends.base import COMPONENTS, Missing
+from backends.discover import RAPL_READERS, discover
+from tracker.cli import Subparsers
+from tracker.measure.coverage import Coverage, coverage
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``wattprint devices [--json] [--rapl-reader READER]``."""
+    parser = subparsers.add_parser(
+        "devices", help="what can be measured here, how, and what is missing"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--rapl-reader", choices=RAPL_READERS, default="powercap")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """One state per component: measured (on which devices), estimated (and why), not measured."""
+    found = discover(rapl_reader=args.rapl_reader)
+    states = coverage(found.meters, found.missing, COMPONENTS)
+    if args.json:
+        document = {
+            "components": {c.component: _summary(c) for c in states},
+            "meters": [dataclasses.asdict(m.info) for m in found.meters],
+            "missing": [dataclasses.asdict(m) for m in found.missing],
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    for c in states:
+        print(f"{c.component:<5} {_headline(c)}")
+        for info in c.meters:
+            detail = f" - {info.detail}" if info.detail else ""
+            print(f"        {info.device}: {info.method}, {info.model}{detail}")
+        for missing in c.missing:
+            print(f"        {_gap(c, missing)}")
+            if missing.fix:
+                print(f"        fix: {missing.fix}")
+    return 0
+
+
+def _headline(c: Coverage) -> str:
+    """The component's state with its devices, as one line."""
+    measured = ", ".join(f"{i.device} ({i.method})" for i in c.meters)
+    gaps = ", ".join(m.device for m in c.missing)
+    return {
+        "measured": f"measured on {measured}",
+        "partial": f"measured on {measured}; {gaps} not measured",
+        "estimated": f"estimated ({', '.join(i.device for i in c.meters)})",
+        "not measured": "not measured",
+    }[c.state]
+
+
+def _gap(c: Coverage, missing: Missing) -> str:
+    """What a ``Missing`` entry means for the component, as one line."""
+    return {
+        "partial": f"{missing.device} not measured: {missing.reason}",
+        "estimated": f"why: {missing.device} cannot be measured directly: {missing.reason}",
+    }.get(c.state, f"{missing.device}: {missing.reason}")
+
+
+def _summary(c: Coverage) -> dict[str, object]:
+    """The state and the devices in it, for ``--json`` (reasons and fixes are in missing)."""
+    estimated = c.state == "estimated"
+    parts = {
+        "measured": [] if estimated else [i.device for i in c.meters],
+        "estimated": [i.device for i in c.meters] if estimated else [],
+        "not_measured": [] if estimated else [m.device for m in c.missing],
+        "why": [m.reason for m in c.missing] if estimated else [],
+    }
+    state = "partly measured" if c.state == "partial" else c.state
+    return {"state": state} | {key: value for key, value in parts.items() if value}

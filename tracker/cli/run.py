@@ -1,0 +1,116 @@
+"""``wattprint run -- CMD``: run a command under the tracker, as one epoch.
+
+Signals to wattprint are forwarded to the command, which ends the epoch by exiting; wattprint exits
+with the command's status, as a shell would report it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+from tracker.cli import Subparsers
+from tracker.tracker import Tracker
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``wattprint run [options] -- CMD [ARGS...]``."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run a command under the tracker, as one epoch",
+        usage="wattprint run [options] -- CMD [ARGS...]",
+    )
+    parser.add_argument("--project", default="default")
+    parser.add_argument("--log-dir", default="wattprint-runs")
+    parser.add_argument("--location", help="country, US-CA style state or aws:/gcp:/azure: region")
+    parser.add_argument(
+        "--intensity", help="constant g CO2e/kWh (500, 500g/kWh, 0.5kg/kWh) or a time-series CSV"
+    )
+    parser.add_argument("--pue", type=float, help="power usage effectiveness (>= 1.0)")
+    parser.add_argument("--interval", type=float, default=0.5, help="sampler period in seconds")
+    parser.add_argument("--gpus", help="comma-separated GPU indices (>= 0) or UUIDs")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch and summary lines")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Measure the command as one epoch; return its exit status (128 + N if killed by signal N)."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ValueError(
+            "wattprint run needs a command after --, e.g. wattprint run -- python train.py"
+        )
+    if shutil.which(command[0]) is None:  # say so before a run directory is made
+        raise ValueError(f"cannot start {command[0]!r}: no such executable file")
+    gpus = _gpus(args.gpus) if args.gpus is not None else None
+    tracker = Tracker(
+        project=args.project,
+        log_dir=args.log_dir,
+        location=args.location,
+        intensity=args.intensity,
+        pue=args.pue,
+        interval=args.interval,
+        gpus=gpus,
+        verbose=0 if args.quiet else 1,
+    )
+    tracker.record_command(command)  # run.json says what ran from its first write on
+    with tracker:
+        tracker.epoch_start()
+        try:
+            child = subprocess.Popen(command)
+        except OSError as error:
+            raise ValueError(f"cannot start {command[0]!r}: {error}") from error
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            if signum != signal.SIGINT or not _terminal_reached_child():
+                child.send_signal(signum)
+
+        forwarded = (signal.SIGTERM, signal.SIGINT)
+        previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+        try:
+            code = child.wait()  # a signal ends the command, and the command ends the epoch
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        status = code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
+        tracker.record_command(command, exit_code=status)  # non-zero: the run is "failed"
+        tracker.epoch_end()
+    return status
+
+
+def _gpus(text: str) -> list[int | str]:
+    """``--gpus 0,1`` or ``--gpus GPU-8f2c...``: visible-GPU indices (>= 0) and UUIDs, in order."""
+    entries = [entry.strip() for entry in text.split(",")]
+    for entry in entries:
+        if not entry or re.fullmatch(r"-\d+", entry):
+            raise ValueError(
+                f"--gpus {text!r}: {entry!r} is neither a GPU index >= 0 nor a GPU- UUID; give "
+                "them comma-separated, e.g. --gpus 0,1"
+            )
+    return [int(entry) if entry.isdecimal() else entry for entry in entries]
+
+
+def _terminal_reached_child() -> bool:
+    """Whether a Ctrl-C reached the command too: we (and so it) are the terminal's foreground.
+
+    The terminal signals its whole foreground process group; forwarding that SIGINT again would
+    interrupt the command twice (e.g. inside its own clean-up).
+    """
+    if sys.platform == "win32":
+        return False
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+        except (OSError, ValueError):  # closed or detached stream: try the next
+            continue
+    return False
