@@ -9,11 +9,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
+import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from backends.base import COMPONENTS, Component, Meter
 
+MAX_NAME_BYTES = 255  # the longest file name Linux and macOS file systems take
+MAX_INTERVAL_S = 3600.0
+"""The longest sampling period, in seconds: a meter read once an hour at most would leave
+power-only meters integrated across an hour of guesswork."""
 MIN_INTERVAL_S = 0.05
 """The shortest sampling period, in seconds. A read of every meter costs the sampler thread
 0.1-1 ms of CPU and GIL, so 20 reads a second keep it near 1% of a core at worst; NVML power
@@ -33,22 +39,32 @@ def name(argument: str, value: object) -> str:
         or value in (".", "..")
         or value != value.strip()
         or any(c in "/\\" or not c.isprintable() for c in value)
+        or len(value.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
     ):
         raise ValueError(
             f"{argument} must be a name for one directory level (printable characters, no '/' "
-            f"or '\\', not '.' or '..', no leading or trailing space), got {value!r}"
+            f"or '\\', not '.' or '..', no leading or trailing space, at most {MAX_NAME_BYTES} "
+            f"bytes), got {value!r}"
         )
     return value
 
 
-def seconds(argument: str, value: object, minimum: float = 0.0) -> float:
-    """A finite number of seconds greater than 0 and at least ``minimum``."""
+def new_run_id(prefix: str = "") -> str:
+    """A fresh run id: UTC time to the second, then 6 random hex digits (``prefix`` first)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    return f"{prefix}{'' if not prefix or prefix.endswith(('-', '_')) else '-'}{stamp}"
+
+
+def seconds(argument: str, value: object, minimum: float = 0.0, maximum: float = math.inf) -> float:
+    """A finite number of seconds greater than 0, at least ``minimum`` and at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{argument} must be a positive number of seconds, got {value!r}")
     if value <= 0:
         raise ValueError(f"{argument} must be a positive number of seconds (> 0), got {value}")
     if value < minimum:
         raise ValueError(f"{argument} must be at least {minimum:g} seconds, got {value:g}")
+    if value > maximum:
+        raise ValueError(f"{argument} must be at most {maximum:g} seconds, got {value:g}")
     return float(value)
 
 
@@ -66,7 +82,9 @@ def fresh_run_dir(argument: str, run_dir: Path) -> Path:
 def components(value: object) -> tuple[Component, ...]:
     """A non-empty selection from ``COMPONENTS``, returned in their canonical order."""
     accepted = f"components must be a non-empty sequence drawn from {COMPONENTS}, got {value!r}"
-    if isinstance(value, str) or not isinstance(value, Collection):
+    if isinstance(value, str | bytes) or not isinstance(value, Collection):
+        raise ValueError(accepted)
+    if not all(isinstance(c, str) for c in value):
         raise ValueError(accepted)
     chosen = tuple(c for c in COMPONENTS if c in value)
     if not chosen or any(c not in COMPONENTS for c in value):
@@ -76,14 +94,16 @@ def components(value: object) -> tuple[Component, ...]:
 
 def directory(argument: str, value: object) -> Path:
     """A path given as ``str`` or ``os.PathLike`` (it need not exist yet)."""
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+    if not isinstance(value, str | os.PathLike) or not isinstance(os.fspath(value), str):
         raise ValueError(f"{argument} must be a directory path (str or os.PathLike), got {value!r}")
+    if not os.fspath(value) or "\0" in os.fspath(value):
+        raise ValueError(f"{argument} must be a non-empty path without NUL bytes, got {value!r}")
     return Path(value)
 
 
 def verbosity(value: object) -> int:
     """``verbose``: 0 (quiet) or 1 (a line per epoch and one per run); a bool also does."""
-    if not isinstance(value, int) or value < 0:
+    if not isinstance(value, int) or value not in (0, 1):
         raise ValueError(f"verbose must be 0 (quiet) or 1 (a line per epoch), got {value!r}")
     return int(value)
 
@@ -94,6 +114,9 @@ def check_meters(value: object) -> None:
         return
     if not isinstance(value, Sequence) or not all(isinstance(m, Meter) for m in value):
         raise ValueError(f"meters must be a sequence of backends.Meter instances, got {value!r}")
+    devices = [m.info.device for m in value]
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"meters must each name a different device, got {devices}")
 
 
 def check_callbacks(value: object) -> None:

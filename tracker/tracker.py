@@ -12,9 +12,8 @@ import contextlib
 import functools
 import math
 import os
-import secrets
+import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import RAPL_READERS, RaplReader, discover
 from tracker import arguments
 from tracker.carbon.intensity import IntensitySource, resolve_intensity
+from tracker.carbon.locations import world
 from tracker.carbon.pricing import Carbon
 from tracker.distributed.process_group import (
     JobLink,
@@ -86,10 +86,9 @@ class Tracker:
         distributed: bool | str = "auto",
     ) -> None:
         self.project = arguments.name("project", project)
-        self.interval_s = arguments.seconds("interval", interval, arguments.MIN_INTERVAL_S)
-        self.sample_period_s = arguments.seconds(
-            "sample_period", sample_period, arguments.MIN_INTERVAL_S
-        )
+        floor_s, ceiling_s = arguments.MIN_INTERVAL_S, arguments.MAX_INTERVAL_S
+        self.interval_s = arguments.seconds("interval", interval, floor_s, ceiling_s)
+        self.sample_period_s = arguments.seconds("sample_period", sample_period, floor_s, ceiling_s)
         self.components: tuple[Component, ...] = arguments.components(components)
         if rapl_reader not in RAPL_READERS:
             raise ValueError(f"rapl_reader must be one of {RAPL_READERS}, got {rapl_reader!r}")
@@ -101,14 +100,15 @@ class Tracker:
         self._notices = Notices(quiet=not self.verbose)
         source, place, intensity_warnings = resolve_intensity(location, intensity)
         default_pue = place.default_pue if place is not None and place.default_pue else 1.0
-        self._carbon = Carbon(source, default_pue if pue is None else pue, self._notices)
+        table_g = (place or world()).g_per_kwh  # prices energy while a live source is silent
+        self._carbon = Carbon(source, default_pue if pue is None else pue, self._notices, table_g)
         self._location = place
         self._intensity_warnings = intensity_warnings
         self._gpus = gpus
         self._explicit_meters = list(meters) if meters is not None else None
         self._callbacks: list[EpochCallback] = list(on_epoch_end)
         self._predictor = Predictor(epochs, epochs_before_pred)
-        self.run_id = run_id or _new_run_id()
+        self.run_id = run_id if run_id is not None else arguments.new_run_id()
         run_dir = arguments.directory("log_dir", log_dir) / self.project
         self._run_dir = run_dir / arguments.name("run_id", self.run_id)
         arguments.fresh_run_dir("run_id", self._run_dir)
@@ -219,7 +219,7 @@ class Tracker:
         if self._job is not None:
             job_args = (self.components, self._provenance(), self._run_document, self._notices)
             self._job.open(meters, self._missing, *job_args, self.verbose)
-        lifecycle.attach(self, self._interrupt, self._resume)
+        lifecycle.attach(self, self._interrupt, self._resume, self._at_exit)
         if self.verbose:
             measured = ", ".join(f"{m.info.device} ({m.info.method})" for m in meters) or "nothing"
             say(f"wattprint: run {self.run_id} measuring {measured}; logs in {self._run_dir}")
@@ -422,6 +422,14 @@ class Tracker:
             if self._signalled is not None and not self._stopped:
                 self._open_epoch, self._signalled, self._split = self._last_cut, None, True
 
+    def _at_exit(self) -> None:
+        """The interpreter is exiting and this run was never stopped: close it, as ``failed``
+        (or ``interrupted``) when an exception is ending the program, else ``finished``."""
+        ending = getattr(sys, "last_type", None)  # set once an uncaught exception was printed
+        if ending is not None and self._status == "running":
+            self._status = "interrupted" if issubclass(ending, KeyboardInterrupt) else "failed"
+        self.stop()
+
     def _drain_intensity_warnings(self) -> None:
         """The intensity source's warnings (a feed down, a series not covering the run)."""
         for message in self._carbon.source.drain_warnings():
@@ -542,7 +550,3 @@ def track(func: Callable[P, R] | None = None, /, **tracker_kwargs: Any) -> Any:
         return tracked
 
     return decorate(func) if func is not None else decorate
-
-
-def _new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)

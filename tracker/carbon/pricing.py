@@ -29,8 +29,17 @@ def validate_pue(pue: float) -> float:
 class Carbon:
     """Prices energy spent between two monotonic times with an intensity source and a PUE."""
 
-    def __init__(self, source: IntensitySource, pue: float, notices: Notices) -> None:
+    def __init__(
+        self,
+        source: IntensitySource,
+        pue: float,
+        notices: Notices,
+        fallback_g_per_kwh: float = math.nan,
+    ) -> None:
+        """``fallback_g_per_kwh`` prices energy while ``source`` has not answered yet (the
+        location's table value, or the world average); NaN leaves such energy unpriced."""
         self.source = source
+        self._fallback_g_per_kwh = fallback_g_per_kwh
         self.pue = validate_pue(pue)
         self._notices = notices
         self._unix_offset_s = time.time() - time.monotonic()
@@ -47,13 +56,16 @@ class Carbon:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"intensity source returned {value!r}")
         except Exception as error:  # the carbon module must never break the training loop
-            fallback = self._last_good_g_per_kwh
+            last = self._last_good_g_per_kwh
+            fallback = last if last is not None else self._fallback_g_per_kwh
+            what = "the last good value" if last is not None else "the table value"
             self._notices.warn(
                 "intensity",
                 f"carbon intensity could not be read ({error}); using "
-                + (f"the last good value {fallback:g} g/kWh" if fallback is not None else "NaN"),
+                + (f"{what} {fallback:g} g/kWh" if not math.isnan(fallback) else "NaN")
+                + " until it can",
             )
-            return fallback if fallback is not None else math.nan
+            return fallback
         self._last_good_g_per_kwh = value
         return value
 

@@ -7,14 +7,13 @@ where wattprint cannot honour it; ``tracker.compat.carbontracker`` explains the 
 from __future__ import annotations
 
 import math
-import secrets
-import time
 from collections.abc import Sequence
 
 from backends.base import Component, Meter
 from backends.cpu.estimate import CpuEstimateMeter
 from backends.discover import discover
 from backends.gpu.estimate import GpuEstimateMeter
+from tracker import arguments
 
 DEFAULT_SIM_UTILISATION = 0.5  # carbontracker's default for sim_cpu_util and sim_gpu_util
 _COMPONENTS: dict[str, tuple[Component, ...]] = {"gpu": ("gpu",), "cpu": ("cpu", "dram")}
@@ -122,7 +121,8 @@ def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
 
 
 def run_id_with(prefix: str) -> str:
-    if not isinstance(prefix, str) or any(c in prefix for c in "/\\\0"):
+    if not isinstance(prefix, str):
         raise ValueError(f"log_file_prefix must be text without path separators, got {prefix!r}")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-    return f"{prefix}{'' if not prefix or prefix.endswith(('-', '_')) else '-'}{stamp}"
+    if prefix:
+        arguments.name("log_file_prefix", prefix)
+    return arguments.new_run_id(prefix)

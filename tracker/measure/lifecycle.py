@@ -21,6 +21,7 @@ owner's pid and do nothing in a child: no sampler, no log writes, no exception.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -45,10 +46,17 @@ R = TypeVar("R")
 InterruptFn = Callable[[str, bool], None]
 
 
-def attach(owner: object, interrupt: InterruptFn, resume: Callable[[], None]) -> None:
-    """Register a started tracker: ``interrupt`` on a signal, ``resume`` if the program lives on."""
+def attach(
+    owner: object,
+    interrupt: InterruptFn,
+    resume: Callable[[], None],
+    at_exit: Callable[[], None],
+) -> None:
+    """Register a started tracker: ``interrupt`` on a signal, ``resume`` if the program lives on,
+    ``at_exit`` if the interpreter exits while it still runs (no ``stop()``)."""
     _state.watch_forks()
-    _state.running.append(_Running(id(owner), os.getpid(), interrupt, resume))
+    _state.watch_exit()
+    _state.running.append(_Running(id(owner), os.getpid(), interrupt, resume, at_exit))
     _install()
 
 
@@ -113,6 +121,7 @@ class _Running:
     pid: int
     interrupt: InterruptFn
     resume: Callable[[], None]
+    at_exit: Callable[[], None]
 
 
 @dataclass
@@ -127,6 +136,7 @@ class _State:
     dispatching: set[int] = field(default_factory=set)
     depth: int = 0
     fork_hook: bool = False
+    exit_hook: bool = False
 
     def mine(self) -> list[_Running]:
         """The running trackers that belong to this process, oldest first."""
@@ -137,6 +147,11 @@ class _State:
         if not self.fork_hook and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self.forget_parent)
             self.fork_hook = True
+
+    def watch_exit(self) -> None:
+        if not self.exit_hook:
+            atexit.register(_stop_at_exit)
+            self.exit_hook = True
 
     def forget_parent(self) -> None:
         """In a forked child: drop the parent's trackers and held signals; put its handlers back.
@@ -153,6 +168,15 @@ class _State:
 
 
 _state = _State()
+
+
+def _stop_at_exit() -> None:
+    """The interpreter exits: trackers never stopped write their final run.json now."""
+    for running in reversed(_state.mine()):
+        try:
+            running.at_exit()
+        except Exception:  # exiting regardless; the rows are on disk already
+            logger.exception("wattprint: closing a run at interpreter exit failed")
 
 
 def _install() -> None:

@@ -130,12 +130,14 @@ class LogWriter:
         self._handles: dict[str, BinaryIO] = {}
         self._sizes: dict[str, int] = {}  # bytes of each file known to be whole on disk
         self._lock = threading.RLock()  # the timeline is written by the sampler and at edges
-        for name, columns in (
-            ("epochs.csv", EPOCH_COLUMNS),
-            ("devices.csv", DEVICE_COLUMNS),
-            ("samples.csv", SAMPLE_COLUMNS),
-        ):
-            self._append(name, [_csv_line(columns)])
+        self._headers = {
+            "epochs.csv": _csv_line(EPOCH_COLUMNS),
+            "devices.csv": _csv_line(DEVICE_COLUMNS),
+            "samples.csv": _csv_line(SAMPLE_COLUMNS),
+        }
+        self._claim()
+        for name, header in self._headers.items():
+            self._append(name, [header])
 
     def write_epoch(self, record: EpochRecord, provenance: tuple[str, int | None, str]) -> None:
         """Append one epoch's row and its device rows, flushed to the OS before returning."""
@@ -238,9 +240,28 @@ class LogWriter:
         with self._lock:
             self._append_locked(name, lines)
 
+    def _claim(self) -> None:
+        """Create the run's CSVs, failing if another run made them first (one atomic step each).
+
+        Raises ``ValueError`` naming the directory when it already holds a run (two trackers
+        given the same ``run_id`` at the same moment); a directory that cannot be written yet
+        is left to the usual retries.
+        """
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for name in self._headers:
+                os.close(os.open(self.run_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            raise ValueError(
+                f"run_id: {self.run_dir} already holds a run; choose another run_id"
+            ) from None
+        except OSError:
+            return
+
     def _append_locked(self, name: str, lines: Sequence[str]) -> None:
         pending = self._pending.setdefault(name, [])
         pending.extend(lines)
+        self._reopen_if_removed(name, pending)
         if name == "samples.csv" and len(pending) > MAX_PENDING_SAMPLES:
             self._drop_oldest(name, pending)
         try:
@@ -266,6 +287,32 @@ class LogWriter:
         path = self.run_dir / name
         handle = self._handles[name] = open(path, "ab")  # noqa: SIM115 - kept open for the run
         return handle
+
+    def _reopen_if_removed(self, name: str, pending: list[str]) -> None:
+        """Start a CSV anew (header first) when it was deleted under the run, and say so.
+
+        Writes to an open file that was unlinked succeed and are lost with it; a run whose
+        directory someone removed mid-run would otherwise carry on writing nowhere.
+        """
+        handle = self._handles.get(name)
+        if handle is None:
+            return
+        try:
+            removed = os.fstat(handle.fileno()).st_nlink == 0
+        except OSError:
+            removed = True
+        if not removed:
+            return
+        self._handles.pop(name)
+        with contextlib.suppress(OSError):
+            handle.close()
+        self._sizes.pop(name, None)
+        pending.insert(0, self._headers[name])
+        self._notices.warn(
+            f"removed:{self.run_dir / name}",
+            f"{self.run_dir / name} was deleted during the run; it is written anew from here on, "
+            "and the rows it held are lost (they remain in Tracker.epochs and the summary)",
+        )
 
     def _cut_back(self, name: str) -> None:
         """Truncate a CSV to its last whole row, dropping a line a failed write left half-done."""
