@@ -47,7 +47,7 @@ class EstimateMeter(Meter):
     def model_j(self, t_s: float) -> float:
         """The model's energy in J from ``start_s`` to ``t_s`` (a monotonic time, just read).
 
-        Raises ``MeterError`` when an input of the model cannot be read.
+        Raises a ``MeterError`` subclass when an input of the model cannot be read.
         """
 
     def read(self) -> Reading:

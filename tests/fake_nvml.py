@@ -85,7 +85,8 @@ class SimulatedGPU:
 
     ``has_counter=False`` is a pre-Volta board (power only); ``mig_capable=False`` a board whose
     MIG query answers Not Supported (before Ampere). From ``fail_after_s`` (monotonic) on, every
-    call on the device raises GPU_IS_LOST; set it during a run to lose the GPU there.
+    call on the device raises the NVML error code ``fail_with`` (GPU_IS_LOST unless set); set it
+    during a run to lose the GPU there.
     ``counter_reads_s`` and ``power_reads_s`` record the moment each value was taken.
 
     Hopper's NVML is modelled by ``counter_step_s`` (the counter changes only at
@@ -104,6 +105,7 @@ class SimulatedGPU:
     mig_capable: bool = True
     read_delay_s: float = 0.0
     fail_after_s: float | None = None
+    fail_with: int = pynvml.NVML_ERROR_GPU_IS_LOST
     counter_origin_s: float = 0.0
     counter_step_s: float = 0.0
     grid_origin_s: float = 0.0
@@ -226,7 +228,7 @@ class SimulatedNVML:
         if not any(handle is gpu for gpu in self.gpus):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if handle.fail_after_s is not None and time.monotonic() >= handle.fail_after_s:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+            raise pynvml.NVMLError(handle.fail_with)
         return handle
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from backends.base import Found, MeterError, MeterInfo, Missing
+from backends.base import Found, MeterError, MeterInfo, MeterReadError, Missing, os_meter_error
 from backends.estimate import EstimateMeter
 from backends.specs import cpu_tdp_w
 
@@ -72,20 +72,24 @@ class CpuEstimateMeter(EstimateMeter):
 def busy_cpu_s() -> float:
     """CPU-seconds the machine has spent busy, summed over its logical CPUs (see the module).
 
-    Raises ``MeterError`` when psutil cannot read the CPU times.
+    Raises a ``MeterError`` naming the ``cpu`` estimate when psutil cannot read the CPU times:
+    by the errno of an ``OSError`` (``os_meter_error``), ``MeterReadError`` for text psutil
+    cannot parse.
     """
     try:
         times = psutil.cpu_times()._asdict()
     except OSError as exc:
-        raise MeterError(f"cannot read the CPU times: {exc}") from exc
+        raise os_meter_error("cpu", "cannot read the CPU times", exc) from exc
+    except ValueError as exc:
+        raise MeterReadError(f"cpu: cannot read the CPU times: {exc}") from exc
     return float(sum(seconds for name, seconds in times.items() if name not in _NOT_BUSY))
 
 
 def _logical_cpus() -> int:
-    """The number of logical CPUs; raises ``MeterError`` where psutil cannot tell."""
+    """The number of logical CPUs; raises ``MeterReadError`` where psutil cannot tell."""
     count = psutil.cpu_count(logical=True)
     if not count:
-        raise MeterError("psutil cannot count the logical CPUs")
+        raise MeterReadError("cpu: psutil cannot count the logical CPUs")
     return count
 
 

@@ -26,7 +26,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from backends.base import Component, Found, MeterError, MeterInfo, Missing
+from backends.base import (
+    Component,
+    Found,
+    MeterInfo,
+    MeterReadError,
+    MeterUnavailable,
+    Missing,
+    os_meter_error,
+)
 from backends.cpu.rapl import (
     RaplMeter,
     cpu_model,
@@ -99,15 +107,22 @@ def find_pyrapl() -> Found:
 def _sensor_reader(
     sensor: Any, index: int, device: str, errors: tuple[type[BaseException], ...]
 ) -> Callable[[], float]:
-    """A reader for one value of ``sensor.energy()`` that turns every failure into MeterError."""
+    """A reader for one value of ``sensor.energy()`` that turns every failure into a MeterError.
+
+    An ``OSError`` from the counter file is mapped by its errno (``os_meter_error``); pyRAPL's own
+    errors and a value that is not a number are read errors; -1 (pyRAPL no longer monitors the
+    device) means it is unavailable.
+    """
 
     def read_uj() -> float:
         try:
             value = float(sensor.energy()[index])
+        except OSError as exc:
+            raise os_meter_error(device, "pyRAPL cannot read its counter", exc) from exc
         except errors as exc:
-            raise MeterError(f"pyRAPL could not read {device}: {exc!r}") from exc
+            raise MeterReadError(f"{device}: pyRAPL cannot read its counter: {exc!r}") from exc
         if value < 0:
-            raise MeterError(f"pyRAPL no longer reads {device} (it returned {value:g})")
+            raise MeterUnavailable(f"{device}: pyRAPL no longer reads it (it returned {value:g})")
         return value
 
     return read_uj

@@ -48,7 +48,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.base import Component, Found, Meter, MeterError, MeterInfo, Missing, Reading
+from backends.base import (
+    Component,
+    Found,
+    Meter,
+    MeterInfo,
+    MeterReadError,
+    Missing,
+    Reading,
+    os_meter_error,
+)
 
 ROOT_ENV = "WATTPRINT_POWERCAP_ROOT"
 DEFAULT_ROOT = "/sys/class/powercap"
@@ -127,7 +136,7 @@ def permission_fix(zones_dir: str | os.PathLike[str]) -> str:
 
 
 class RaplMeter(Meter):
-    """A RAPL energy counter; ``read_uj`` returns micro-joules or raises ``MeterError``.
+    """A RAPL energy counter; ``read_uj`` returns micro-joules or raises a ``MeterError``.
 
     One class for every RAPL reader (the sysfs files here, pyRAPL in ``backends.cpu.pyrapl``), so
     all of them hand the sampler the same raw, wrapping counter in joules, with the zone's
@@ -310,20 +319,24 @@ def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missi
         host_level=True,
         detail=f"powercap {zone.energy_path}",
     )
-    reader = _sysfs_reader(zone.energy_path)
+    reader = _sysfs_reader(zone.device, zone.energy_path)
     return RaplMeter(info, reader, range_uj / 1e6, max_power_w(zone.path))
 
 
-def _sysfs_reader(path: Path) -> Callable[[], float]:
-    """A reader for one ``energy_uj`` file that turns every failure into ``MeterError``."""
+def _sysfs_reader(device: str, path: Path) -> Callable[[], float]:
+    """A reader for one ``energy_uj`` file that turns every failure into a ``MeterError``.
+
+    The file's errno says which (``os_meter_error``): a vanished zone is unavailable, a
+    root-only counter a permission error; text that is not a counter is a read error.
+    """
 
     def read_uj() -> float:
         try:
             return read_uint(path)
         except OSError as exc:
-            raise MeterError(f"cannot read RAPL counter {path}: {exc.strerror or exc}") from exc
+            raise os_meter_error(device, "cannot read its RAPL counter", exc) from exc
         except ValueError as exc:
-            raise MeterError(f"bad RAPL counter: {exc}") from exc
+            raise MeterReadError(f"{device}: bad RAPL counter: {exc}") from exc
 
     return read_uj
 

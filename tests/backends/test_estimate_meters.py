@@ -7,6 +7,7 @@ between any two moments, and with them the exact estimate, are known.
 
 from __future__ import annotations
 
+import errno
 import platform
 import threading
 import time
@@ -17,7 +18,16 @@ from typing import Any
 import psutil
 import pytest
 
-from backends.base import Found, Meter, MeterError, Missing, Reading
+from backends.base import (
+    Found,
+    Meter,
+    MeterError,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+    Missing,
+    Reading,
+)
 from backends.cpu import estimate as cpu_estimate
 from backends.cpu.estimate import DEFAULT_CPU_TDP_W, CpuEstimateMeter, find_cpu_estimate
 from backends.estimate import EstimateMeter
@@ -310,23 +320,58 @@ def test_invalid_utilisation_override_is_rejected_by_name(utilisation: float) ->
         find_cpu_estimate(utilisation=utilisation)
 
 
-def test_unreadable_cpu_times_give_missing_at_discovery_and_meter_error_later(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("error", "kind", "cause"),
+    [
+        (
+            FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/stat"),
+            MeterUnavailable,
+            "/proc/stat: No such file or directory (ENOENT)",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/proc/stat"),
+            MeterPermissionError,
+            "/proc/stat: Permission denied (EACCES)",
+        ),
+        (
+            ValueError("could not convert string to float: 'x'"),
+            MeterReadError,
+            "could not convert string to float: 'x'",
+        ),
+    ],
+)
+def test_unreadable_cpu_times_give_missing_at_discovery_and_the_right_meter_error_later(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, kind: type[MeterError], cause: str
 ) -> None:
     busy_machine(monkeypatch)
     meter = estimate(find_cpu_estimate(tdp_w=100.0))
 
     def unreadable(percpu: bool = False) -> Any:
-        raise FileNotFoundError(2, "No such file or directory", "/proc/stat")
+        raise error
 
     monkeypatch.setattr(psutil, "cpu_times", unreadable)
 
-    with pytest.raises(MeterError, match="cannot read the CPU times"):
+    with pytest.raises(MeterError) as raised:
         meter.read()
+    assert type(raised.value) is kind
+    assert str(raised.value) == f"cpu: cannot read the CPU times: {cause}"
+    assert raised.value.__cause__ is error
     assert find_cpu_estimate(tdp_w=100.0).missing == [
-        Missing("cpu", "cpu", "no CPU estimate: cannot read the CPU times: [Errno 2] No such "
-                "file or directory: '/proc/stat'")
-    ]  # fmt: skip
+        Missing("cpu", "cpu", f"no CPU estimate: cpu: cannot read the CPU times: {cause}")
+    ]
+
+
+def test_uncountable_cpus_give_missing_at_discovery_and_meter_read_error_when_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    busy_machine(monkeypatch)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: None)
+
+    with pytest.raises(MeterReadError, match=r"^cpu: psutil cannot count the logical CPUs$"):
+        CpuEstimateMeter(100.0, "Intel Xeon Gold 6130", "measured", utilisation=None)
+    assert find_cpu_estimate(tdp_w=100.0).missing == [
+        Missing("cpu", "cpu", "no CPU estimate: cpu: psutil cannot count the logical CPUs")
+    ]
 
 
 def test_simulated_cpu_draws_tdp_times_the_given_utilisation() -> None:
@@ -366,6 +411,26 @@ def test_gpu_estimate_is_watts_times_utilisation_over_time() -> None:
     time.sleep(0.02)
     reading = meter.read()
     assert joules(reading) == pytest.approx(240.0 * (reading.t_s - meter.start_s))
+
+
+def test_unreadable_memory_size_gives_missing_dram_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unreadable() -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", "/proc/meminfo")
+
+    monkeypatch.setattr(psutil, "virtual_memory", unreadable)
+
+    assert find_memory_estimate() == Found(
+        missing=[
+            Missing(
+                "dram",
+                "dram",
+                "no DRAM estimate: cannot read the memory size: "
+                "[Errno 13] Permission denied: '/proc/meminfo'",
+            )
+        ]
+    )
 
 
 @pytest.mark.parametrize("watts_per_gb", [0.0, -1.0, float("nan"), float("inf")])

@@ -15,7 +15,14 @@ from typing import TypeVar
 
 import pytest
 
-from backends.base import Found, Meter, MeterError, Missing
+from backends.base import (
+    Found,
+    Meter,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+    Missing,
+)
 from backends.cpu.rapl import find_rapl, permission_fix
 from backends.discover import discover
 from tests.fake_powercap import AMD_RANGE_UJ, INTEL_RANGE_UJ, build_powercap, honour_file_modes
@@ -306,15 +313,34 @@ def test_package_without_dram_zone_gives_missing_dram(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("device", ["cpu0", "dram0"])
-def test_vanished_counter_raises_meter_error_naming_the_file(tmp_path: Path, device: str) -> None:
+def test_vanished_zone_raises_meter_unavailable_naming_device_and_file(
+    tmp_path: Path, device: str
+) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     m = meter(find_rapl(tmp_path), device)
     m.read()
 
     zones[device].remove()
 
-    with pytest.raises(MeterError, match=r"cannot read RAPL counter .*energy_uj: No such file"):
+    with pytest.raises(MeterUnavailable) as raised:
         m.read()
+    message = str(raised.value)
+    assert message.startswith(f"{device}: cannot read its RAPL counter: {tmp_path}/intel-rapl:0/")
+    assert message.endswith("/energy_uj: No such file or directory (ENOENT)")
+    assert isinstance(raised.value.__cause__, FileNotFoundError)
+
+
+def test_counter_made_root_only_mid_run_raises_meter_permission_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones = build_powercap(tmp_path, sockets=1)
+    cpu0 = meter(find_rapl(tmp_path), "cpu0")
+
+    zones["cpu0"].make_unreadable()
+    honour_file_modes(monkeypatch)
+
+    with pytest.raises(MeterPermissionError, match=r"^cpu0: .*energy_uj: Permission denied"):
+        cpu0.read()
 
 
 def test_fifo_in_place_of_a_counter_is_missing_at_discovery_and_nothing_blocks(
@@ -332,25 +358,27 @@ def test_fifo_in_place_of_a_counter_is_missing_at_discovery_and_nothing_blocks(
     assert "a FIFO, not a regular file like a sysfs attribute" in missing.reason
 
 
-def test_counter_that_becomes_a_fifo_raises_meter_error_without_blocking(tmp_path: Path) -> None:
+def test_counter_that_becomes_a_fifo_raises_meter_read_error_without_blocking(
+    tmp_path: Path,
+) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     cpu0 = meter(find_rapl(tmp_path), "cpu0")
     zones["cpu0"].replace_energy_with_fifo()
 
-    with pytest.raises(MeterError, match=r"energy_uj: a FIFO, not a regular file"):
+    with pytest.raises(MeterReadError, match=r"^cpu0: .*energy_uj: a FIFO, not a regular file"):
         without_hanging(cpu0.read, zones["cpu0"].energy_path)
 
 
 @pytest.mark.parametrize("text", ["", "\n", "abc\n", "-5\n", "12.5\n", "1e6\n", "\u0663\n"])
-def test_garbage_in_counter_raises_meter_error(tmp_path: Path, text: str) -> None:
+def test_garbage_in_counter_raises_meter_read_error(tmp_path: Path, text: str) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     cpu0 = meter(find_rapl(tmp_path), "cpu0")
 
     zones["cpu0"].write_energy_text(text)
 
-    with pytest.raises(MeterError, match="not a non-negative integer") as raised:
+    with pytest.raises(MeterReadError, match="not a non-negative integer") as raised:
         cpu0.read()
-    assert f"{tmp_path}/intel-rapl:0/energy_uj holds " in str(raised.value)
+    assert str(raised.value).startswith(f"cpu0: bad RAPL counter: {tmp_path}/intel-rapl:0/")
 
 
 def test_garbage_at_discovery_gives_missing_not_an_exception(tmp_path: Path) -> None:

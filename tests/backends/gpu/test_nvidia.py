@@ -11,7 +11,14 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from backends.base import Found, Meter, MeterError
+from backends.base import (
+    Found,
+    Meter,
+    MeterError,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+)
 from backends.gpu.nvidia import NO_NVML_REASON, find_gpus
 from tests.fake_nvml import (
     SimulatedGPU,
@@ -408,7 +415,7 @@ def test_gpu_failing_during_discovery_is_missing_not_an_exception(
     ("has_counter", "call"),
     [(True, "nvmlDeviceGetTotalEnergyConsumption"), (False, "nvmlDeviceGetPowerUsage")],
 )
-def test_gpu_lost_mid_run_raises_meter_error_naming_device_call_and_cause(
+def test_gpu_lost_mid_run_raises_meter_unavailable_naming_device_call_and_cause(
     monkeypatch: pytest.MonkeyPatch, discover: Discover, has_counter: bool, call: str
 ) -> None:
     gpu = SimulatedGPU(uuid=UUIDS[0], has_counter=has_counter)
@@ -416,14 +423,52 @@ def test_gpu_lost_mid_run_raises_meter_error_naming_device_call_and_cause(
     [meter] = discover().meters
     meter.read()
     gpu.fail_after_s = time.monotonic()
-    with pytest.raises(MeterError) as error:
+    with pytest.raises(MeterUnavailable) as error:
         meter.read()
     message = str(error.value)
     assert message.startswith("gpu0 ")
     assert UUIDS[0] in message
-    assert f"{call} failed: GPU is lost" in message
+    assert f"{call} failed: GPU is lost (NVML_ERROR_GPU_IS_LOST)" in message
     assert isinstance(error.value.__cause__, pynvml.NVMLError_GpuIsLost)
     assert meter.power_hint_w() is None
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "cause"),
+    [
+        (pynvml.NVML_ERROR_NO_PERMISSION, MeterPermissionError, "Insufficient Permissions"),
+        (pynvml.NVML_ERROR_UNKNOWN, MeterReadError, "Unknown Error"),
+        (pynvml.NVML_ERROR_TIMEOUT, MeterReadError, "Timeout"),
+        (pynvml.NVML_ERROR_DRIVER_NOT_LOADED, MeterUnavailable, "Driver Not Loaded"),
+    ],
+)
+def test_nvml_error_mid_run_raises_the_meter_error_its_code_means(
+    monkeypatch: pytest.MonkeyPatch,
+    discover: Discover,
+    code: int,
+    kind: type[MeterError],
+    cause: str,
+) -> None:
+    gpu = SimulatedGPU(uuid=UUIDS[0], fail_with=code)
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    gpu.fail_after_s = time.monotonic()
+    with pytest.raises(MeterError) as error:
+        meter.read()
+    assert type(error.value) is kind
+    assert str(error.value).startswith(f"gpu0 (uuid={UUIDS[0]} nvml_index=0): ")
+    assert cause in str(error.value)
+    assert error.value.__cause__ == pynvml.NVMLError(code)
+
+
+def test_nvml_shut_down_under_a_meter_raises_meter_unavailable(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    nvml = install_fake_nvml(monkeypatch, [SimulatedGPU()])
+    [meter] = discover().meters
+    nvml.nvmlShutdown()  # another NVML user in the process shut it down once too often
+    with pytest.raises(MeterUnavailable, match=r"Uninitialized \(NVML_ERROR_UNINITIALIZED\)"):
+        meter.read()
 
 
 # --- NVML session ---------------------------------------------------------------------------------
@@ -456,13 +501,13 @@ def test_discovery_that_opens_no_meter_leaves_nvml_shut_down(
     assert not nvml.initialized
 
 
-def test_read_after_close_raises_meter_error(
+def test_read_after_close_raises_meter_unavailable(
     monkeypatch: pytest.MonkeyPatch, discover: Discover
 ) -> None:
     install_fake_nvml(monkeypatch, [SimulatedGPU()])
     [meter] = discover().meters
     meter.close()
-    with pytest.raises(MeterError, match="gpu0: read after close"):
+    with pytest.raises(MeterUnavailable, match="gpu0: read after close"):
         meter.read()
 
 
