@@ -58,10 +58,12 @@ from backends.base import (
     Reading,
     os_meter_error,
 )
+from backends.cpu.cpuinfo import cpu_info
 
 ROOT_ENV = "WATTPRINT_POWERCAP_ROOT"
 DEFAULT_ROOT = "/sys/class/powercap"
-CPUINFO_PATH = Path("/proc/cpuinfo")
+RAPL_COMPONENTS: tuple[Component, ...] = ("cpu", "dram")
+"""What RAPL meters: each package, and its DRAM (in pyRAPL's ``Device`` order, PKG then DRAM)."""
 
 UDEV_RULE_PATH = "/etc/udev/rules.d/99-wattprint-rapl.rules"
 UDEV_RULE = (
@@ -105,9 +107,9 @@ def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
     surveyed = _survey(zones_dir) if zones_dir is not None else []
     if zones_dir is None or not surveyed:
         reason = f"no RAPL powercap interface at {base}"
-        return Found(missing=[Missing(c, c, reason, NO_TREE_FIX) for c in ("cpu", "dram")])
+        return Found(missing=[Missing(c, c, reason, NO_TREE_FIX) for c in RAPL_COMPONENTS])
     found = Found()
-    model = cpu_model()
+    model = cpu_info().model
     for entry in surveyed:
         opened = entry if isinstance(entry, Missing) else _open_zone(entry, zones_dir, model)
         if isinstance(opened, Missing):
@@ -163,6 +165,18 @@ class RaplMeter(Meter):
         return Reading(t_s=t_s, energy_j=self._read_uj() / 1e6)
 
 
+def rapl_info(
+    device: str, component: Component, zone_name: str, cpu_model: str, detail: str
+) -> MeterInfo:
+    """What a RAPL meter measures, alike for every reader; only ``detail`` tells them apart.
+
+    The model is the zone's name with the CPU's (``package-0 (Intel(R) Xeon(R) ...)``), or the
+    zone's name alone where ``/proc/cpuinfo`` gives no model.
+    """
+    model = f"{zone_name} ({cpu_model})" if cpu_model else zone_name
+    return MeterInfo(device, component, model, "rapl", host_level=True, detail=detail)
+
+
 @dataclass(frozen=True, slots=True)
 class RaplZone:
     """One metered powercap zone: a socket's (or die's) package, or its DRAM."""
@@ -203,7 +217,7 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
         zone_dirs = _numbered(zones_dir, _PACKAGE_ZONE)
     except OSError as exc:
         reason, fix = _unreadable(zones_dir, exc, zones_dir)
-        return [Missing(c, c, reason, fix) for c in ("cpu", "dram")]
+        return [Missing(c, c, reason, fix) for c in RAPL_COMPONENTS]
     packages: list[tuple[tuple[int, int], RaplZone | Missing, RaplZone | Missing]] = []
     named: set[tuple[int, int]] = set()
     for zone_dir in zone_dirs:
@@ -212,7 +226,7 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
         except OSError as exc:
             number = int(zone_dir.name.rpartition(":")[2], 16)
             reason, fix = _unreadable(zone_dir, exc, zones_dir)
-            cpu, dram = (Missing(c, f"{c}{number}", reason, fix) for c in ("cpu", "dram"))
+            cpu, dram = (Missing(c, f"{c}{number}", reason, fix) for c in RAPL_COMPONENTS)
             packages.append(((number, 0), cpu, dram))
             continue
         match = _PACKAGE_NAME.fullmatch(name)
@@ -229,19 +243,6 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
         packages.append((package, zone, _dram_zone(zone, f"dram{suffix}", zones_dir)))
     packages.sort(key=lambda entry: entry[0])
     return [entry for _, cpu, dram in packages for entry in (cpu, dram)]
-
-
-def cpu_model() -> str:
-    """The CPU's 'model name' from /proc/cpuinfo, or '' where it cannot be read."""
-    try:
-        with open(CPUINFO_PATH, encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
 
 
 def read_attribute(path: Path) -> str:
@@ -311,14 +312,7 @@ def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missi
         return Missing(zone.component, zone.device, f"cannot read RAPL zone {zone.path}: {exc}")
     if range_uj == 0:
         return Missing(zone.component, zone.device, f"{zone.range_path} is 0: no usable counter")
-    info = MeterInfo(
-        device=zone.device,
-        component=zone.component,
-        model=f"{zone.name} ({model})" if model else zone.name,
-        method="rapl",
-        host_level=True,
-        detail=f"powercap {zone.energy_path}",
-    )
+    info = rapl_info(zone.device, zone.component, zone.name, model, f"powercap {zone.energy_path}")
     reader = _sysfs_reader(zone.device, zone.energy_path)
     return RaplMeter(info, reader, range_uj / 1e6, max_power_w(zone.path))
 

@@ -10,12 +10,10 @@ integrated over time (see ``backends.estimate``).
 
 from __future__ import annotations
 
-import math
-
 import psutil
 
 from backends.base import Found, MeterInfo, Missing
-from backends.estimate import ConstantPowerMeter
+from backends.estimate import ConstantPowerMeter, checked_number
 
 __all__ = ["DEFAULT_WATTS_PER_GB", "MemoryEstimateMeter", "find_memory_estimate"]
 
@@ -46,8 +44,7 @@ def find_memory_estimate(watts_per_gb: float = DEFAULT_WATTS_PER_GB) -> Found:
     ``psutil.virtual_memory().total`` read now; where it cannot be read, a ``Missing`` says why.
     Raises ``ValueError`` if ``watts_per_gb`` is not a positive finite number.
     """
-    if not (watts_per_gb > 0 and math.isfinite(watts_per_gb)):
-        raise ValueError(f"watts_per_gb must be a positive number of W/GB, got {watts_per_gb!r}")
+    watts_per_gb = checked_number("watts_per_gb", watts_per_gb, "W/GB")
     try:
         total_gb = psutil.virtual_memory().total / _BYTES_PER_GB
     except OSError as exc:

@@ -28,7 +28,7 @@ from backends.base import (
     Missing,
     Reading,
 )
-from backends.cpu import estimate as cpu_estimate
+from backends.cpu import cpuinfo as cpuinfo_module
 from backends.cpu.estimate import DEFAULT_CPU_TDP_W, CpuEstimateMeter, find_cpu_estimate
 from backends.estimate import EstimateMeter
 from backends.gpu.estimate import GpuEstimateMeter
@@ -99,7 +99,7 @@ def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, sockets
     ]
     path = tmp_path / "cpuinfo"
     path.write_text("\n".join(blocks), encoding="utf-8")
-    monkeypatch.setattr(cpu_estimate, "CPUINFO_PATH", path)
+    monkeypatch.setattr(cpuinfo_module, "CPUINFO_PATH", path)
 
 
 def estimate(found: Found) -> EstimateMeter:
@@ -274,7 +274,7 @@ def test_unknown_cpu_uses_the_default_tdp_and_says_so(
 def test_missing_cpuinfo_falls_back_to_platform_processor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cpu_estimate, "CPUINFO_PATH", tmp_path / "absent")
+    monkeypatch.setattr(cpuinfo_module, "CPUINFO_PATH", tmp_path / "absent")
     monkeypatch.setattr(platform, "processor", lambda: "Intel Core i9-13900K")
     busy_machine(monkeypatch)
     meter = estimate(find_cpu_estimate())
@@ -308,15 +308,15 @@ def test_tdp_override_with_measured_utilisation(
     assert average_w(meter) == pytest.approx(30.0, rel=CLOSE)
 
 
-@pytest.mark.parametrize("tdp_w", [0.0, -5.0, float("nan"), float("inf")])
-def test_invalid_tdp_override_is_rejected_by_name(tdp_w: float) -> None:
-    with pytest.raises(ValueError, match="tdp_w"):
+@pytest.mark.parametrize("tdp_w", [0.0, -5.0, float("nan"), float("inf"), "100", True])
+def test_invalid_tdp_override_is_rejected_by_name(tdp_w: Any) -> None:
+    with pytest.raises(ValueError, match="tdp_w must be a finite number of W > 0"):
         find_cpu_estimate(tdp_w=tdp_w)
 
 
-@pytest.mark.parametrize("utilisation", [-0.1, 1.01, float("nan")])
-def test_invalid_utilisation_override_is_rejected_by_name(utilisation: float) -> None:
-    with pytest.raises(ValueError, match="utilisation"):
+@pytest.mark.parametrize("utilisation", [-0.1, 1.01, float("nan"), "0.5", True])
+def test_invalid_utilisation_override_is_rejected_by_name(utilisation: Any) -> None:
+    with pytest.raises(ValueError, match="utilisation must be a number between 0 and 1"):
         find_cpu_estimate(utilisation=utilisation)
 
 
@@ -433,10 +433,31 @@ def test_unreadable_memory_size_gives_missing_dram_not_an_exception(
     )
 
 
-@pytest.mark.parametrize("watts_per_gb", [0.0, -1.0, float("nan"), float("inf")])
-def test_invalid_watts_per_gb_is_rejected_by_name(watts_per_gb: float) -> None:
-    with pytest.raises(ValueError, match="watts_per_gb"):
+@pytest.mark.parametrize("watts_per_gb", [0.0, -1.0, float("nan"), float("inf"), "0.4"])
+def test_invalid_watts_per_gb_is_rejected_by_name(watts_per_gb: Any) -> None:
+    with pytest.raises(ValueError, match="watts_per_gb must be a finite number of W/GB > 0"):
         find_memory_estimate(watts_per_gb=watts_per_gb)
+
+
+@pytest.mark.parametrize(
+    ("watts", "utilisation", "message"),
+    [
+        (-1.0, 0.5, "watts must be a finite number of W >= 0"),
+        (float("inf"), 0.5, "watts must be a finite number of W >= 0"),
+        (True, 0.5, "watts must be a finite number of W >= 0"),
+        (300.0, 1.5, "utilisation must be a number between 0 and 1"),
+        (300.0, "full", "utilisation must be a number between 0 and 1"),
+    ],
+)
+def test_invalid_gpu_estimate_figures_are_rejected_by_name(
+    watts: Any, utilisation: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        GpuEstimateMeter("NVIDIA A100", watts, utilisation)
+
+
+def test_gpu_estimate_of_an_idle_gpu_draws_nothing() -> None:
+    assert average_w(GpuEstimateMeter("NVIDIA A100", 0, 0.5)) == 0.0
 
 
 def test_default_watts_per_gb_is_the_green_algorithms_figure() -> None:

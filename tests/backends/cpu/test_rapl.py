@@ -461,7 +461,7 @@ def test_model_is_the_zone_name_and_the_cpu_model(
 ) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon Test 9999\n")
-    monkeypatch.setattr("backends.cpu.rapl.CPUINFO_PATH", cpuinfo)
+    monkeypatch.setattr("backends.cpu.cpuinfo.CPUINFO_PATH", cpuinfo)
     build_powercap(tmp_path / "powercap", sockets=1)
 
     found = find_rapl(tmp_path / "powercap")
@@ -470,7 +470,7 @@ def test_model_is_the_zone_name_and_the_cpu_model(
         "package-0 (Xeon Test 9999)",
         "dram (Xeon Test 9999)",
     ]
-    monkeypatch.setattr("backends.cpu.rapl.CPUINFO_PATH", tmp_path / "absent")
+    monkeypatch.setattr("backends.cpu.cpuinfo.CPUINFO_PATH", tmp_path / "absent")
     assert [m.info.model for m in find_rapl(tmp_path / "powercap").meters] == ["package-0", "dram"]
 
 
