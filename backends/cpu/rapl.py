@@ -78,7 +78,7 @@ NO_TREE_FIX = (
     f"{ROOT_ENV}=/host/powercap"
 )
 
-_log = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 _CONTROL_TYPE = "intel-rapl"
 _PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
@@ -231,11 +231,11 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
             continue
         match = _PACKAGE_NAME.fullmatch(name)
         if match is None:
-            _log.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
+            logger.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
             continue
         package = (int(match[1]), int(match[2] or 0))
         if package in named:
-            _log.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
+            logger.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
             continue
         named.add(package)
         suffix = f"{package[0]}-die{package[1]}" if match[2] is not None else f"{package[0]}"

@@ -34,7 +34,7 @@ from backends.base import (
     Reading,
 )
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 NO_NVML_REASON = "NVML not found (no NVIDIA driver)"
 NO_NVML_FIX = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -83,18 +84,23 @@ def test_two_socket_tree_gives_package_and_dram_meters_by_socket(tmp_path: Path)
     )
 
 
-def test_core_psys_and_mmio_zones_are_not_metered(tmp_path: Path) -> None:
+def test_core_psys_and_mmio_zones_are_not_metered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     zones = build_powercap(tmp_path, sockets=1, core=True, psys=True, mmio=True)
     zones["core0"].set_energy_uj(111)
     zones["psys"].set_energy_uj(222)
     zones["mmio0"].set_energy_uj(333)
     zones["cpu0"].set_energy_uj(444)
     zones["dram0"].set_energy_uj(555)
+    caplog.set_level(logging.DEBUG, logger="backends.cpu.rapl")
 
     found = find_rapl(tmp_path)
 
     assert devices(found) == ["cpu0", "dram0"]
     assert [m.read().energy_j for m in found.meters] == [444e-6, 555e-6]
+    [skipped] = [r for r in caplog.records if "'psys') is not a package zone" in r.getMessage()]
+    assert skipped.name == "backends.cpu.rapl"  # shown by DEBUG on that module's logger
 
 
 def test_hexadecimal_zone_ids_are_found_and_ordered_by_socket(tmp_path: Path) -> None:
