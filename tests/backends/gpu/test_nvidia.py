@@ -23,6 +23,7 @@ from backends.gpu.nvidia import NO_NVML_REASON, find_gpus
 from tests.fake_nvml import (
     SimulatedGPU,
     constant_power,
+    hopper,
     install_fake_nvml,
     install_no_nvml,
     step_profile,
@@ -160,6 +161,25 @@ def test_counter_meter_reads_the_simulated_energy_in_joules(
     used_j = second.energy_j - first.energy_j
     assert used_j == pytest.approx(gpu.energy_j(taken_first, taken_second), abs=1e-3)
     assert used_j > 100.0 * 0.04
+
+
+def test_counter_meter_follows_a_load_that_changes_as_it_runs(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    gpu = hopper(constant_power(90.0))  # as the benchmarks drive their boards
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    first = meter.read()
+    gpu.power_w.set(600.0)
+    time.sleep(0.25)
+    gpu.power_w.set(90.0)
+    time.sleep(0.15)
+    second = meter.read()
+    assert second.energy_j is not None and first.energy_j is not None
+    taken_first, taken_second = gpu.counter_reads_s[-2:]
+    edges = [gpu.last_update_s(taken_first), gpu.last_update_s(taken_second)]
+    assert second.energy_j - first.energy_j == pytest.approx(gpu.energy_j(*edges), abs=1e-3)
+    assert second.energy_j - first.energy_j > 600.0 * 0.15  # the busy stretch is in it
 
 
 def test_power_meter_reads_the_simulated_power_in_watts(
