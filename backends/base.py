@@ -136,7 +136,7 @@ class Meter(abc.ABC):
 
     @abc.abstractmethod
     def read(self) -> Reading:
-        """Read the meter now.
+        """The meter's value now, stamped with the monotonic time of the read.
 
         Raises a ``MeterError`` subclass when the hardware cannot be read: ``MeterUnavailable``,
         ``MeterPermissionError`` or ``MeterReadError``.

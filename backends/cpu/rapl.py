@@ -189,10 +189,12 @@ class RaplZone:
 
     @property
     def energy_path(self) -> Path:
+        """The zone's cumulative energy counter, in micro-joules (``energy_uj``)."""
         return self.path / "energy_uj"
 
     @property
     def range_path(self) -> Path:
+        """The counter's largest value in micro-joules, where it wraps (``max_energy_range_uj``)."""
         return self.path / "max_energy_range_uj"
 
 

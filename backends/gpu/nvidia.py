@@ -50,7 +50,7 @@ MIG_FIX = (
 
 
 def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = None) -> Found:
-    """Open a meter for each NVIDIA GPU this process can use.
+    """A meter for each NVIDIA GPU this process can use, and what cannot be measured and why.
 
     ``visible`` is the ``CUDA_VISIBLE_DEVICES`` value (read from the environment when None): indices
     or ``GPU-`` UUIDs (unique prefixes allowed), mapped in order to the logical names ``gpu0``,
