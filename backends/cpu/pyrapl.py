@@ -26,13 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from backends.base import (
-    Found,
-    MeterReadError,
-    MeterUnavailable,
-    Missing,
-    os_meter_error,
-)
+from backends.base import Found, MeterReadError, MeterUnavailable, Missing, os_meter_error
 from backends.cpu.cpuinfo import cpu_info
 from backends.cpu.rapl import (
     RAPL_COMPONENTS,
