@@ -1,5 +1,25 @@
 """Hardware meters: each module reads one kind of energy or power source behind `Meter`."""
 
-from backends.base import Found, Meter, MeterError, MeterInfo, Missing, Reading
+from backends.base import (
+    Found,
+    Meter,
+    MeterError,
+    MeterInfo,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+    Missing,
+    Reading,
+)
 
-__all__ = ["Found", "Meter", "MeterError", "MeterInfo", "Missing", "Reading"]
+__all__ = [
+    "Found",
+    "Meter",
+    "MeterError",
+    "MeterInfo",
+    "MeterPermissionError",
+    "MeterReadError",
+    "MeterUnavailable",
+    "Missing",
+    "Reading",
+]

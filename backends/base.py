@@ -8,6 +8,8 @@ Integration, wrap correction and epoch cuts happen above this layer, in ``tracke
 from __future__ import annotations
 
 import abc
+import errno
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,7 +20,48 @@ COMPONENTS: tuple[Component, ...] = ("gpu", "cpu", "dram")
 
 
 class MeterError(RuntimeError):
-    """A meter could not be read. The tracker disables that meter, warns once and carries on."""
+    """A meter could not be read: the tracker disables that meter, warns once and carries on.
+
+    Meters raise one of the three subclasses, which say why. Anything else out of a meter's
+    ``read()`` is a bug in the meter, not a failure of the hardware.
+    """
+
+
+class MeterUnavailable(MeterError):
+    """The device or its interface is gone or absent (GPU lost, NVML shut down, zone vanished)."""
+
+
+class MeterPermissionError(MeterError):
+    """This process may not read the device (EACCES or EPERM, NVML no permission)."""
+
+
+class MeterReadError(MeterError):
+    """The read failed otherwise, or gave something that is not a reading (garbage, a timeout)."""
+
+
+_ERRNO_ERRORS: dict[int, type[MeterError]] = {
+    errno.ENOENT: MeterUnavailable,  # the file (a sysfs zone, /proc/stat) is gone
+    errno.ENODEV: MeterUnavailable,  # the device behind an open file is gone
+    errno.ENXIO: MeterUnavailable,
+    errno.ENOTDIR: MeterUnavailable,  # a directory on the path was replaced
+    errno.EACCES: MeterPermissionError,
+    errno.EPERM: MeterPermissionError,
+}
+
+
+def os_meter_error(device: str, doing: str, error: OSError) -> MeterError:
+    """The ``MeterError`` for an ``OSError`` that ``device``'s meter met while ``doing`` a read.
+
+    The one mapping of errnos for every meter that reads files: ENOENT, ENODEV, ENXIO and ENOTDIR
+    give ``MeterUnavailable``; EACCES and EPERM ``MeterPermissionError``; any other errno (EINVAL
+    from a FIFO, EIO, ENODATA) or none ``MeterReadError``. The message names the device, what
+    failed, the file and the errno; raise it ``from error`` to keep the cause.
+    """
+    code = error.errno
+    kind = _ERRNO_ERRORS.get(code, MeterReadError) if code is not None else MeterReadError
+    where = f"{os.fsdecode(error.filename)}: " if error.filename is not None else ""
+    name = f" ({errno.errorcode.get(code, code)})" if code is not None else ""
+    return kind(f"{device}: {doing}: {where}{error.strerror or error}{name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +136,11 @@ class Meter(abc.ABC):
 
     @abc.abstractmethod
     def read(self) -> Reading:
-        """Read the meter now. Raises ``MeterError`` when the hardware cannot be read."""
+        """The meter's value now, stamped with the monotonic time of the read.
+
+        Raises a ``MeterError`` subclass when the hardware cannot be read: ``MeterUnavailable``,
+        ``MeterPermissionError`` or ``MeterReadError``.
+        """
 
     def power_hint_w(self) -> float | None:
         """A cheap current power figure for a slow counter meter, or None where there is none."""

@@ -1,4 +1,4 @@
-"""Finds the meters of this machine: for each component, the first source that works wins.
+"""Discovery of this machine's meters: for each component, the first source that works wins.
 
 GPUs come from NVML. CPU packages and DRAM come from RAPL (powercap files, or pyRAPL when chosen);
 where RAPL cannot be read, the labelled estimates take over, and the reason RAPL failed is kept

@@ -12,12 +12,13 @@ thread of their own.
 from __future__ import annotations
 
 import abc
+import math
 import threading
 import time
 
 from backends.base import Meter, MeterInfo, Reading
 
-__all__ = ["ConstantPowerMeter", "EstimateMeter"]
+__all__ = ["ConstantPowerMeter", "EstimateMeter", "checked_number", "checked_share"]
 
 
 class EstimateMeter(Meter):
@@ -47,7 +48,7 @@ class EstimateMeter(Meter):
     def model_j(self, t_s: float) -> float:
         """The model's energy in J from ``start_s`` to ``t_s`` (a monotonic time, just read).
 
-        Raises ``MeterError`` when an input of the model cannot be read.
+        Raises a ``MeterError`` subclass when an input of the model cannot be read.
         """
 
     def read(self) -> Reading:
@@ -70,3 +71,27 @@ class ConstantPowerMeter(EstimateMeter):
     def model_j(self, t_s: float) -> float:
         """``power_w`` x the seconds since the meter was created."""
         return self.power_w * (t_s - self.start_s)
+
+
+def checked_number(name: str, value: object, unit: str, *, zero_ok: bool = False) -> float:
+    """``value`` as a float if it is a finite number > 0 (>= 0 with ``zero_ok``) of ``unit``.
+
+    The one check of an estimate's power figures (W, W/GB). Raises ``ValueError`` naming the
+    argument ``name`` for anything else: a bool, a string, NaN, infinity, a value out of range.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not (value >= 0 if zero_ok else value > 0)
+    ):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be a finite number of {unit} {bound}, got {value!r}")
+    return float(value)
+
+
+def checked_share(name: str, value: object) -> float:
+    """``value`` as a float if it is a number from 0 to 1 (a utilisation), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return float(value)

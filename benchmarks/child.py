@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import resource
+import stat
 import sys
 import tempfile
 import time
@@ -194,7 +195,7 @@ class _Truth:
         if self._sim:
             gpus = _SIM_GPUS
             counter_j = sum(g.counter_mj(now) for g in gpus) / 1e3
-            return counter_j, sum(g.trace.energy_j(g.grid_origin_s, now) for g in gpus)
+            return counter_j, sum(g.energy_j(g.counter_origin_s, now) for g in gpus)
         read = self._pynvml.nvmlDeviceGetTotalEnergyConsumption
         total_mj = sum(self._pool.map(read, self._handles))  # all GPUs at once: one instant
         return total_mj / 1e3, None
@@ -225,17 +226,34 @@ def _prepare(task: dict[str, Any]) -> Any:
     from benchmarks.workload import MatmulLoad, SimLoad
 
     if task["setting"] == "sim":
-        from benchmarks.sim_nvml import SimulatedNVML, simulated_gpus
         from benchmarks.workload import IDLE_W
+        from tests.fake_nvml import SimulatedNVML, constant_power, hopper
 
-        _SIM_GPUS[:] = simulated_gpus(int(task.get("gpus", 1)), IDLE_W)
+        count = int(task.get("gpus", 1))
+        _SIM_GPUS[:] = [
+            hopper(constant_power(IDLE_W), phase_s=0.037 * (i + 1)) for i in range(count)
+        ]
         SimulatedNVML(_SIM_GPUS).install()
+        _nvidia_smi_on_path()
         return SimLoad(_SIM_GPUS)
     if task.get("load") == "matmul":
         import torch
 
         return MatmulLoad(torch)
     return SimLoad([])
+
+
+def _nvidia_smi_on_path() -> None:
+    """Put an ``nvidia-smi`` that answers first on ``PATH``, for the simulated boards.
+
+    CodeCarbon looks for that command before it asks NVML for GPUs.
+    """
+    folder = tempfile.mkdtemp(prefix="sim-nvidia-smi-")
+    script = os.path.join(folder, "nvidia-smi")
+    with open(script, "w") as file:
+        file.write("#!/bin/sh\necho 'simulated nvidia-smi'\n")
+    os.chmod(script, stat.S_IRWXU)
+    os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
 
 
 TASKS = {

@@ -1,10 +1,11 @@
 """The seven benchmarks of the suite, each producing table rows for every installed tool.
 
 Where each figure comes from (a "setting"): ``host`` is this machine as it is (real NVML where
-there is a GPU); ``sim`` is the simulated NVML of ``benchmarks.sim_nvml``, installed identically
-for every tool in its own process. Without a GPU, the hook cost, sampler CPU and slowdown run on
-``sim`` (1 board, and 8 for the hook cost); with one, on ``host``, and the 8-board hook cost on
-``sim``. Start-up and memory always run on ``host``. Accuracy (1) needs real GPUs and torch.
+there is a GPU); ``sim`` is the simulated NVML of ``tests.fake_nvml`` (H100 timing, ``hopper``),
+installed identically for every tool in its own process. Without a GPU, the hook cost, sampler
+CPU and slowdown run on ``sim`` (1 board, and 8 for the hook cost); with one, on ``host``, and the
+8-board hook cost on ``sim``. Start-up and memory always run on ``host``. Accuracy (1) needs real
+GPUs and torch.
 """
 
 from __future__ import annotations

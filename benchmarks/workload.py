@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from benchmarks.sim_nvml import SimGPU
+from tests.fake_nvml import SimulatedGPU
 
 IDLE_W = 90.0
 
@@ -69,24 +69,24 @@ def run_epoch(plan: EpochPlan, load: Load) -> None:
 
 
 class SimLoad:
-    """Drives the power traces of simulated boards; the calling thread just sleeps."""
+    """Drives the power profiles of simulated boards; the calling thread just sleeps."""
 
-    def __init__(self, gpus: Sequence[SimGPU]) -> None:
+    def __init__(self, gpus: Sequence[SimulatedGPU]) -> None:
         self.gpus = list(gpus)
 
     def busy(self, seconds: float, watts: float) -> None:
         for gpu in self.gpus:
-            gpu.trace.set(watts)
+            gpu.power_w.set(watts)
         time.sleep(seconds)
 
     def idle(self, seconds: float) -> None:
         for gpu in self.gpus:
-            gpu.trace.set(IDLE_W)
+            gpu.power_w.set(IDLE_W)
         time.sleep(seconds)
 
     def settle(self) -> None:
         for gpu in self.gpus:
-            gpu.trace.set(IDLE_W)
+            gpu.power_w.set(IDLE_W)
 
 
 class MatmulLoad:

@@ -1,9 +1,16 @@
 """A simulated NVML, installed at the ``pynvml`` boundary so everything above it runs for real.
 
+The one NVML simulator of the repository. The tests install it for the length of a test
+(``install_fake_nvml``); the benchmarks install it for good in each child process
+(``SimulatedNVML(gpus).install()``), where wattprint, carbontracker, CodeCarbon and Zeus all reach
+the same boards through ``pynvml``. It needs nothing but the standard library and ``pynvml`` at
+run time (pytest only for type checking), so a benchmark environment without pytest imports it.
+
 Each simulated GPU draws a piecewise-constant power over ``time.monotonic()``, so the energy it
 used between any two moments is known exactly (``SimulatedGPU.energy_j``); its energy counter is
-that integral from a fixed origin, in whole millijoules as the real call returns it. Errors are the
-real ``pynvml`` exception classes, so the code under test catches exactly what it would on a GPU.
+that integral from a fixed origin, in whole millijoules as the real call returns it. A profile
+can be given up front or changed as a load runs (``StepProfile.set``). Errors are the real
+``pynvml`` exception classes, so the code under test catches exactly what it would on a GPU.
 
     gpu = SimulatedGPU(power_w=step_profile([(t0, 100.0), (t0 + 0.05, 400.0)]))
     nvml = install_fake_nvml(monkeypatch, [gpu, SimulatedGPU(has_counter=False)])
@@ -15,50 +22,75 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import pynvml
-import pytest
+
+if TYPE_CHECKING:
+    import pytest
 
 
-@dataclass(frozen=True, slots=True)
 class StepProfile:
     """Power in watts that holds from each start time (monotonic s) until the next one.
 
     The first step also covers every moment before its start, so a profile is defined everywhere.
+    ``set`` adds a step now, for a load that changes as it runs; a lock keeps every read
+    consistent with the changes made before it.
     """
 
-    starts_s: tuple[float, ...]
-    watts: tuple[float, ...]
-    _energy_at_start_j: tuple[float, ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        energies = [0.0]
-        for i in range(1, len(self.starts_s)):
-            step_s = self.starts_s[i] - self.starts_s[i - 1]
-            energies.append(energies[-1] + self.watts[i - 1] * step_s)
-        object.__setattr__(self, "_energy_at_start_j", tuple(energies))
+    def __init__(self, starts_s: Sequence[float], watts: Sequence[float]) -> None:
+        self._lock = threading.Lock()
+        self._starts_s = list(starts_s)
+        self._watts = list(watts)
+        self._energy_at_start_j = [0.0]  # from the first start to each start
+        for i in range(1, len(self._starts_s)):
+            step_s = self._starts_s[i] - self._starts_s[i - 1]
+            self._energy_at_start_j.append(
+                self._energy_at_start_j[-1] + self._watts[i - 1] * step_s
+            )
 
     def __call__(self, t_s: float) -> float:
         """The power at monotonic time ``t_s``, in watts."""
-        return self.watts[self._step_at(t_s)]
+        with self._lock:
+            return self._watts[self._step_at(t_s)]
 
     def energy_j(self, t0_s: float, t1_s: float) -> float:
         """The exact energy between two monotonic times, in joules."""
         if t1_s < t0_s:
             raise ValueError(f"t1_s ({t1_s}) is before t0_s ({t0_s})")
-        return self._energy_since_first_start_j(t1_s) - self._energy_since_first_start_j(t0_s)
+        with self._lock:
+            return self._energy_since_first_start_j(t1_s) - self._energy_since_first_start_j(t0_s)
+
+    def set(self, watts: float) -> float:
+        """Draw ``watts`` from now on; returns the monotonic time of the change.
+
+        Raises ``ValueError`` for negative watts, or where a step already given starts later.
+        """
+        if watts < 0:
+            raise ValueError(f"watts must be >= 0, got {watts}")
+        with self._lock:
+            now_s = time.monotonic()
+            if now_s < self._starts_s[-1]:
+                raise ValueError(f"a step starts at {self._starts_s[-1]}, after now ({now_s})")
+            if watts != self._watts[-1]:
+                self._energy_at_start_j.append(self._energy_since_first_start_j(now_s))
+                self._starts_s.append(now_s)
+                self._watts.append(float(watts))
+            return now_s
 
     def _step_at(self, t_s: float) -> int:
-        return max(bisect.bisect_right(self.starts_s, t_s) - 1, 0)
+        return max(bisect.bisect_right(self._starts_s, t_s) - 1, 0)
 
     def _energy_since_first_start_j(self, t_s: float) -> float:
         step = self._step_at(t_s)
-        held_s = t_s - self.starts_s[step]
-        return self._energy_at_start_j[step] + self.watts[step] * held_s
+        held_s = t_s - self._starts_s[step]
+        return self._energy_at_start_j[step] + self._watts[step] * held_s
 
 
 def step_profile(steps: Sequence[tuple[float, float]]) -> StepProfile:
@@ -85,7 +117,8 @@ class SimulatedGPU:
 
     ``has_counter=False`` is a pre-Volta board (power only); ``mig_capable=False`` a board whose
     MIG query answers Not Supported (before Ampere). From ``fail_after_s`` (monotonic) on, every
-    call on the device raises GPU_IS_LOST; set it during a run to lose the GPU there.
+    call on the device raises the NVML error code ``fail_with`` (GPU_IS_LOST unless set); set it
+    during a run to lose the GPU there.
     ``counter_reads_s`` and ``power_reads_s`` record the moment each value was taken.
 
     Hopper's NVML is modelled by ``counter_step_s`` (the counter changes only at
@@ -104,6 +137,7 @@ class SimulatedGPU:
     mig_capable: bool = True
     read_delay_s: float = 0.0
     fail_after_s: float | None = None
+    fail_with: int = pynvml.NVML_ERROR_GPU_IS_LOST
     counter_origin_s: float = 0.0
     counter_step_s: float = 0.0
     grid_origin_s: float = 0.0
@@ -137,12 +171,34 @@ class SimulatedGPU:
         return self.grid_origin_s + steps * self.counter_step_s
 
 
+def hopper(power_w: StepProfile, phase_s: float = 0.037) -> SimulatedGPU:
+    """A simulated H100 timed as NVML times it, for runs that depend on the driver's timing.
+
+    The energy counter changes every 100 ms on a grid ``phase_s`` behind now (boards do not update
+    in step) and counts from there; a counter read takes 4 ms, its value taken mid-way; power
+    usage is the mean of the last second, refreshed on the same grid.
+    """
+    grid_origin_s = time.monotonic() - phase_s
+    return SimulatedGPU(
+        power_w=power_w,
+        counter_step_s=0.1,
+        grid_origin_s=grid_origin_s,
+        counter_origin_s=grid_origin_s,
+        power_average_s=1.0,
+        read_delay_s=0.004,
+        read_sample_at=0.5,
+    )
+
+
 class SimulatedNVML:
     """The NVML library state over a list of simulated GPUs; handles are the GPU objects.
 
     Like the real library it counts ``nvmlInit`` calls, shuts down when as many ``nvmlShutdown``
     calls have followed, and answers Uninitialized to device calls while shut down.
-    ``init_calls`` and ``shutdown_calls`` count the calls made.
+    ``init_calls`` and ``shutdown_calls`` count the calls made. Beyond what the meters read, it
+    answers the queries other tools make as they start (architecture, power limit, memory,
+    processes: an H100's figures, whatever the board's name); every other driver call answers
+    Not Supported, as an old board's driver would.
     """
 
     def __init__(self, gpus: Sequence[SimulatedGPU]) -> None:
@@ -156,10 +212,20 @@ class SimulatedNVML:
         """Whether NVML is initialised now (more inits than shutdowns)."""
         return self._init_count > 0
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Replace the ``pynvml`` functions the backends call with this simulation's."""
-        for name in _SIMULATED_CALLS:
-            monkeypatch.setattr(pynvml, name, getattr(self, name))
+    def install(self, monkeypatch: pytest.MonkeyPatch | None = None) -> SimulatedNVML:
+        """Put this simulation in place of every ``pynvml`` function that reaches the driver.
+
+        With ``monkeypatch`` the real functions come back when the test ends; without it (a
+        benchmark's child process) the simulation stays for the life of the process.
+        """
+        calls = self._calls()
+        for name in _DRIVER_CALLS:
+            simulated = calls.get(name, _not_supported)
+            if monkeypatch is None:
+                setattr(pynvml, name, simulated)
+            else:
+                monkeypatch.setattr(pynvml, name, simulated)
+        return self
 
     def nvmlInit(self) -> None:
         self.init_calls += 1
@@ -178,6 +244,10 @@ class SimulatedNVML:
         if not 0 <= index < len(self.gpus):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return self._device(self.gpus[index])
+
+    def nvmlDeviceGetIndex(self, handle: SimulatedGPU) -> int:
+        gpu = self._device(handle)
+        return next(index for index, listed in enumerate(self.gpus) if listed is gpu)
 
     def nvmlDeviceGetName(self, handle: SimulatedGPU) -> str:
         return self._device(handle).name
@@ -216,6 +286,45 @@ class SimulatedNVML:
         gpu.power_reads_s.append(t_s)
         return round(gpu.power_usage_w(t_s) * 1000.0)
 
+    def _calls(self) -> dict[str, Callable[..., Any]]:
+        """What each simulated ``pynvml`` function does; the rest answer Not Supported."""
+        const = self._const
+        return {
+            "nvmlInit": self.nvmlInit,
+            "nvmlInitWithFlags": lambda flags: self.nvmlInit(),
+            "nvmlShutdown": self.nvmlShutdown,
+            "nvmlSystemGetDriverVersion": lambda: "580.00 (simulated)",
+            "nvmlDeviceGetCount": self.nvmlDeviceGetCount,
+            "nvmlDeviceGetHandleByIndex": self.nvmlDeviceGetHandleByIndex,
+            "nvmlDeviceGetIndex": self.nvmlDeviceGetIndex,
+            "nvmlDeviceGetName": self.nvmlDeviceGetName,
+            "nvmlDeviceGetUUID": self.nvmlDeviceGetUUID,
+            "nvmlDeviceGetMigMode": self.nvmlDeviceGetMigMode,
+            "nvmlDeviceGetTotalEnergyConsumption": self.nvmlDeviceGetTotalEnergyConsumption,
+            "nvmlDeviceGetPowerUsage": self.nvmlDeviceGetPowerUsage,
+            "nvmlDeviceGetArchitecture": const(pynvml.NVML_DEVICE_ARCH_HOPPER),
+            "nvmlDeviceGetCudaComputeCapability": const((9, 0)),
+            "nvmlDeviceGetEnforcedPowerLimit": const(700_000),
+            "nvmlDeviceGetPowerManagementLimit": const(700_000),
+            "nvmlDeviceGetTemperature": const(45),
+            "nvmlDeviceGetUtilizationRates": const(SimpleNamespace(gpu=50, memory=20)),
+            "nvmlDeviceGetComputeMode": const(0),
+            "nvmlDeviceGetMemoryInfo": const(
+                SimpleNamespace(total=80 << 30, free=79 << 30, used=1 << 30)
+            ),
+            "nvmlDeviceGetComputeRunningProcesses": const([]),
+            "nvmlDeviceGetGraphicsRunningProcesses": const([]),
+        }
+
+    def _const(self, value: object) -> Callable[..., Any]:
+        """A device query that checks its handle as the driver does, then answers ``value``."""
+
+        def query(handle: SimulatedGPU, *args: object) -> object:
+            self._device(handle)
+            return value
+
+        return query
+
     def _require_init(self) -> None:
         if not self.initialized:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
@@ -226,7 +335,7 @@ class SimulatedNVML:
         if not any(handle is gpu for gpu in self.gpus):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if handle.fail_after_s is not None and time.monotonic() >= handle.fail_after_s:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+            raise pynvml.NVMLError(handle.fail_with)
         return handle
 
 
@@ -253,14 +362,26 @@ def install_no_nvml(monkeypatch: pytest.MonkeyPatch, error: Exception | None = N
     monkeypatch.setattr(pynvml, "nvmlInit", failing_init)
 
 
-_SIMULATED_CALLS = (
-    "nvmlInit",
-    "nvmlShutdown",
-    "nvmlDeviceGetCount",
-    "nvmlDeviceGetHandleByIndex",
-    "nvmlDeviceGetName",
-    "nvmlDeviceGetUUID",
-    "nvmlDeviceGetMigMode",
-    "nvmlDeviceGetTotalEnergyConsumption",
-    "nvmlDeviceGetPowerUsage",
+_PYTHON_HELPERS = frozenset(
+    {
+        "nvmlErrorString",
+        "nvmlExceptionClass",
+        "nvmlFriendlyObjectToStruct",
+        "nvmlStructToFriendlyObject",
+    }
 )
+# Every pynvml function that calls the driver (not its classes, nor the helpers pynvml uses to
+# build and name its errors), listed at import while pynvml is still the real one.
+_DRIVER_CALLS = tuple(
+    name
+    for name, value in vars(pynvml).items()
+    if name.startswith("nvml")
+    and callable(value)
+    and not isinstance(value, type)
+    and name not in _PYTHON_HELPERS
+)
+
+
+def _not_supported(*args: object, **kwargs: object) -> Any:
+    """A driver call the simulation does not answer: Not Supported, as an old board says."""
+    raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)

@@ -17,14 +17,13 @@ virtual CPU did no work). On other systems every psutil field but ``idle`` count
 
 from __future__ import annotations
 
-import math
 import platform
-from pathlib import Path
 
 import psutil
 
-from backends.base import Found, MeterError, MeterInfo, Missing
-from backends.estimate import EstimateMeter
+from backends.base import Found, MeterError, MeterInfo, MeterReadError, Missing, os_meter_error
+from backends.cpu.cpuinfo import cpu_info
+from backends.estimate import EstimateMeter, checked_number, checked_share
 from backends.specs import cpu_tdp_w
 
 __all__ = ["DEFAULT_CPU_TDP_W", "CpuEstimateMeter", "find_cpu_estimate"]
@@ -37,10 +36,6 @@ DEFAULT_CPU_TDP_W = 85.0
 (65-125 W) and is low for current server parts (Xeon Platinum 8480+ 350 W, EPYC 9654 360 W),
 so the meter says plainly when it is used and ``tdp_w`` should be given where the TDP is known.
 """
-
-CPUINFO_PATH = Path("/proc/cpuinfo")
-"""Where the CPU model name and socket count are read on Linux."""
-
 
 _NOT_BUSY = frozenset({"idle", "iowait", "steal", "guest", "guest_nice"})
 
@@ -72,20 +67,24 @@ class CpuEstimateMeter(EstimateMeter):
 def busy_cpu_s() -> float:
     """CPU-seconds the machine has spent busy, summed over its logical CPUs (see the module).
 
-    Raises ``MeterError`` when psutil cannot read the CPU times.
+    Raises a ``MeterError`` naming the ``cpu`` estimate when psutil cannot read the CPU times:
+    by the errno of an ``OSError`` (``os_meter_error``), ``MeterReadError`` for text psutil
+    cannot parse.
     """
     try:
         times = psutil.cpu_times()._asdict()
     except OSError as exc:
-        raise MeterError(f"cannot read the CPU times: {exc}") from exc
+        raise os_meter_error("cpu", "cannot read the CPU times", exc) from exc
+    except ValueError as exc:
+        raise MeterReadError(f"cpu: cannot read the CPU times: {exc}") from exc
     return float(sum(seconds for name, seconds in times.items() if name not in _NOT_BUSY))
 
 
 def _logical_cpus() -> int:
-    """The number of logical CPUs; raises ``MeterError`` where psutil cannot tell."""
+    """The number of logical CPUs; raises ``MeterReadError`` where psutil cannot tell."""
     count = psutil.cpu_count(logical=True)
     if not count:
-        raise MeterError("psutil cannot count the logical CPUs")
+        raise MeterReadError("cpu: psutil cannot count the logical CPUs")
     return count
 
 
@@ -99,14 +98,15 @@ def find_cpu_estimate(tdp_w: float | None = None, utilisation: float | None = No
     it. Both map to carbontracker's ``sim_cpu_tdp`` and ``sim_cpu_util``. Raises ``ValueError``
     naming the argument when an override is out of range.
     """
-    if tdp_w is not None and not (tdp_w > 0 and math.isfinite(tdp_w)):
-        raise ValueError(f"tdp_w must be a positive number of watts, got {tdp_w!r}")
-    if utilisation is not None and not 0.0 <= utilisation <= 1.0:
-        raise ValueError(f"utilisation must be between 0 and 1, got {utilisation!r}")
-    model, sockets = _cpu_model_and_sockets()
+    if tdp_w is not None:
+        tdp_w = checked_number("tdp_w", tdp_w, "W")
+    if utilisation is not None:
+        utilisation = checked_share("utilisation", utilisation)
+    cpus = cpu_info()
+    model, sockets = cpus.model or platform.processor() or "unknown CPU", cpus.sockets
     per_socket = "" if sockets == 1 else f" x {sockets} sockets"
     if tdp_w is not None:
-        total_w, detail = float(tdp_w), f"TDP {tdp_w:g} W given"
+        total_w, detail = tdp_w, f"TDP {tdp_w:g} W given"
     else:
         match = cpu_tdp_w(model)
         if match is None:
@@ -126,24 +126,3 @@ def find_cpu_estimate(tdp_w: float | None = None, utilisation: float | None = No
     except MeterError as exc:
         return Found(missing=[Missing("cpu", "cpu", f"no CPU estimate: {exc}")])
     return Found(meters=[meter])
-
-
-def _cpu_model_and_sockets() -> tuple[str, int]:
-    """The CPU model name and the number of CPU packages, read now (not at import)."""
-    try:
-        text = CPUINFO_PATH.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    model = ""
-    sockets: set[str] = set()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = key.strip(), value.strip()
-        if key == "model name" and not model:
-            model = value
-        elif key == "physical id":
-            sockets.add(value)
-    model = model or platform.processor() or "unknown CPU"
-    return model, max(len(sockets), 1)

@@ -26,21 +26,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from backends.base import Component, Found, MeterError, MeterInfo, Missing
+from backends.base import Found, MeterReadError, MeterUnavailable, Missing, os_meter_error
+from backends.cpu.cpuinfo import cpu_info
 from backends.cpu.rapl import (
+    RAPL_COMPONENTS,
     RaplMeter,
-    cpu_model,
     list_zones,
     max_power_w,
     permission_fix,
     powercap_root,
+    rapl_info,
     read_uint,
 )
 
 PIP_FIX = "pip install 'wattprint[pyrapl]'"
 
 _PYRAPL_ROOT = "/sys/class/powercap"  # where pyRAPL 0.2.3 reads, whatever the environment says
-_COMPONENTS: tuple[Component, ...] = ("cpu", "dram")  # in pyRAPL.Device order: PKG=0, DRAM=1
 
 
 def find_pyrapl() -> Found:
@@ -63,13 +64,13 @@ def find_pyrapl() -> Found:
 
     found = Found()
     limits = _zone_limits()
-    model = cpu_model()
+    model = cpu_info().model
     source = f"pyRAPL {getattr(pyRAPL, '__version__', '')}".rstrip()
     for socket in range(len(survey) // 2):
         if survey[2 * socket] < 0:
             continue  # no such socket on this machine
-        for component in _COMPONENTS:
-            device = pyRAPL.Device(_COMPONENTS.index(component))
+        for number, component in enumerate(RAPL_COMPONENTS):
+            device = pyRAPL.Device(number)
             index = 2 * socket + int(device)
             name = f"{component}{socket}"
             # On a present socket only DRAM can be -1: absent, or just one socket's DRAM that
@@ -83,14 +84,8 @@ def find_pyrapl() -> Found:
                 found.missing.append(Missing(component, name, f"pyRAPL cannot open it: {exc!r}"))
                 continue
             zone_name = f"package-{socket}" if component == "cpu" else "dram"
-            info = MeterInfo(
-                device=name,
-                component=component,
-                model=f"{zone_name} ({model})" if model else zone_name,
-                method="rapl",
-                host_level=True,
-                detail=f"{source} Sensor, socket {socket} {device.name}",
-            )
+            detail = f"{source} Sensor, socket {socket} {device.name}"
+            info = rapl_info(name, component, zone_name, model, detail)
             reader = _sensor_reader(sensor, index, name, errors)
             found.meters.append(RaplMeter(info, reader, *limits.get(name, (None, None))))
     return found
@@ -99,15 +94,22 @@ def find_pyrapl() -> Found:
 def _sensor_reader(
     sensor: Any, index: int, device: str, errors: tuple[type[BaseException], ...]
 ) -> Callable[[], float]:
-    """A reader for one value of ``sensor.energy()`` that turns every failure into MeterError."""
+    """A reader for one value of ``sensor.energy()`` that turns every failure into a MeterError.
+
+    An ``OSError`` from the counter file is mapped by its errno (``os_meter_error``); pyRAPL's own
+    errors and a value that is not a number are read errors; -1 (pyRAPL no longer monitors the
+    device) means it is unavailable.
+    """
 
     def read_uj() -> float:
         try:
             value = float(sensor.energy()[index])
+        except OSError as exc:
+            raise os_meter_error(device, "pyRAPL cannot read its counter", exc) from exc
         except errors as exc:
-            raise MeterError(f"pyRAPL could not read {device}: {exc!r}") from exc
+            raise MeterReadError(f"{device}: pyRAPL cannot read its counter: {exc!r}") from exc
         if value < 0:
-            raise MeterError(f"pyRAPL no longer reads {device} (it returned {value:g})")
+            raise MeterUnavailable(f"{device}: pyRAPL no longer reads it (it returned {value:g})")
         return value
 
     return read_uj
@@ -127,4 +129,6 @@ def _zone_limits() -> dict[str, tuple[float | None, float | None]]:
 
 def _missing_all(reason: str, fix: str) -> Found:
     """Package and DRAM both unmeasured, for one reason."""
-    return Found(missing=[Missing(component, component, reason, fix) for component in _COMPONENTS])
+    return Found(
+        missing=[Missing(component, component, reason, fix) for component in RAPL_COMPONENTS]
+    )

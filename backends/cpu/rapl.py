@@ -48,11 +48,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.base import Component, Found, Meter, MeterError, MeterInfo, Missing, Reading
+from backends.base import (
+    Component,
+    Found,
+    Meter,
+    MeterInfo,
+    MeterReadError,
+    Missing,
+    Reading,
+    os_meter_error,
+)
+from backends.cpu.cpuinfo import cpu_info
 
 ROOT_ENV = "WATTPRINT_POWERCAP_ROOT"
 DEFAULT_ROOT = "/sys/class/powercap"
-CPUINFO_PATH = Path("/proc/cpuinfo")
+RAPL_COMPONENTS: tuple[Component, ...] = ("cpu", "dram")
+"""What RAPL meters: each package, and its DRAM (in pyRAPL's ``Device`` order, PKG then DRAM)."""
 
 UDEV_RULE_PATH = "/etc/udev/rules.d/99-wattprint-rapl.rules"
 UDEV_RULE = (
@@ -67,7 +78,7 @@ NO_TREE_FIX = (
     f"{ROOT_ENV}=/host/powercap"
 )
 
-_log = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 _CONTROL_TYPE = "intel-rapl"
 _PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
@@ -96,9 +107,9 @@ def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
     surveyed = _survey(zones_dir) if zones_dir is not None else []
     if zones_dir is None or not surveyed:
         reason = f"no RAPL powercap interface at {base}"
-        return Found(missing=[Missing(c, c, reason, NO_TREE_FIX) for c in ("cpu", "dram")])
+        return Found(missing=[Missing(c, c, reason, NO_TREE_FIX) for c in RAPL_COMPONENTS])
     found = Found()
-    model = cpu_model()
+    model = cpu_info().model
     for entry in surveyed:
         opened = entry if isinstance(entry, Missing) else _open_zone(entry, zones_dir, model)
         if isinstance(opened, Missing):
@@ -127,7 +138,7 @@ def permission_fix(zones_dir: str | os.PathLike[str]) -> str:
 
 
 class RaplMeter(Meter):
-    """A RAPL energy counter; ``read_uj`` returns micro-joules or raises ``MeterError``.
+    """A RAPL energy counter; ``read_uj`` returns micro-joules or raises a ``MeterError``.
 
     One class for every RAPL reader (the sysfs files here, pyRAPL in ``backends.cpu.pyrapl``), so
     all of them hand the sampler the same raw, wrapping counter in joules, with the zone's
@@ -154,6 +165,18 @@ class RaplMeter(Meter):
         return Reading(t_s=t_s, energy_j=self._read_uj() / 1e6)
 
 
+def rapl_info(
+    device: str, component: Component, zone_name: str, cpu_model: str, detail: str
+) -> MeterInfo:
+    """What a RAPL meter measures, alike for every reader; only ``detail`` tells them apart.
+
+    The model is the zone's name with the CPU's (``package-0 (Intel(R) Xeon(R) ...)``), or the
+    zone's name alone where ``/proc/cpuinfo`` gives no model.
+    """
+    model = f"{zone_name} ({cpu_model})" if cpu_model else zone_name
+    return MeterInfo(device, component, model, "rapl", host_level=True, detail=detail)
+
+
 @dataclass(frozen=True, slots=True)
 class RaplZone:
     """One metered powercap zone: a socket's (or die's) package, or its DRAM."""
@@ -166,10 +189,12 @@ class RaplZone:
 
     @property
     def energy_path(self) -> Path:
+        """The zone's cumulative energy counter, in micro-joules (``energy_uj``)."""
         return self.path / "energy_uj"
 
     @property
     def range_path(self) -> Path:
+        """The counter's largest value in micro-joules, where it wraps (``max_energy_range_uj``)."""
         return self.path / "max_energy_range_uj"
 
 
@@ -194,7 +219,7 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
         zone_dirs = _numbered(zones_dir, _PACKAGE_ZONE)
     except OSError as exc:
         reason, fix = _unreadable(zones_dir, exc, zones_dir)
-        return [Missing(c, c, reason, fix) for c in ("cpu", "dram")]
+        return [Missing(c, c, reason, fix) for c in RAPL_COMPONENTS]
     packages: list[tuple[tuple[int, int], RaplZone | Missing, RaplZone | Missing]] = []
     named: set[tuple[int, int]] = set()
     for zone_dir in zone_dirs:
@@ -203,16 +228,16 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
         except OSError as exc:
             number = int(zone_dir.name.rpartition(":")[2], 16)
             reason, fix = _unreadable(zone_dir, exc, zones_dir)
-            cpu, dram = (Missing(c, f"{c}{number}", reason, fix) for c in ("cpu", "dram"))
+            cpu, dram = (Missing(c, f"{c}{number}", reason, fix) for c in RAPL_COMPONENTS)
             packages.append(((number, 0), cpu, dram))
             continue
         match = _PACKAGE_NAME.fullmatch(name)
         if match is None:
-            _log.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
+            logger.debug("RAPL zone %s (%r) is not a package zone; skipped", zone_dir, name)
             continue
         package = (int(match[1]), int(match[2] or 0))
         if package in named:
-            _log.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
+            logger.debug("RAPL zone %s repeats %s; skipped", zone_dir, name)
             continue
         named.add(package)
         suffix = f"{package[0]}-die{package[1]}" if match[2] is not None else f"{package[0]}"
@@ -220,19 +245,6 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
         packages.append((package, zone, _dram_zone(zone, f"dram{suffix}", zones_dir)))
     packages.sort(key=lambda entry: entry[0])
     return [entry for _, cpu, dram in packages for entry in (cpu, dram)]
-
-
-def cpu_model() -> str:
-    """The CPU's 'model name' from /proc/cpuinfo, or '' where it cannot be read."""
-    try:
-        with open(CPUINFO_PATH, encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
 
 
 def read_attribute(path: Path) -> str:
@@ -302,28 +314,25 @@ def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missi
         return Missing(zone.component, zone.device, f"cannot read RAPL zone {zone.path}: {exc}")
     if range_uj == 0:
         return Missing(zone.component, zone.device, f"{zone.range_path} is 0: no usable counter")
-    info = MeterInfo(
-        device=zone.device,
-        component=zone.component,
-        model=f"{zone.name} ({model})" if model else zone.name,
-        method="rapl",
-        host_level=True,
-        detail=f"powercap {zone.energy_path}",
-    )
-    reader = _sysfs_reader(zone.energy_path)
+    info = rapl_info(zone.device, zone.component, zone.name, model, f"powercap {zone.energy_path}")
+    reader = _sysfs_reader(zone.device, zone.energy_path)
     return RaplMeter(info, reader, range_uj / 1e6, max_power_w(zone.path))
 
 
-def _sysfs_reader(path: Path) -> Callable[[], float]:
-    """A reader for one ``energy_uj`` file that turns every failure into ``MeterError``."""
+def _sysfs_reader(device: str, path: Path) -> Callable[[], float]:
+    """A reader for one ``energy_uj`` file that turns every failure into a ``MeterError``.
+
+    The file's errno says which (``os_meter_error``): a vanished zone is unavailable, a
+    root-only counter a permission error; text that is not a counter is a read error.
+    """
 
     def read_uj() -> float:
         try:
             return read_uint(path)
         except OSError as exc:
-            raise MeterError(f"cannot read RAPL counter {path}: {exc.strerror or exc}") from exc
+            raise os_meter_error(device, "cannot read its RAPL counter", exc) from exc
         except ValueError as exc:
-            raise MeterError(f"bad RAPL counter: {exc}") from exc
+            raise MeterReadError(f"{device}: bad RAPL counter: {exc}") from exc
 
     return read_uj
 

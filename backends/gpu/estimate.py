@@ -8,10 +8,8 @@ over time (see ``backends.estimate``). It measures nothing, so its method is ``e
 
 from __future__ import annotations
 
-import math
-
 from backends.base import MeterInfo
-from backends.estimate import ConstantPowerMeter
+from backends.estimate import ConstantPowerMeter, checked_number, checked_share
 
 __all__ = ["GpuEstimateMeter"]
 
@@ -24,14 +22,8 @@ class GpuEstimateMeter(ConstantPowerMeter):
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty GPU name, got {model!r}")
-        if isinstance(watts, bool) or not isinstance(watts, int | float) or not watts >= 0:
-            raise ValueError(f"watts must be a number of watts >= 0, got {watts!r}")
-        if not math.isfinite(watts):
-            raise ValueError(f"watts must be finite, got {watts!r}")
-        if isinstance(utilisation, bool) or not isinstance(utilisation, int | float):
-            raise ValueError(f"utilisation must be a number between 0 and 1, got {utilisation!r}")
-        if not 0.0 <= utilisation <= 1.0:
-            raise ValueError(f"utilisation must be between 0 and 1, got {utilisation!r}")
+        power_w = checked_number("watts", watts, "W", zero_ok=True)
+        power_w *= checked_share("utilisation", utilisation)
         info = MeterInfo(
             device=device,
             component="gpu",
@@ -40,4 +32,4 @@ class GpuEstimateMeter(ConstantPowerMeter):
             host_level=False,
             detail=detail or f"{watts:g} W x utilisation {utilisation:g} (given)",
         )
-        super().__init__(info, float(watts) * float(utilisation))
+        super().__init__(info, power_w)

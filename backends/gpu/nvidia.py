@@ -21,9 +21,20 @@ from typing import Any, ClassVar
 
 import pynvml
 
-from backends.base import Found, Meter, MeterError, MeterInfo, Method, Missing, Reading
+from backends.base import (
+    Found,
+    Meter,
+    MeterError,
+    MeterInfo,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+    Method,
+    Missing,
+    Reading,
+)
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 NO_NVML_REASON = "NVML not found (no NVIDIA driver)"
 NO_NVML_FIX = (
@@ -39,7 +50,7 @@ MIG_FIX = (
 
 
 def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = None) -> Found:
-    """Open a meter for each NVIDIA GPU this process can use.
+    """A meter for each NVIDIA GPU this process can use, and what cannot be measured and why.
 
     ``visible`` is the ``CUDA_VISIBLE_DEVICES`` value (read from the environment when None): indices
     or ``GPU-`` UUIDs (unique prefixes allowed), mapped in order to the logical names ``gpu0``,
@@ -96,12 +107,12 @@ class NvmlMeter(Meter):
     def _call(self, function: str) -> tuple[int, float]:
         """Run one NVML device query and return its value with the monotonic time it returned."""
         if self._closed:
-            raise MeterError(f"{self.info.device}: read after close()")
+            raise MeterUnavailable(f"{self.info.device}: read after close(), NVML given back")
         try:
             value = int(getattr(pynvml, function)(self._handle))
         except pynvml.NVMLError as err:
             where = f"{self.info.device} ({self.info.detail})"
-            raise MeterError(f"{where}: {function} failed: {err}") from err
+            raise nvml_meter_error(where, function, err) from err
         return value, time.monotonic()
 
 
@@ -135,6 +146,38 @@ class NvmlPowerMeter(NvmlMeter):
         """The board's power draw (NVML reports mW), in watts."""
         power_mw, t_s = self._call("nvmlDeviceGetPowerUsage")
         return Reading(t_s=t_s, power_w=power_mw / 1000.0)
+
+
+_NVML_ERRORS: dict[int, type[MeterError]] = {
+    pynvml.NVML_ERROR_UNINITIALIZED: MeterUnavailable,  # NVML shut down under the meter
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED: MeterUnavailable,
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: MeterUnavailable,
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND: MeterUnavailable,
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH: MeterUnavailable,  # driver updated under the run
+    pynvml.NVML_ERROR_NOT_SUPPORTED: MeterUnavailable,
+    pynvml.NVML_ERROR_NOT_FOUND: MeterUnavailable,
+    pynvml.NVML_ERROR_GPU_IS_LOST: MeterUnavailable,  # fallen off the bus
+    pynvml.NVML_ERROR_RESET_REQUIRED: MeterUnavailable,
+    pynvml.NVML_ERROR_NO_PERMISSION: MeterPermissionError,
+    pynvml.NVML_ERROR_OPERATING_SYSTEM: MeterPermissionError,  # blocked by the OS or a cgroup
+}
+_NVML_ERROR_NAMES = {
+    getattr(pynvml, name): name for name in dir(pynvml) if name.startswith("NVML_ERROR_")
+}
+
+
+def nvml_meter_error(where: str, function: str, error: pynvml.NVMLError) -> MeterError:
+    """The ``MeterError`` for an NVML error that ``function`` returned for the device ``where``.
+
+    The one mapping of NVML error codes: a lost GPU, NVML uninitialised or unloaded, a function
+    or device no longer there give ``MeterUnavailable``; NO_PERMISSION and OPERATING_SYSTEM
+    ``MeterPermissionError``; any other code (UNKNOWN, TIMEOUT, ...) ``MeterReadError``. The
+    message names the device, the call, the cause and the code; raise it ``from error``.
+    """
+    code = error.value
+    kind = _NVML_ERRORS.get(code, MeterReadError)
+    name = _NVML_ERROR_NAMES.get(code, f"NVML error {code}")
+    return kind(f"{where}: {function} failed: {error} ({name})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,10 @@ integrated over time (see ``backends.estimate``).
 
 from __future__ import annotations
 
-import math
-
 import psutil
 
-from backends.base import Found, MeterInfo
-from backends.estimate import ConstantPowerMeter
+from backends.base import Found, MeterInfo, Missing
+from backends.estimate import ConstantPowerMeter, checked_number
 
 __all__ = ["DEFAULT_WATTS_PER_GB", "MemoryEstimateMeter", "find_memory_estimate"]
 
@@ -43,12 +41,15 @@ def find_memory_estimate(watts_per_gb: float = DEFAULT_WATTS_PER_GB) -> Found:
     """One estimating meter for the host's DRAM (device ``dram``).
 
     Power is ``watts_per_gb`` times the total installed memory in GB (2^30 bytes), from
-    ``psutil.virtual_memory().total`` read now. Raises ``ValueError`` if ``watts_per_gb`` is not
-    a positive finite number.
+    ``psutil.virtual_memory().total`` read now; where it cannot be read, a ``Missing`` says why.
+    Raises ``ValueError`` if ``watts_per_gb`` is not a positive finite number.
     """
-    if not (watts_per_gb > 0 and math.isfinite(watts_per_gb)):
-        raise ValueError(f"watts_per_gb must be a positive number of W/GB, got {watts_per_gb!r}")
-    total_gb = psutil.virtual_memory().total / _BYTES_PER_GB
+    watts_per_gb = checked_number("watts_per_gb", watts_per_gb, "W/GB")
+    try:
+        total_gb = psutil.virtual_memory().total / _BYTES_PER_GB
+    except OSError as exc:
+        reason = f"no DRAM estimate: cannot read the memory size: {exc}"
+        return Found(missing=[Missing("dram", "dram", reason)])
     power_w = watts_per_gb * total_gb
     detail = f"{total_gb:.1f} GB installed x {watts_per_gb:g} W/GB"
     return Found(meters=[MemoryEstimateMeter(power_w, detail)])

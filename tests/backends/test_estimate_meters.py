@@ -7,6 +7,7 @@ between any two moments, and with them the exact estimate, are known.
 
 from __future__ import annotations
 
+import errno
 import platform
 import threading
 import time
@@ -17,8 +18,17 @@ from typing import Any
 import psutil
 import pytest
 
-from backends.base import Found, Meter, MeterError, Missing, Reading
-from backends.cpu import estimate as cpu_estimate
+from backends.base import (
+    Found,
+    Meter,
+    MeterError,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+    Missing,
+    Reading,
+)
+from backends.cpu import cpuinfo as cpuinfo_module
 from backends.cpu.estimate import DEFAULT_CPU_TDP_W, CpuEstimateMeter, find_cpu_estimate
 from backends.estimate import EstimateMeter
 from backends.gpu.estimate import GpuEstimateMeter
@@ -89,7 +99,7 @@ def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, sockets
     ]
     path = tmp_path / "cpuinfo"
     path.write_text("\n".join(blocks), encoding="utf-8")
-    monkeypatch.setattr(cpu_estimate, "CPUINFO_PATH", path)
+    monkeypatch.setattr(cpuinfo_module, "CPUINFO_PATH", path)
 
 
 def estimate(found: Found) -> EstimateMeter:
@@ -264,7 +274,7 @@ def test_unknown_cpu_uses_the_default_tdp_and_says_so(
 def test_missing_cpuinfo_falls_back_to_platform_processor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cpu_estimate, "CPUINFO_PATH", tmp_path / "absent")
+    monkeypatch.setattr(cpuinfo_module, "CPUINFO_PATH", tmp_path / "absent")
     monkeypatch.setattr(platform, "processor", lambda: "Intel Core i9-13900K")
     busy_machine(monkeypatch)
     meter = estimate(find_cpu_estimate())
@@ -298,35 +308,70 @@ def test_tdp_override_with_measured_utilisation(
     assert average_w(meter) == pytest.approx(30.0, rel=CLOSE)
 
 
-@pytest.mark.parametrize("tdp_w", [0.0, -5.0, float("nan"), float("inf")])
-def test_invalid_tdp_override_is_rejected_by_name(tdp_w: float) -> None:
-    with pytest.raises(ValueError, match="tdp_w"):
+@pytest.mark.parametrize("tdp_w", [0.0, -5.0, float("nan"), float("inf"), "100", True])
+def test_invalid_tdp_override_is_rejected_by_name(tdp_w: Any) -> None:
+    with pytest.raises(ValueError, match="tdp_w must be a finite number of W > 0"):
         find_cpu_estimate(tdp_w=tdp_w)
 
 
-@pytest.mark.parametrize("utilisation", [-0.1, 1.01, float("nan")])
-def test_invalid_utilisation_override_is_rejected_by_name(utilisation: float) -> None:
-    with pytest.raises(ValueError, match="utilisation"):
+@pytest.mark.parametrize("utilisation", [-0.1, 1.01, float("nan"), "0.5", True])
+def test_invalid_utilisation_override_is_rejected_by_name(utilisation: Any) -> None:
+    with pytest.raises(ValueError, match="utilisation must be a number between 0 and 1"):
         find_cpu_estimate(utilisation=utilisation)
 
 
-def test_unreadable_cpu_times_give_missing_at_discovery_and_meter_error_later(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("error", "kind", "cause"),
+    [
+        (
+            FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/stat"),
+            MeterUnavailable,
+            "/proc/stat: No such file or directory (ENOENT)",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/proc/stat"),
+            MeterPermissionError,
+            "/proc/stat: Permission denied (EACCES)",
+        ),
+        (
+            ValueError("could not convert string to float: 'x'"),
+            MeterReadError,
+            "could not convert string to float: 'x'",
+        ),
+    ],
+)
+def test_unreadable_cpu_times_give_missing_at_discovery_and_the_right_meter_error_later(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, kind: type[MeterError], cause: str
 ) -> None:
     busy_machine(monkeypatch)
     meter = estimate(find_cpu_estimate(tdp_w=100.0))
 
     def unreadable(percpu: bool = False) -> Any:
-        raise FileNotFoundError(2, "No such file or directory", "/proc/stat")
+        raise error
 
     monkeypatch.setattr(psutil, "cpu_times", unreadable)
 
-    with pytest.raises(MeterError, match="cannot read the CPU times"):
+    with pytest.raises(MeterError) as raised:
         meter.read()
+    assert type(raised.value) is kind
+    assert str(raised.value) == f"cpu: cannot read the CPU times: {cause}"
+    assert raised.value.__cause__ is error
     assert find_cpu_estimate(tdp_w=100.0).missing == [
-        Missing("cpu", "cpu", "no CPU estimate: cannot read the CPU times: [Errno 2] No such "
-                "file or directory: '/proc/stat'")
-    ]  # fmt: skip
+        Missing("cpu", "cpu", f"no CPU estimate: cpu: cannot read the CPU times: {cause}")
+    ]
+
+
+def test_uncountable_cpus_give_missing_at_discovery_and_meter_read_error_when_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    busy_machine(monkeypatch)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: None)
+
+    with pytest.raises(MeterReadError, match=r"^cpu: psutil cannot count the logical CPUs$"):
+        CpuEstimateMeter(100.0, "Intel Xeon Gold 6130", "measured", utilisation=None)
+    assert find_cpu_estimate(tdp_w=100.0).missing == [
+        Missing("cpu", "cpu", "no CPU estimate: cpu: psutil cannot count the logical CPUs")
+    ]
 
 
 def test_simulated_cpu_draws_tdp_times_the_given_utilisation() -> None:
@@ -368,10 +413,51 @@ def test_gpu_estimate_is_watts_times_utilisation_over_time() -> None:
     assert joules(reading) == pytest.approx(240.0 * (reading.t_s - meter.start_s))
 
 
-@pytest.mark.parametrize("watts_per_gb", [0.0, -1.0, float("nan"), float("inf")])
-def test_invalid_watts_per_gb_is_rejected_by_name(watts_per_gb: float) -> None:
-    with pytest.raises(ValueError, match="watts_per_gb"):
+def test_unreadable_memory_size_gives_missing_dram_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unreadable() -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", "/proc/meminfo")
+
+    monkeypatch.setattr(psutil, "virtual_memory", unreadable)
+
+    assert find_memory_estimate() == Found(
+        missing=[
+            Missing(
+                "dram",
+                "dram",
+                "no DRAM estimate: cannot read the memory size: "
+                "[Errno 13] Permission denied: '/proc/meminfo'",
+            )
+        ]
+    )
+
+
+@pytest.mark.parametrize("watts_per_gb", [0.0, -1.0, float("nan"), float("inf"), "0.4"])
+def test_invalid_watts_per_gb_is_rejected_by_name(watts_per_gb: Any) -> None:
+    with pytest.raises(ValueError, match="watts_per_gb must be a finite number of W/GB > 0"):
         find_memory_estimate(watts_per_gb=watts_per_gb)
+
+
+@pytest.mark.parametrize(
+    ("watts", "utilisation", "message"),
+    [
+        (-1.0, 0.5, "watts must be a finite number of W >= 0"),
+        (float("inf"), 0.5, "watts must be a finite number of W >= 0"),
+        (True, 0.5, "watts must be a finite number of W >= 0"),
+        (300.0, 1.5, "utilisation must be a number between 0 and 1"),
+        (300.0, "full", "utilisation must be a number between 0 and 1"),
+    ],
+)
+def test_invalid_gpu_estimate_figures_are_rejected_by_name(
+    watts: Any, utilisation: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        GpuEstimateMeter("NVIDIA A100", watts, utilisation)
+
+
+def test_gpu_estimate_of_an_idle_gpu_draws_nothing() -> None:
+    assert average_w(GpuEstimateMeter("NVIDIA A100", 0, 0.5)) == 0.0
 
 
 def test_default_watts_per_gb_is_the_green_algorithms_figure() -> None:

@@ -10,6 +10,7 @@ monitored.
 from __future__ import annotations
 
 import enum
+import errno
 import sys
 import types
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from backends.base import MeterError, Missing
+from backends.base import MeterPermissionError, MeterReadError, MeterUnavailable, Missing
 from backends.cpu.pyrapl import PIP_FIX, find_pyrapl
 from tests.fake_powercap import INTEL_RANGE_UJ, FakeZone, build_powercap
 
@@ -194,13 +195,60 @@ def test_pyrapl_refused_by_permissions_gives_missing_with_chmod_fix(
     )
 
 
-def test_pyrapl_read_failure_raises_meter_error(install: Any) -> None:
+def test_pyrapl_counter_vanished_mid_run_raises_meter_unavailable(install: Any) -> None:
     zones = install(sockets=1)
     cpu0 = find_pyrapl().meters[0]
 
     zones["cpu0"].remove()
 
-    with pytest.raises(MeterError, match="pyRAPL could not read cpu0: FileNotFoundError"):
+    with pytest.raises(MeterUnavailable) as raised:
+        cpu0.read()
+    assert str(raised.value) == (
+        f"cpu0: pyRAPL cannot read its counter: {zones['cpu0'].energy_path}: "
+        "No such file or directory (ENOENT)"
+    )
+    assert isinstance(raised.value.__cause__, FileNotFoundError)
+
+
+def test_pyrapl_counter_made_root_only_mid_run_raises_meter_permission_error(
+    install: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones = install(sockets=1)
+    dram0 = find_pyrapl().meters[1]
+    path = str(zones["dram0"].energy_path)
+
+    def refuse(self: Any) -> list[float]:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(sys.modules["pyRAPL"].Sensor, "energy", refuse)
+
+    with pytest.raises(MeterPermissionError) as raised:
+        dram0.read()
+    assert str(raised.value) == (
+        f"dram0: pyRAPL cannot read its counter: {path}: Permission denied (EACCES)"
+    )
+
+
+def test_pyrapl_garbage_counter_raises_meter_read_error(install: Any) -> None:
+    zones = install(sockets=1)
+    cpu0 = find_pyrapl().meters[0]
+
+    zones["cpu0"].write_energy_text("garbage\n")
+
+    with pytest.raises(MeterReadError, match=r"^cpu0: pyRAPL cannot read its counter: ValueError"):
+        cpu0.read()
+
+
+def test_pyrapl_no_longer_monitoring_a_device_raises_meter_unavailable(
+    install: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(sockets=1)
+    cpu0 = find_pyrapl().meters[0]
+    monkeypatch.setattr(sys.modules["pyRAPL"].Sensor, "energy", lambda self: [-1.0, -1.0])
+
+    with pytest.raises(
+        MeterUnavailable, match=r"^cpu0: pyRAPL no longer reads it \(it returned -1\)"
+    ):
         cpu0.read()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +16,14 @@ from typing import TypeVar
 
 import pytest
 
-from backends.base import Found, Meter, MeterError, Missing
+from backends.base import (
+    Found,
+    Meter,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+    Missing,
+)
 from backends.cpu.rapl import find_rapl, permission_fix
 from backends.discover import discover
 from tests.fake_powercap import AMD_RANGE_UJ, INTEL_RANGE_UJ, build_powercap, honour_file_modes
@@ -76,18 +84,23 @@ def test_two_socket_tree_gives_package_and_dram_meters_by_socket(tmp_path: Path)
     )
 
 
-def test_core_psys_and_mmio_zones_are_not_metered(tmp_path: Path) -> None:
+def test_core_psys_and_mmio_zones_are_not_metered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     zones = build_powercap(tmp_path, sockets=1, core=True, psys=True, mmio=True)
     zones["core0"].set_energy_uj(111)
     zones["psys"].set_energy_uj(222)
     zones["mmio0"].set_energy_uj(333)
     zones["cpu0"].set_energy_uj(444)
     zones["dram0"].set_energy_uj(555)
+    caplog.set_level(logging.DEBUG, logger="backends.cpu.rapl")
 
     found = find_rapl(tmp_path)
 
     assert devices(found) == ["cpu0", "dram0"]
     assert [m.read().energy_j for m in found.meters] == [444e-6, 555e-6]
+    [skipped] = [r for r in caplog.records if "'psys') is not a package zone" in r.getMessage()]
+    assert skipped.name == "backends.cpu.rapl"  # shown by DEBUG on that module's logger
 
 
 def test_hexadecimal_zone_ids_are_found_and_ordered_by_socket(tmp_path: Path) -> None:
@@ -306,15 +319,34 @@ def test_package_without_dram_zone_gives_missing_dram(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("device", ["cpu0", "dram0"])
-def test_vanished_counter_raises_meter_error_naming_the_file(tmp_path: Path, device: str) -> None:
+def test_vanished_zone_raises_meter_unavailable_naming_device_and_file(
+    tmp_path: Path, device: str
+) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     m = meter(find_rapl(tmp_path), device)
     m.read()
 
     zones[device].remove()
 
-    with pytest.raises(MeterError, match=r"cannot read RAPL counter .*energy_uj: No such file"):
+    with pytest.raises(MeterUnavailable) as raised:
         m.read()
+    message = str(raised.value)
+    assert message.startswith(f"{device}: cannot read its RAPL counter: {tmp_path}/intel-rapl:0/")
+    assert message.endswith("/energy_uj: No such file or directory (ENOENT)")
+    assert isinstance(raised.value.__cause__, FileNotFoundError)
+
+
+def test_counter_made_root_only_mid_run_raises_meter_permission_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones = build_powercap(tmp_path, sockets=1)
+    cpu0 = meter(find_rapl(tmp_path), "cpu0")
+
+    zones["cpu0"].make_unreadable()
+    honour_file_modes(monkeypatch)
+
+    with pytest.raises(MeterPermissionError, match=r"^cpu0: .*energy_uj: Permission denied"):
+        cpu0.read()
 
 
 def test_fifo_in_place_of_a_counter_is_missing_at_discovery_and_nothing_blocks(
@@ -332,25 +364,27 @@ def test_fifo_in_place_of_a_counter_is_missing_at_discovery_and_nothing_blocks(
     assert "a FIFO, not a regular file like a sysfs attribute" in missing.reason
 
 
-def test_counter_that_becomes_a_fifo_raises_meter_error_without_blocking(tmp_path: Path) -> None:
+def test_counter_that_becomes_a_fifo_raises_meter_read_error_without_blocking(
+    tmp_path: Path,
+) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     cpu0 = meter(find_rapl(tmp_path), "cpu0")
     zones["cpu0"].replace_energy_with_fifo()
 
-    with pytest.raises(MeterError, match=r"energy_uj: a FIFO, not a regular file"):
+    with pytest.raises(MeterReadError, match=r"^cpu0: .*energy_uj: a FIFO, not a regular file"):
         without_hanging(cpu0.read, zones["cpu0"].energy_path)
 
 
 @pytest.mark.parametrize("text", ["", "\n", "abc\n", "-5\n", "12.5\n", "1e6\n", "\u0663\n"])
-def test_garbage_in_counter_raises_meter_error(tmp_path: Path, text: str) -> None:
+def test_garbage_in_counter_raises_meter_read_error(tmp_path: Path, text: str) -> None:
     zones = build_powercap(tmp_path, sockets=1)
     cpu0 = meter(find_rapl(tmp_path), "cpu0")
 
     zones["cpu0"].write_energy_text(text)
 
-    with pytest.raises(MeterError, match="not a non-negative integer") as raised:
+    with pytest.raises(MeterReadError, match="not a non-negative integer") as raised:
         cpu0.read()
-    assert f"{tmp_path}/intel-rapl:0/energy_uj holds " in str(raised.value)
+    assert str(raised.value).startswith(f"cpu0: bad RAPL counter: {tmp_path}/intel-rapl:0/")
 
 
 def test_garbage_at_discovery_gives_missing_not_an_exception(tmp_path: Path) -> None:
@@ -433,7 +467,7 @@ def test_model_is_the_zone_name_and_the_cpu_model(
 ) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon Test 9999\n")
-    monkeypatch.setattr("backends.cpu.rapl.CPUINFO_PATH", cpuinfo)
+    monkeypatch.setattr("backends.cpu.cpuinfo.CPUINFO_PATH", cpuinfo)
     build_powercap(tmp_path / "powercap", sockets=1)
 
     found = find_rapl(tmp_path / "powercap")
@@ -442,7 +476,7 @@ def test_model_is_the_zone_name_and_the_cpu_model(
         "package-0 (Xeon Test 9999)",
         "dram (Xeon Test 9999)",
     ]
-    monkeypatch.setattr("backends.cpu.rapl.CPUINFO_PATH", tmp_path / "absent")
+    monkeypatch.setattr("backends.cpu.cpuinfo.CPUINFO_PATH", tmp_path / "absent")
     assert [m.info.model for m in find_rapl(tmp_path / "powercap").meters] == ["package-0", "dram"]
 
 

@@ -11,11 +11,19 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from backends.base import Found, Meter, MeterError
+from backends.base import (
+    Found,
+    Meter,
+    MeterError,
+    MeterPermissionError,
+    MeterReadError,
+    MeterUnavailable,
+)
 from backends.gpu.nvidia import NO_NVML_REASON, find_gpus
 from tests.fake_nvml import (
     SimulatedGPU,
     constant_power,
+    hopper,
     install_fake_nvml,
     install_no_nvml,
     step_profile,
@@ -153,6 +161,25 @@ def test_counter_meter_reads_the_simulated_energy_in_joules(
     used_j = second.energy_j - first.energy_j
     assert used_j == pytest.approx(gpu.energy_j(taken_first, taken_second), abs=1e-3)
     assert used_j > 100.0 * 0.04
+
+
+def test_counter_meter_follows_a_load_that_changes_as_it_runs(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    gpu = hopper(constant_power(90.0))  # as the benchmarks drive their boards
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    first = meter.read()
+    gpu.power_w.set(600.0)
+    time.sleep(0.25)
+    gpu.power_w.set(90.0)
+    time.sleep(0.15)
+    second = meter.read()
+    assert second.energy_j is not None and first.energy_j is not None
+    taken_first, taken_second = gpu.counter_reads_s[-2:]
+    edges = [gpu.last_update_s(taken_first), gpu.last_update_s(taken_second)]
+    assert second.energy_j - first.energy_j == pytest.approx(gpu.energy_j(*edges), abs=1e-3)
+    assert second.energy_j - first.energy_j > 600.0 * 0.15  # the busy stretch is in it
 
 
 def test_power_meter_reads_the_simulated_power_in_watts(
@@ -408,7 +435,7 @@ def test_gpu_failing_during_discovery_is_missing_not_an_exception(
     ("has_counter", "call"),
     [(True, "nvmlDeviceGetTotalEnergyConsumption"), (False, "nvmlDeviceGetPowerUsage")],
 )
-def test_gpu_lost_mid_run_raises_meter_error_naming_device_call_and_cause(
+def test_gpu_lost_mid_run_raises_meter_unavailable_naming_device_call_and_cause(
     monkeypatch: pytest.MonkeyPatch, discover: Discover, has_counter: bool, call: str
 ) -> None:
     gpu = SimulatedGPU(uuid=UUIDS[0], has_counter=has_counter)
@@ -416,14 +443,52 @@ def test_gpu_lost_mid_run_raises_meter_error_naming_device_call_and_cause(
     [meter] = discover().meters
     meter.read()
     gpu.fail_after_s = time.monotonic()
-    with pytest.raises(MeterError) as error:
+    with pytest.raises(MeterUnavailable) as error:
         meter.read()
     message = str(error.value)
     assert message.startswith("gpu0 ")
     assert UUIDS[0] in message
-    assert f"{call} failed: GPU is lost" in message
+    assert f"{call} failed: GPU is lost (NVML_ERROR_GPU_IS_LOST)" in message
     assert isinstance(error.value.__cause__, pynvml.NVMLError_GpuIsLost)
     assert meter.power_hint_w() is None
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "cause"),
+    [
+        (pynvml.NVML_ERROR_NO_PERMISSION, MeterPermissionError, "Insufficient Permissions"),
+        (pynvml.NVML_ERROR_UNKNOWN, MeterReadError, "Unknown Error"),
+        (pynvml.NVML_ERROR_TIMEOUT, MeterReadError, "Timeout"),
+        (pynvml.NVML_ERROR_DRIVER_NOT_LOADED, MeterUnavailable, "Driver Not Loaded"),
+    ],
+)
+def test_nvml_error_mid_run_raises_the_meter_error_its_code_means(
+    monkeypatch: pytest.MonkeyPatch,
+    discover: Discover,
+    code: int,
+    kind: type[MeterError],
+    cause: str,
+) -> None:
+    gpu = SimulatedGPU(uuid=UUIDS[0], fail_with=code)
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    gpu.fail_after_s = time.monotonic()
+    with pytest.raises(MeterError) as error:
+        meter.read()
+    assert type(error.value) is kind
+    assert str(error.value).startswith(f"gpu0 (uuid={UUIDS[0]} nvml_index=0): ")
+    assert cause in str(error.value)
+    assert error.value.__cause__ == pynvml.NVMLError(code)
+
+
+def test_nvml_shut_down_under_a_meter_raises_meter_unavailable(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    nvml = install_fake_nvml(monkeypatch, [SimulatedGPU()])
+    [meter] = discover().meters
+    nvml.nvmlShutdown()  # another NVML user in the process shut it down once too often
+    with pytest.raises(MeterUnavailable, match=r"Uninitialized \(NVML_ERROR_UNINITIALIZED\)"):
+        meter.read()
 
 
 # --- NVML session ---------------------------------------------------------------------------------
@@ -456,13 +521,13 @@ def test_discovery_that_opens_no_meter_leaves_nvml_shut_down(
     assert not nvml.initialized
 
 
-def test_read_after_close_raises_meter_error(
+def test_read_after_close_raises_meter_unavailable(
     monkeypatch: pytest.MonkeyPatch, discover: Discover
 ) -> None:
     install_fake_nvml(monkeypatch, [SimulatedGPU()])
     [meter] = discover().meters
     meter.close()
-    with pytest.raises(MeterError, match="gpu0: read after close"):
+    with pytest.raises(MeterUnavailable, match="gpu0: read after close"):
         meter.read()
 
 
@@ -497,5 +562,6 @@ def test_mixed_gpu_models_chosen_by_index_warn_that_cuda_may_number_them_differe
     if order is not None:
         monkeypatch.setenv("CUDA_DEVICE_ORDER", order)
     discover(visible=visible)
-    warned = any("CUDA_DEVICE_ORDER" in record.getMessage() for record in caplog.records)
-    assert warned is warns
+    warnings = [r for r in caplog.records if "CUDA_DEVICE_ORDER" in r.getMessage()]
+    assert bool(warnings) is warns
+    assert all(r.name == "backends.gpu.nvidia" for r in warnings)  # configurable by module
