@@ -8,6 +8,7 @@ a program that exits without ``stop()``.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -66,10 +67,10 @@ def test_a_run_directory_deleted_mid_run_is_written_anew_and_said(tmp_path: Path
     tracker = Tracker("gone", tmp_path, meters=[ConstantPowerMeter()], verbose=0)
     with tracker:
         for epoch in range(4):
-            if epoch == 2:
-                for path in tracker.run_dir.iterdir():
-                    path.unlink()
-                tracker.run_dir.rmdir()
+            if epoch == 2:  # rm -rf, which the sampler may race with a run.json rewrite
+                deadline = time.monotonic() + WAIT_S
+                while tracker.run_dir.exists() and time.monotonic() < deadline:
+                    shutil.rmtree(tracker.run_dir, ignore_errors=True)
             with tracker.epoch():
                 pass
     assert load_run(tracker.run_dir)["epoch"].tolist() == [3, 4]
