@@ -30,7 +30,7 @@ from typing import Protocol
 
 from backends.base import Meter, Reading
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

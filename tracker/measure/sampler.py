@@ -19,16 +19,19 @@ ever negative). State per meter is a handful of numbers: memory does not grow.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from backends.base import Meter, Reading
+from backends.base import Meter, MeterError, Reading
 from tracker.measure import follower
 from tracker.measure.follower import FollowBudget, GridFollower, safe_hint
 from tracker.notices import Notices
+
+logger = logging.getLogger(__name__)
 
 # gCO2e for `energy_j` joules spent between two monotonic times (PUE included).
 CarbonFn = Callable[[float, float, float], float]
@@ -276,13 +279,24 @@ class Sampler:
             state.reading_since = None
 
     def _fail(self, state: _MeterState, error: Exception) -> None:
+        """Stop reading a meter whose read raised: the hardware failed (a ``MeterError``), or
+        the meter has a bug (anything else: said as such, with the traceback in the log)."""
         info = state.meter.info
         state.failed_at_s = time.monotonic()
-        self._notices.warn(
+        where = f"{info.device} ({info.model}, {info.method})"
+        if isinstance(error, MeterError):
+            self._notices.warn(
+                f"meter:{info.device}",
+                f"{where} stopped working and is no longer measured: {error}",
+            )
+            return
+        meter = type(state.meter).__qualname__
+        if self._notices.warn(
             f"meter:{info.device}",
-            f"{info.device} ({info.model}, {info.method}) stopped working and is no longer "
-            f"measured: {error}",
-        )
+            f"{where} is no longer measured: bug in meter {meter} ({type(error).__name__}: "
+            f"{error}); traceback in the log",
+        ):
+            logger.error("bug in meter %s reading %s", meter, info.device, exc_info=error)
 
     def _apply(self, state: _MeterState, reading: Reading, hint_w: float | None) -> None:
         value = reading.energy_j if reading.energy_j is not None else reading.power_w
