@@ -1,15 +1,19 @@
-"""wattprint: per-epoch energy and carbon of ML training, from the hardware's own meters."""
+"""wattprint: per-epoch energy and carbon of ML training, from the hardware's own meters.
 
-__version__ = "0.1.0"
+The public API. ``Tracker``, ``track``, ``load_run`` and the records load with the package;
+``CarbonTracker`` (the carbontracker drop-in) and ``estimate`` (estimates before a run) load on
+first use, so ``import tracker`` stays light.
+"""
 
 from typing import TYPE_CHECKING
 
-from tracker.compat.carbontracker import CarbonTracker
 from tracker.output.logs import load_run
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.tracker import Tracker, track
+from tracker.version import VERSION as __version__
 
 if TYPE_CHECKING:
+    from tracker.compat.carbontracker import CarbonTracker
     from tracker.estimation.forms import estimate
 
 __all__ = [
@@ -26,7 +30,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``tracker.estimate``, imported on first use: ``import tracker`` loads no estimate tables."""
+    """``tracker.CarbonTracker`` and ``tracker.estimate``, imported on first use."""
+    if name == "CarbonTracker":
+        from tracker.compat.carbontracker import CarbonTracker
+
+        return CarbonTracker
     if name == "estimate":
         from tracker.estimation.forms import estimate
 

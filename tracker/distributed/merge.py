@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import COMPONENTS, Component
-from tracker import __version__
 from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.logs import LogWriter, read_run_json
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.units import parse_utc
+from tracker.version import VERSION as __version__
 
 
 def merge_runs(

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from backends.base import Component, Meter, Missing
-from tracker import __version__
 from tracker.carbon.locations import Location
 from tracker.carbon.pricing import Carbon
 from tracker.measure.coverage import coverage
 from tracker.measure.predict import prediction_document
 from tracker.records import RunSummary
 from tracker.units import utc_label
+from tracker.version import VERSION as __version__
 
 
 def run_document(
