@@ -29,12 +29,19 @@ from dataclasses import dataclass
 from backends.base import Meter, MeterError, Reading
 from tracker.measure import follower
 from tracker.measure.follower import FollowBudget, GridFollower, safe_hint
+from tracker.measure.meter_state import (
+    CarbonFn,
+    MeterState,
+    counter_delta,
+    followed,
+    may_read,
+    signed_co2,
+    wrap_safe_interval,
+)
 from tracker.notices import Notices
 
 logger = logging.getLogger(__name__)
 
-# gCO2e for `energy_j` joules spent between two monotonic times (PUE included).
-CarbonFn = Callable[[float, float, float], float]
 # (monotonic time, device, average power since the previous point)
 TimelinePoint = tuple[float, str, float]
 
@@ -43,9 +50,6 @@ _MIN_RATE_SPAN_S = 0.01
 # A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
 _STALE_INTERVALS = 3
 _STALE_MIN_S = 1.0
-_EDGE_READ_LIMIT_S = 0.01  # a read slower than this is never made on the training thread
-_READS_PER_WRAP = 3  # reads per shortest wrap period of a counter: no wrap can go unseen
-_SHORTEST_WRAP_READ_S = 0.01  # the sampler reads no faster than this, whatever the counters
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +75,11 @@ class Sampler:
         on_timeline: Callable[[list[TimelinePoint]], None],
         follow_budget: FollowBudget | None = None,
     ) -> None:
-        self._states = [_MeterState(m) for m in meters]
+        self._states = [MeterState(m) for m in meters]
         self._follow_budget = follow_budget or follower.BUDGET
         self._carbon = carbon
         self._notices = notices
-        self._interval_s = self._within_wraps(interval_s)
+        self._interval_s = wrap_safe_interval(meters, interval_s, notices)
         self._stale_s = max(_STALE_INTERVALS * self._interval_s, _STALE_MIN_S)
         self._timeline_period_s = timeline_period_s
         self._on_timeline = on_timeline
@@ -141,12 +145,12 @@ class Sampler:
         Reads happen outside the lock, so an edge never waits for a read in progress here.
         """
         for state in self._states:
-            if state.failed_at_s is not None or _followed(state):
+            if state.failed_at_s is not None or followed(state):
                 continue
             reading, hint = self._read(state, hint=not state.meter.fast)
             if reading is not None:
                 with self._lock:
-                    if not _followed(state):  # a follower may have locked on meanwhile
+                    if not followed(state):  # a follower may have locked on meanwhile
                         self._apply(state, reading, hint)
         if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
             self.flush_timeline()
@@ -166,7 +170,7 @@ class Sampler:
         taken: dict[int, Reading] = {}
         hints: dict[int, float | None] = {}
         for state in self._states:
-            if state.failed_at_s is not None or _followed(state) or not _may_read(state, now_s):
+            if state.failed_at_s is not None or followed(state) or not may_read(state, now_s):
                 continue
             stale = state.t_s is not None and state.t_s < oldest_s
             if state.meter.fast or stale:
@@ -183,44 +187,12 @@ class Sampler:
                 if key in taken:
                     self._apply(state, taken[key], hints.get(key))
                 exact = key in taken and state.meter.fast
-                hint_ok = _may_read(state, boundary_s)
+                hint_ok = may_read(state, boundary_s)
                 cut = self._cut(state, boundary_s, hints.get(key), exact, hint_ok)
                 result[state.meter.info.device] = cut
         return boundary_s, result
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _within_wraps(self, interval_s: float) -> float:
-        """The sampling period, shortened where a counter could wrap more than once between reads.
-
-        A wrapping counter (RAPL) read a whole range or more apart loses wraps that no later read
-        can recover; at its hardware's maximum power it wraps every ``wrap_j / max_power_w`` s,
-        so it is read at least ``_READS_PER_WRAP`` times in that span.
-        """
-        bounds = [
-            (m.wrap_j / m.max_power_w, m.info.device)
-            for m in self.meters
-            if m.wrap_j and m.max_power_w and m.max_power_w > 0
-        ]
-        if not bounds:
-            return interval_s
-        wrap_s, device = min(bounds)
-        needed_s = wrap_s / _READS_PER_WRAP
-        if needed_s >= interval_s:
-            return interval_s
-        shortened_s = max(needed_s, _SHORTEST_WRAP_READ_S)
-        impossible = needed_s < _SHORTEST_WRAP_READ_S
-        self._notices.warn(
-            f"wrap:{device}",
-            f"{device}'s counter can wrap every {wrap_s:.3g} s at its maximum power, faster than "
-            f"the sampling interval allows; sampling every {shortened_s:.3g} s instead"
-            + (
-                ", which still cannot follow every wrap at full power: its energy may be low"
-                if impossible
-                else ""
-            ),
-        )
-        return shortened_s
 
     def _run(self) -> None:
         next_s = time.monotonic() + self._interval_s
@@ -255,7 +227,7 @@ class Sampler:
         if points:
             self._on_timeline(points)
 
-    def _read(self, state: _MeterState, hint: bool) -> tuple[Reading | None, float | None]:
+    def _read(self, state: MeterState, hint: bool) -> tuple[Reading | None, float | None]:
         """Read a meter (and its power hint), timing the read; a failure disables the meter."""
         state.read_started_s = state.reading_since = time.monotonic()
         try:
@@ -269,7 +241,7 @@ class Sampler:
             state.reading_since = None
         return reading, self._hint(state) if hint else None
 
-    def _hint(self, state: _MeterState) -> float | None:
+    def _hint(self, state: MeterState) -> float | None:
         """A slow counter's cheap power figure, timed like a read (it is a driver call too)."""
         started_s = state.reading_since = time.monotonic()
         try:
@@ -278,7 +250,7 @@ class Sampler:
             state.read_cost_s = max(state.read_cost_s, time.monotonic() - started_s)
             state.reading_since = None
 
-    def _fail(self, state: _MeterState, error: Exception) -> None:
+    def _fail(self, state: MeterState, error: Exception) -> None:
         """Stop reading a meter whose read raised: the hardware failed (a ``MeterError``), or
         the meter has a bug (anything else: said as such, with the traceback in the log)."""
         info = state.meter.info
@@ -298,7 +270,7 @@ class Sampler:
         ):
             logger.error("bug in meter %s reading %s", meter, info.device, exc_info=error)
 
-    def _apply(self, state: _MeterState, reading: Reading, hint_w: float | None) -> None:
+    def _apply(self, state: MeterState, reading: Reading, hint_w: float | None) -> None:
         value = reading.energy_j if reading.energy_j is not None else reading.power_w
         if value is None or not math.isfinite(value) or value < 0:
             device = state.meter.info.device
@@ -319,7 +291,7 @@ class Sampler:
         if dt <= 0:
             return
         if reading.energy_j is not None:
-            delta_j = self._counter_delta(state, reading.energy_j, dt)
+            delta_j = counter_delta(state, reading.energy_j, dt, self._notices)
             state.raw_j = reading.energy_j
             # Back-to-back boundary reads span microseconds: too short to say anything of power.
             if dt < _MIN_RATE_SPAN_S and state.power_w is not None:
@@ -347,45 +319,16 @@ class Sampler:
         if t_s - state.timeline_t_s >= self._timeline_period_s:
             self._add_timeline_point(state)
 
-    def _add_timeline_point(self, state: _MeterState) -> None:
+    def _add_timeline_point(self, state: MeterState) -> None:
         """The meter's average power since its previous timeline point (never below 0 W)."""
         assert state.t_s is not None
         average_w = (state.energy_j - state.timeline_j) / (state.t_s - state.timeline_t_s)
         self._timeline.append((state.t_s, state.meter.info.device, max(average_w, 0.0)))
         state.timeline_t_s, state.timeline_j = state.t_s, state.energy_j
 
-    def _counter_delta(self, state: _MeterState, raw_j: float, dt: float) -> float:
-        """Energy between two counter reads, unwrapping RAPL-style counters and catching resets."""
-        assert state.raw_j is not None
-        delta_j = raw_j - state.raw_j
-        wrap_j = state.meter.wrap_j
-        device = state.meter.info.device
-        expected_j = state.power_w * dt if state.power_w is not None else None
-        if wrap_j:
-            if delta_j < 0:
-                delta_j += wrap_j
-            if expected_j is not None:
-                extra = round((expected_j - delta_j) / wrap_j)
-                if extra >= 1:
-                    delta_j += extra * wrap_j
-                    self._notices.warn(
-                        f"multiwrap:{device}",
-                        f"{device}: the counter wrapped {extra + 1} times between two reads "
-                        f"{dt:.1f} s apart (sampler starved?); the extra wraps were inferred from "
-                        "the preceding power and may be inexact",
-                    )
-        elif delta_j < 0:
-            delta_j = expected_j if expected_j is not None else 0.0
-            self._notices.warn(
-                f"reset:{device}",
-                f"{device}: the energy counter went backwards (driver reload?); the {dt:.1f} s "
-                "around it were estimated from the preceding power",
-            )
-        return delta_j
-
     def _cut(
         self,
-        state: _MeterState,
+        state: MeterState,
         boundary_s: float,
         hint_w: float | None,
         exact: bool,
@@ -399,7 +342,7 @@ class Sampler:
             hint_ok = hint_ok and not grid.stalled(boundary_s)
             edge = grid.edge(boundary_s, hint_ok)  # the counter's value for the edge's window
             energy_j += edge.energy_j
-            co2_g += _signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
+            co2_g += signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
         elif (
             not exact
             and state.t_s is not None
@@ -427,51 +370,10 @@ class Sampler:
         return snap
 
 
-class _MeterState:
-    """The bounded per-meter state: last read, cumulative figures, peak, timeline anchor."""
-
-    __slots__ = (
-        "co2_g",
-        "cut_co2_g",
-        "cut_j",
-        "energy_j",
-        "failed_at_s",
-        "follower",
-        "meter",
-        "peak_w",
-        "power_w",
-        "raw_j",
-        "read_cost_s",
-        "read_started_s",
-        "reading_since",
-        "t_s",
-        "timeline_j",
-        "timeline_t_s",
-    )
-
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
-        self.t_s: float | None = None
-        self.raw_j: float | None = None
-        self.power_w: float | None = None
-        self.energy_j = 0.0
-        self.co2_g = 0.0
-        self.cut_j = -math.inf  # the highest cumulative figures a boundary has handed out
-        self.cut_co2_g = -math.inf
-        self.peak_w: float | None = None
-        self.failed_at_s: float | None = None
-        self.timeline_t_s = 0.0
-        self.timeline_j = 0.0
-        self.read_started_s = 0.0
-        self.read_cost_s = 0.0  # how long the last read (or hint) of the meter took
-        self.reading_since: float | None = None  # when a read now in progress began
-        self.follower: GridFollower | None = None
-
-
 class _FollowerHost:
     """The sampler as one meter's follower sees it (``follower.Host``)."""
 
-    def __init__(self, sampler: Sampler, state: _MeterState) -> None:
+    def __init__(self, sampler: Sampler, state: MeterState) -> None:
         self.lock = sampler._lock
         self._sampler = sampler
         self._state = state
@@ -493,26 +395,7 @@ class _FollowerHost:
     def shift(self, energy_j: float, from_s: float) -> None:
         self._state.energy_j += energy_j
         now_s = time.monotonic()
-        self._state.co2_g += _signed_co2(self._sampler._carbon, energy_j, from_s, now_s)
+        self._state.co2_g += signed_co2(self._sampler._carbon, energy_j, from_s, now_s)
 
     def warn(self, key: str, message: str) -> None:
         self._sampler._notices.warn(key, message)
-
-
-def _may_read(state: _MeterState, now_s: float) -> bool:
-    """Whether an edge may read the meter on the training thread: its last read was quick, and
-    no read of it has been in progress for longer than a quick read takes (a stuck driver)."""
-    since = state.reading_since
-    quick = state.read_cost_s <= _EDGE_READ_LIMIT_S
-    return quick and (since is None or now_s - since <= _EDGE_READ_LIMIT_S)
-
-
-def _followed(state: _MeterState) -> bool:
-    """Whether a follower thread reads this meter now (the sampler loop leaves it alone)."""
-    return state.follower is not None and state.follower.locked
-
-
-def _signed_co2(carbon: CarbonFn, energy_j: float, a_s: float, b_s: float) -> float:
-    """The gCO2e of ``energy_j`` (negative when it is taken back) spent between two times."""
-    t0_s, t1_s = sorted((a_s, b_s))
-    return math.copysign(carbon(abs(energy_j), t0_s, t1_s), energy_j)
