@@ -7,9 +7,10 @@ first use, so ``import tracker`` stays light.
 
 from typing import TYPE_CHECKING
 
+from tracker.decorator import track
 from tracker.output.logs import load_run
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
-from tracker.tracker import Tracker, track
+from tracker.tracker import Tracker
 from tracker.version import VERSION as __version__
 
 if TYPE_CHECKING:

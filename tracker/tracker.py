@@ -9,7 +9,6 @@ names the argument and what is accepted.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, TypeVar
 
 from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import RAPL_READERS, RaplReader, discover
@@ -34,8 +33,9 @@ from tracker.distributed.process_group import (
     validated_mode,
 )
 from tracker.measure import lifecycle
-from tracker.measure.coverage import coverage, coverage_lines, uncovered
-from tracker.measure.epochs import Totals, build_record, summarise
+from tracker.measure.book import EpochBook
+from tracker.measure.coverage import coverage_lines, not_measured, uncovered
+from tracker.measure.epochs import build_record, summarise
 from tracker.measure.predict import Predictor, prediction_line
 from tracker.measure.sampler import MeterSnapshot, Sampler, TimelinePoint
 from tracker.notices import Notices
@@ -118,23 +118,17 @@ class Tracker:
         self._job: JobLink | None = None  # this process's part in a distributed job
         self._missing: list[Missing] = []
         self._uncovered: frozenset[Component] = frozenset()
-        self._split = False  # the open epoch is the part of an epoch after a signal's cut
         self._sampler: Sampler | None = None
         self._writer: LogWriter | None = None
         self._started_s = 0.0
         self._start_snapshot: dict[str, MeterSnapshot] = {}
-        self._open_epoch: tuple[float, dict[str, MeterSnapshot]] | None = None
-        self._epochs: list[EpochRecord] = []
-        self._totals = Totals()  # running, so run.json costs the same after any number of epochs
-        self._epoch_number = 0  # the user's: a part of an epoch a signal split keeps it
+        self._book = EpochBook()
         self._hooks = threading.RLock()  # hooks called from several threads run one at a time
         self._run_json_queued = threading.Event()
         self._stopped = False
         self._status = "created"
         self._pid = os.getpid()  # in a forked child (a DataLoader worker) the hooks do nothing
         self._run_json_lock = threading.Lock()
-        self._signalled: EpochRecord | None = None  # an epoch a signal closed, for epoch_end
-        self._last_cut: tuple[float, dict[str, MeterSnapshot]] = (0.0, {})
         self._command: dict[str, Any] | None = None
 
     # -- public API ------------------------------------------------------------------------------
@@ -149,7 +143,7 @@ class Tracker:
     @property
     def epochs(self) -> list[EpochRecord]:
         """The epochs completed so far."""
-        return list(self._epochs)
+        return list(self._book.records)
 
     @property
     def summary(self) -> RunSummary:
@@ -247,7 +241,7 @@ class Tracker:
                 self._stopped = True
                 return self._summary()
             lifecycle.detach(self)
-            if self._open_epoch is not None:
+            if self._book.open is not None:
                 self._close_epoch(partial=True)
             self._stopped = True
             if self._status == "running":
@@ -272,21 +266,15 @@ class Tracker:
         if self._pid != os.getpid():
             return
         with self._hooks:
-            if self._open_epoch is not None:
-                raise ValueError(
-                    f"epoch_start() called while epoch {self._epoch_number} is open; "
-                    "call epoch_end() first"
-                )
+            self._book.check_closed()
             if self._stopped:
                 raise ValueError("epoch_start() called after stop(); create a new Tracker")
-            if self._signalled is not None:  # the program caught the signal and went on
-                self._signalled = None
+            if self._book.signalled is not None:  # the program caught the signal and went on
                 self._lived_on()
             if self._sampler is None:
                 self.start()
             assert self._sampler is not None
-            self._open_epoch = self._sampler.snapshot()
-            self._epoch_number += 1
+            self._book.begin(self._sampler.snapshot())
 
     @lifecycle.holding_signals
     def epoch_end(self) -> EpochRecord:
@@ -298,14 +286,11 @@ class Tracker:
         if self._pid != os.getpid():
             return lifecycle.inert_record(self.run_id)
         with self._hooks:
-            if self._open_epoch is None and self._signalled is not None and not self._stopped:
-                self._signalled = None
-                self._lived_on()
-                self._open_epoch = self._last_cut
-                return self._close_epoch(partial=True)
-            if self._open_epoch is None:
+            if self._book.open is None and not self._stopped and self._book.resume():
+                self._lived_on()  # the program caught the signal: close the epoch's second part
+            if self._book.open is None:
                 raise ValueError("epoch_end() called without a matching epoch_start()")
-            return self._close_epoch(partial=self._split)
+            return self._close_epoch()
 
     @contextmanager
     def epoch(self) -> Iterator[None]:
@@ -346,26 +331,24 @@ class Tracker:
         self._uncovered = uncovered(meters, self._missing)
         return meters
 
-    def _close_epoch(self, partial: bool) -> EpochRecord:
-        assert self._sampler is not None and self._open_epoch is not None
-        start_s, start = self._open_epoch
-        end_s, end = self._last_cut = self._sampler.snapshot()
-        self._open_epoch, self._split = None, False
+    def _close_epoch(self, partial: bool = False) -> EpochRecord:
+        assert self._sampler is not None
+        end = self._sampler.snapshot()
+        start, split = self._book.end(end)
         record = build_record(
             run_id=self.run_id,
-            epoch=self._epoch_number,
+            epoch=self._book.number,
             meters=self._sampler.meters,
-            start=(start_s, start),
-            end=(end_s, end),
+            start=start,
+            end=end,
             carbon=self._carbon,
             components=self.components,
             host=self._host,
             rank=self._rank,
-            partial=partial,
+            partial=partial or split,
             uncovered=self._uncovered,
         )
-        self._epochs.append(record)
-        self._totals.add(record)
+        self._book.keep(record)
         assert self._writer is not None
         self._writer.write_epoch(record, self._provenance())
         self._sampler.flush_timeline()  # a killed process keeps the timeline up to this edge
@@ -373,7 +356,7 @@ class Tracker:
             self._job.submit(record)
         if self.verbose:
             say(epoch_line(record))
-        if (prediction := self._predictor.observe(self._epochs)) is not None and self.verbose:
+        if (prediction := self._predictor.observe(self._book.records)) is not None and self.verbose:
             say(prediction_line(prediction))
         for callback in self._callbacks:
             try:
@@ -398,7 +381,7 @@ class Tracker:
         if self._pid != os.getpid():
             return
         with self._hooks:
-            if self._open_epoch is not None:  # unless a signal closed it
+            if self._book.open is not None:  # unless a signal closed it
                 self._close_epoch(partial=True)
 
     @lifecycle.holding_signals
@@ -411,16 +394,16 @@ class Tracker:
             if final:
                 self.stop()
                 return
-            if self._open_epoch is not None:
-                self._signalled = self._close_epoch(partial=True)
+            if self._book.open is not None:
+                self._book.signalled = self._close_epoch(partial=True)
             self._write_run_json()
 
     def _resume(self) -> None:
         """The signal's handler returned: measure on, the open epoch from the cut."""
         with self._hooks:
             self._lived_on()
-            if self._signalled is not None and not self._stopped:
-                self._open_epoch, self._signalled, self._split = self._last_cut, None, True
+            if not self._stopped:
+                self._book.resume()
 
     def _at_exit(self) -> None:
         """The interpreter is exiting and this run was never stopped: close it, as ``failed``
@@ -455,32 +438,19 @@ class Tracker:
         return summarise(
             self.run_id,
             str(self._run_dir),
-            self._totals,
+            self._book.totals,
             f"{p.label}: {p.source} ({p.year}, {p.basis})",
-            missing=[f"{m.device}: {m.reason}" for m in self._not_measured()],
+            missing=[f"{m.device}: {m.reason}" for m in self._gaps()],
             warnings=self._notices.messages(),
             pue=self._carbon.pue,
             nominal_intensity=self._location.g_per_kwh if self._location else math.nan,
             prediction=self._predictor.prediction,
-            prediction_check=self._predictor.check(
-                self._totals.done_epochs,
-                (
-                    self._totals.done_duration_s,
-                    self._totals.done_it_energy_j,
-                    self._totals.done_co2_g,
-                ),
-            ),
+            prediction_check=self._predictor.check(self._book.totals),
         )
 
-    def _not_measured(self) -> list[Missing]:
-        """What has no meter at all: the ``Missing`` entries no estimate stands in for."""
+    def _gaps(self) -> list[Missing]:
         meters = self._sampler.meters if self._sampler is not None else []
-        return [
-            gap
-            for c in coverage(meters, self._missing, self.components)
-            if c.state != "estimated"
-            for gap in c.missing
-        ]
+        return not_measured(meters, self._missing, self.components)
 
     def _run_document(
         self, session: tuple[float, dict[str, MeterSnapshot]] | None = None
@@ -511,42 +481,3 @@ class Tracker:
             job=self._job.describe() if self._job is not None else None,
             command=self._command,
         )
-
-
-class Tracked(Protocol[P, R_co]):
-    """A function decorated with ``track``: call it as before; ``last_run`` is the Tracker of
-    its latest call (``run_dir``, ``summary``, ``epochs``), None before the first."""
-
-    last_run: Tracker | None
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-
-
-@overload
-def track(func: Callable[P, R], /) -> Tracked[P, R]: ...
-@overload
-def track(
-    func: None = None, /, **tracker_kwargs: Any
-) -> Callable[[Callable[P, R]], Tracked[P, R]]: ...
-def track(func: Callable[P, R] | None = None, /, **tracker_kwargs: Any) -> Any:
-    """Decorator: the whole call of the decorated function is measured as one epoch.
-
-    ``@track`` or ``@track(project="fit", location="DE")``; arguments are those of ``Tracker``.
-    After a call, ``fit.last_run`` is the Tracker that measured it (``fit.last_run.summary``).
-    """
-    if func is not None:
-        arguments.check_callable("track's argument", func)
-    Tracker(**tracker_kwargs)  # checks the arguments now, not at the first call
-
-    def decorate(function: Callable[P, R]) -> Tracked[P, R]:
-        @functools.wraps(function)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            tracked.last_run = tracker = Tracker(**tracker_kwargs)
-            with tracker, tracker.epoch():
-                return function(*args, **kwargs)
-
-        tracked = cast("Tracked[P, R]", wrapper)
-        tracked.last_run = None
-        return tracked
-
-    return decorate(func) if func is not None else decorate

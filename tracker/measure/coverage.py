@@ -65,6 +65,18 @@ def coverage_lines(
     return [c.line() for c in coverage(meters, missing, components) if c.state != "measured"]
 
 
+def not_measured(
+    meters: Sequence[Meter], missing: Sequence[Missing], components: Sequence[Component]
+) -> list[Missing]:
+    """What has no meter at all: the ``Missing`` entries no estimate stands in for."""
+    return [
+        gap
+        for c in coverage(meters, missing, components)
+        if c.state != "estimated"
+        for gap in c.missing
+    ]
+
+
 def uncovered(meters: Sequence[Meter], missing: Sequence[Missing]) -> frozenset[Component]:
     """Components measured on some devices while others have no meter."""
     components = tuple(dict.fromkeys(m.component for m in missing))

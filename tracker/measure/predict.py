@@ -19,9 +19,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker.records import EpochRecord, Prediction, PredictionCheck
+
+if TYPE_CHECKING:
+    from tracker.measure.epochs import Totals
 
 
 def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
@@ -143,9 +146,12 @@ class Predictor:
         self.prediction = predict(records, self.epochs)
         return self.prediction
 
-    def check(self, run: int, actual: tuple[float, float, float]) -> PredictionCheck | None:
-        """``run`` completed epochs (duration s, IT energy J, gCO2e) against the prediction."""
-        return compare(self.prediction, run, actual) if self.prediction is not None else None
+    def check(self, totals: Totals) -> PredictionCheck | None:
+        """The run's completed epochs so far (its running ``totals``) against the prediction."""
+        if self.prediction is None:
+            return None
+        done = (totals.done_duration_s, totals.done_it_energy_j, totals.done_co2_g)
+        return compare(self.prediction, totals.done_epochs, done)
 
 
 def prediction_document(

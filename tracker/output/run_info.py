@@ -13,7 +13,7 @@ from typing import Any
 from backends.base import Component, Meter, Missing
 from tracker.carbon.locations import Location
 from tracker.carbon.pricing import Carbon
-from tracker.measure.coverage import coverage
+from tracker.measure.coverage import coverage, not_measured
 from tracker.measure.predict import prediction_document
 from tracker.records import RunSummary
 from tracker.units import utc_label
@@ -73,9 +73,7 @@ def run_document(
         "estimated": [
             dataclasses.asdict(gap) for c in covered if c.state == "estimated" for gap in c.missing
         ],
-        "missing": [
-            dataclasses.asdict(gap) for c in covered if c.state != "estimated" for gap in c.missing
-        ],
+        "missing": [dataclasses.asdict(gap) for gap in not_measured(meters, missing, components)],
         "location": dataclasses.asdict(location) if location is not None else None,
         "intensity": {
             "label": provenance.label,
