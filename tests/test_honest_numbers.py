@@ -139,14 +139,14 @@ def test_run_json_rewrites_queued_while_the_sampler_is_busy_coalesce(
     )  # fmt: skip
     writes: list[int] = []
     with tracker:
-        assert tracker._writer is not None
-        write = tracker._writer.write_run_json
+        assert tracker._log is not None
+        write = tracker._log.writer.write_run_json
 
         def counted(document: dict[str, Any]) -> None:
             writes.append(document["totals"]["epochs"])
             write(document)
 
-        monkeypatch.setattr(tracker._writer, "write_run_json", counted)
+        monkeypatch.setattr(tracker._log.writer, "write_run_json", counted)
         stall.stall()
         assert stall.stalled.wait(WAIT_S)
         for _ in range(200):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from backends.base import COMPONENTS, Component, Meter
+from backends.discover import RAPL_READERS, RaplReader
 
 MAX_NAME_BYTES = 255  # the longest file name Linux and macOS file systems take
 MAX_INTERVAL_S = 3600.0
@@ -106,6 +107,14 @@ def verbosity(value: object) -> int:
     if not isinstance(value, int) or value not in (0, 1):
         raise ValueError(f"verbose must be 0 (quiet) or 1 (a line per epoch), got {value!r}")
     return int(value)
+
+
+def rapl_reader(value: object) -> RaplReader:
+    """``rapl_reader``: ``"powercap"`` (the kernel's files) or ``"pyrapl"``."""
+    for reader in RAPL_READERS:
+        if value == reader:
+            return reader
+    raise ValueError(f"rapl_reader must be one of {RAPL_READERS}, got {value!r}")
 
 
 def check_meters(value: object) -> None:

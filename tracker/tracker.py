@@ -13,17 +13,16 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from backends.base import COMPONENTS, Component, Meter, Missing
-from backends.discover import RAPL_READERS, RaplReader, discover
+from backends.discover import discover
 from tracker import arguments
-from tracker.carbon.intensity import IntensitySource, resolve_intensity
-from tracker.carbon.locations import world
+from tracker.carbon.intensity import IntensityArg
 from tracker.carbon.pricing import Carbon
 from tracker.distributed.process_group import (
     JobLink,
@@ -36,19 +35,13 @@ from tracker.measure import lifecycle
 from tracker.measure.book import EpochBook
 from tracker.measure.coverage import coverage_lines, not_measured, uncovered
 from tracker.measure.epochs import build_record, summarise
-from tracker.measure.predict import Predictor, prediction_line
-from tracker.measure.sampler import MeterSnapshot, Sampler, TimelinePoint
+from tracker.measure.predict import Predictor
+from tracker.measure.sampler import MeterSnapshot, Sampler
 from tracker.notices import Notices
-from tracker.output.console import epoch_line, say, summary_line
-from tracker.output.logs import LogWriter
+from tracker.output.console import summary_line
 from tracker.output.run_info import run_document
+from tracker.output.run_log import EpochCallback, RunLog
 from tracker.records import EpochRecord, RunSummary
-
-EpochCallback = Callable[[EpochRecord], object]
-IntensityArg = float | str | os.PathLike[str] | IntensitySource | None
-P = ParamSpec("P")
-R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 
 class Tracker:
@@ -90,20 +83,15 @@ class Tracker:
         self.interval_s = arguments.seconds("interval", interval, floor_s, ceiling_s)
         self.sample_period_s = arguments.seconds("sample_period", sample_period, floor_s, ceiling_s)
         self.components: tuple[Component, ...] = arguments.components(components)
-        if rapl_reader not in RAPL_READERS:
-            raise ValueError(f"rapl_reader must be one of {RAPL_READERS}, got {rapl_reader!r}")
-        self._rapl_reader: RaplReader = "pyrapl" if rapl_reader == "pyrapl" else "powercap"
+        self._rapl_reader = arguments.rapl_reader(rapl_reader)
         arguments.check_meters(meters)
         arguments.check_callbacks(on_epoch_end)
         arguments.check_gpus(gpus)
         self.verbose = arguments.verbosity(verbose)
         self._notices = Notices(quiet=not self.verbose)
-        source, place, intensity_warnings = resolve_intensity(location, intensity)
-        default_pue = place.default_pue if place is not None and place.default_pue else 1.0
-        table_g = (place or world()).g_per_kwh  # prices energy while a live source is silent
-        self._carbon = Carbon(source, default_pue if pue is None else pue, self._notices, table_g)
-        self._location = place
-        self._intensity_warnings = intensity_warnings
+        self._carbon, self._location, self._intensity_warnings = Carbon.for_run(
+            location, intensity, pue, self._notices
+        )
         self._gpus = gpus
         self._explicit_meters = list(meters) if meters is not None else None
         self._callbacks: list[EpochCallback] = list(on_epoch_end)
@@ -119,16 +107,14 @@ class Tracker:
         self._missing: list[Missing] = []
         self._uncovered: frozenset[Component] = frozenset()
         self._sampler: Sampler | None = None
-        self._writer: LogWriter | None = None
+        self._log: RunLog | None = None
         self._started_s = 0.0
         self._start_snapshot: dict[str, MeterSnapshot] = {}
         self._book = EpochBook()
         self._hooks = threading.RLock()  # hooks called from several threads run one at a time
-        self._run_json_queued = threading.Event()
         self._stopped = False
         self._status = "created"
         self._pid = os.getpid()  # in a forked child (a DataLoader worker) the hooks do nothing
-        self._run_json_lock = threading.Lock()
         self._command: dict[str, Any] | None = None
 
     # -- public API ------------------------------------------------------------------------------
@@ -197,28 +183,36 @@ class Tracker:
         else:
             arguments.fresh_run_dir("run_id", self._run_dir)
         meters = self._discover()
-        self._writer = LogWriter(self._run_dir, self._notices)
+        self._log = RunLog(
+            self._run_dir,
+            self._notices,
+            self.verbose,
+            self._callbacks,
+            self._run_document,
+            self._carbon.to_unix,
+        )
         self._sampler = Sampler(
             meters,
             self._carbon.co2_g,
             self._notices,
             self.interval_s,
             self.sample_period_s,
-            self._write_timeline,
+            self._log.timeline,
         )
         self._status = "running"
         self._sampler.start()
         self._started_s, self._start_snapshot = self._sampler.snapshot()
-        self._writer.write_run_json(self._run_document())
+        self._log.started_s = self._started_s
+        self._log.write_run_json()
         if self._job is not None:
             job_args = (self.components, self._provenance(), self._run_document, self._notices)
             self._job.open(meters, self._missing, *job_args, self.verbose)
         lifecycle.attach(self, self._interrupt, self._resume, self._at_exit)
-        if self.verbose:
-            measured = ", ".join(f"{m.info.device} ({m.info.method})" for m in meters) or "nothing"
-            say(f"wattprint: run {self.run_id} measuring {measured}; logs in {self._run_dir}")
-            for line in coverage_lines(meters, self._missing, self.components):
-                say(f"wattprint: {line}")
+        measured = ", ".join(f"{m.info.device} ({m.info.method})" for m in meters) or "nothing"
+        self._log.say(
+            f"wattprint: run {self.run_id} measuring {measured}; logs in {self._run_dir}",
+            *(f"wattprint: {n}" for n in coverage_lines(meters, self._missing, self.components)),
+        )
 
     def _abandon(self) -> None:
         """Undo a start that failed part-way: stop what it started, keep nothing running."""
@@ -227,9 +221,9 @@ class Tracker:
         if self._sampler is not None:
             with contextlib.suppress(Exception):
                 self._sampler.stop()
-        if self._writer is not None:
+        if self._log is not None:
             with contextlib.suppress(Exception):
-                self._writer.close()
+                self._log.writer.close()
 
     @lifecycle.holding_signals
     def stop(self) -> RunSummary:
@@ -249,15 +243,13 @@ class Tracker:
             end_s, end_snapshot = self._sampler.snapshot()
             self._sampler.stop()
             self._carbon.source.close()
-            self._drain_intensity_warnings()
-            assert self._writer is not None
-            self._writer.write_run_json(self._run_document(session=(end_s, end_snapshot)))
-            self._writer.close()
+            assert self._log is not None
+            self._log.write_run_json(self._run_document(session=(end_s, end_snapshot)))
+            self._log.writer.close()
             if self._job is not None:
                 self._job.finish(wait=self._status == "finished")
             summary = self._summary()
-            if self.verbose:
-                say(summary_line(summary))
+            self._log.say(summary_line(summary))
             return summary
 
     @lifecycle.holding_signals
@@ -349,32 +341,14 @@ class Tracker:
             uncovered=self._uncovered,
         )
         self._book.keep(record)
-        assert self._writer is not None
-        self._writer.write_epoch(record, self._provenance())
+        assert self._log is not None
+        prediction = self._predictor.observe(self._book.records)
+        self._log.epoch(record, self._provenance(), prediction)
         self._sampler.flush_timeline()  # a killed process keeps the timeline up to this edge
         if self._job is not None:
             self._job.submit(record)
-        if self.verbose:
-            say(epoch_line(record))
-        if (prediction := self._predictor.observe(self._book.records)) is not None and self.verbose:
-            say(prediction_line(prediction))
-        for callback in self._callbacks:
-            try:
-                callback(record)
-            except Exception as error:
-                name = getattr(callback, "__qualname__", repr(callback))
-                self._notices.warn(f"callback:{name}", f"epoch callback {name} failed: {error!r}")
-        if not self._run_json_queued.is_set():  # rewrites queued meanwhile coalesce into one
-            self._run_json_queued.set()
-            self._sampler.call_soon(self._write_run_json)  # last: waking the thread costs GIL
+        self._log.queue_run_json(self._sampler.call_soon)  # last: waking the thread costs GIL
         return record
-
-    def _write_run_json(self) -> None:
-        with self._run_json_lock:  # the sampler thread and a signal handler both write it
-            self._run_json_queued.clear()
-            self._drain_intensity_warnings()
-            if self._writer is not None:
-                self._writer.write_run_json(self._run_document())
 
     @lifecycle.holding_signals
     def _close_partial(self) -> None:
@@ -396,7 +370,8 @@ class Tracker:
                 return
             if self._book.open is not None:
                 self._book.signalled = self._close_epoch(partial=True)
-            self._write_run_json()
+            assert self._log is not None
+            self._log.write_run_json()
 
     def _resume(self) -> None:
         """The signal's handler returned: measure on, the open epoch from the cut."""
@@ -413,21 +388,10 @@ class Tracker:
             self._status = "interrupted" if issubclass(ending, KeyboardInterrupt) else "failed"
         self.stop()
 
-    def _drain_intensity_warnings(self) -> None:
-        """The intensity source's warnings (a feed down, a series not covering the run)."""
-        for message in self._carbon.source.drain_warnings():
-            self._notices.warn(f"intensity:{message}", message)
-
     def _lived_on(self) -> None:
         """The program went on after a signal (handled, or its exception caught): running."""
         if not self._stopped and self._status in lifecycle.SIGNAL_STATUS.values():
             self._status = "running"
-
-    def _write_timeline(self, points: list[TimelinePoint]) -> None:
-        if self._writer is not None:
-            to_unix = self._carbon.to_unix
-            started = self._started_s
-            self._writer.write_samples((to_unix(t), t - started, d, w) for t, d, w in points)
 
     def _provenance(self) -> tuple[str, int | None, str]:
         p = self._carbon.source.provenance
@@ -455,14 +419,8 @@ class Tracker:
     def _run_document(
         self, session: tuple[float, dict[str, MeterSnapshot]] | None = None
     ) -> dict[str, Any]:
-        whole_run_j = None
-        if session is not None:
-            _, end = session
-            whole_run_j = {
-                device: snap.energy_j - self._start_snapshot[device].energy_j
-                for device, snap in end.items()
-                if device in self._start_snapshot
-            }
+        for message in self._carbon.source.drain_warnings():  # a feed down, a short series
+            self._notices.warn(f"intensity:{message}", message)
         return run_document(
             status=self._status,
             started_unix=self._carbon.to_unix(self._started_s),
@@ -476,7 +434,7 @@ class Tracker:
             carbon=self._carbon,
             location=self._location,
             summary=self._summary(),
-            whole_run_j=whole_run_j,
+            whole_run=(self._start_snapshot, session[1]) if session is not None else None,
             slurm=self._slurm,
             job=self._job.describe() if self._job is not None else None,
             command=self._command,

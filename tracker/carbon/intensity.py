@@ -86,6 +86,10 @@ class IntensitySource(abc.ABC):
                 self._used.popitem(last=False)
 
 
+IntensityArg = float | str | os.PathLike[str] | IntensitySource | None
+"""What ``intensity=`` takes: a constant in g/kWh, text with a unit, a CSV path, or a source."""
+
+
 class Constant(IntensitySource):
     """One intensity for all time (g CO2e/kWh); negative, NaN or infinite -> ValueError."""
 
@@ -157,7 +161,7 @@ class TimeSeries(IntensitySource):
 
 def resolve_intensity(
     location: str | None,
-    intensity: float | str | os.PathLike[str] | IntensitySource | None,
+    intensity: IntensityArg,
 ) -> tuple[IntensitySource, Location | None, list[str]]:
     """Pick a run's intensity source: (source, the Location if any, warnings).
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import time
 
-from tracker.carbon.intensity import IntensitySource
+from tracker.carbon.intensity import IntensityArg, IntensitySource, resolve_intensity
+from tracker.carbon.locations import Location, world
 from tracker.notices import Notices
 from tracker.units import J_PER_KWH
 
@@ -44,6 +45,24 @@ class Carbon:
         self._notices = notices
         self._unix_offset_s = time.time() - time.monotonic()
         self._last_good_g_per_kwh: float | None = None
+
+    @classmethod
+    def for_run(
+        cls,
+        location: str | None,
+        intensity: IntensityArg,
+        pue: float | None,
+        notices: Notices,
+    ) -> tuple[Carbon, Location | None, list[str]]:
+        """A run's pricing from the Tracker's arguments: the Carbon, the place, and warnings.
+
+        ``pue`` defaults to the place's cloud figure, else 1.0; energy is priced at the place's
+        table value (else the world average) while a live source has not answered yet.
+        """
+        source, place, warnings = resolve_intensity(location, intensity)
+        default_pue = place.default_pue if place is not None and place.default_pue else 1.0
+        table_g = (place or world()).g_per_kwh
+        return cls(source, default_pue if pue is None else pue, notices, table_g), place, warnings
 
     def to_unix(self, monotonic_s: float) -> float:
         """The UTC (unix) time of a monotonic instant of this run."""

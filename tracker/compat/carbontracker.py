@@ -45,6 +45,7 @@ from typing import Any
 from tracker import arguments
 from tracker.arguments import MIN_INTERVAL_S
 from tracker.carbon.equivalents import equivalents
+from tracker.carbon.intensity import IntensityArg
 from tracker.compat.arguments import (
     api_key_notes,
     checked_int,
@@ -55,7 +56,7 @@ from tracker.compat.arguments import (
 from tracker.measure.predict import clock
 from tracker.output.console import figure
 from tracker.records import Prediction, RunSummary
-from tracker.tracker import IntensityArg, Tracker
+from tracker.tracker import Tracker
 
 logger = logging.getLogger("wattprint")
 

@@ -15,6 +15,7 @@ from tracker.carbon.locations import Location
 from tracker.carbon.pricing import Carbon
 from tracker.measure.coverage import coverage, not_measured
 from tracker.measure.predict import prediction_document
+from tracker.measure.sampler import MeterSnapshot
 from tracker.records import RunSummary
 from tracker.units import utc_label
 from tracker.version import VERSION as __version__
@@ -34,7 +35,7 @@ def run_document(
     carbon: Carbon,
     location: Location | None,
     summary: RunSummary,
-    whole_run_j: dict[str, float] | None,
+    whole_run: tuple[dict[str, MeterSnapshot], dict[str, MeterSnapshot]] | None,
     slurm: dict[str, str] | None = None,
     job: dict[str, Any] | None = None,
     command: dict[str, Any] | None = None,
@@ -83,7 +84,7 @@ def run_document(
             "series_used": [[utc_label(t), g] for t, g in carbon.source.series_used()],
         },
         "totals": totals,
-        "whole_run_energy_j": whole_run_j,
+        "whole_run_energy_j": _whole_run_j(*whole_run) if whole_run is not None else None,
         "prediction": prediction_document(summary.prediction, summary.prediction_check),
         "warnings": list(summary.warnings),
     }
@@ -93,3 +94,10 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _whole_run_j(
+    start: dict[str, MeterSnapshot], end: dict[str, MeterSnapshot]
+) -> dict[str, float]:
+    """Each meter's energy from start to stop, in J, gaps between epochs included."""
+    return {d: snap.energy_j - start[d].energy_j for d, snap in end.items() if d in start}
