@@ -15,12 +15,17 @@ R_co = TypeVar("R_co", covariant=True)
 
 
 class Tracked(Protocol[P, R_co]):
-    """A function decorated with ``track``: call it as before; ``last_run`` is the Tracker of
-    its latest call (``run_dir``, ``summary``, ``epochs``), None before the first."""
+    """A function decorated with ``track``, called as before.
+
+    ``last_run`` is the Tracker of its latest call (``run_dir``, ``summary``, ``epochs``), None
+    before the first.
+    """
 
     last_run: Tracker | None
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Call the function, measured as one epoch."""
+        ...
 
 
 @overload

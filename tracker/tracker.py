@@ -121,9 +121,11 @@ class Tracker:
 
     @property
     def run_dir(self) -> Path:
-        """Where this run's logs are written: ``<log_dir>/<project>/<run_id>`` (distributed: rank
-        0's holds the whole job's, other ranks write ``rank-<N>`` in it; see
-        ``tracker.distributed.process_group``)."""
+        """Where this run's logs are written: ``<log_dir>/<project>/<run_id>``.
+
+        In a distributed job rank 0's holds the whole job's, and other ranks write ``rank-<N>``
+        in it (``tracker.distributed.process_group``).
+        """
         return self._job.run_dir if self._job is not None else self._run_dir
 
     @property
@@ -296,6 +298,7 @@ class Tracker:
         self.epoch_end()
 
     def __enter__(self) -> Tracker:
+        """Start the run (``start``)."""
         return self.start()
 
     def __exit__(
@@ -304,6 +307,7 @@ class Tracker:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        """Stop the run; an exception leaving the block marks it ``failed`` (or ``interrupted``)."""
         if exc_type is not None and self._status == "running":  # a signal's status stays
             self._status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
         elif exc_type is None:
@@ -381,8 +385,11 @@ class Tracker:
                 self._book.resume()
 
     def _at_exit(self) -> None:
-        """The interpreter is exiting and this run was never stopped: close it, as ``failed``
-        (or ``interrupted``) when an exception is ending the program, else ``finished``."""
+        """Close a run the program never stopped, as the interpreter exits.
+
+        Its status is ``failed`` (or ``interrupted``) when an exception is ending the program,
+        else ``finished``.
+        """
         ending = getattr(sys, "last_type", None)  # set once an uncaught exception was printed
         if ending is not None and self._status == "running":
             self._status = "interrupted" if issubclass(ending, KeyboardInterrupt) else "failed"

@@ -53,8 +53,10 @@ class EpochBook:
         self.totals.add(record)
 
     def resume(self) -> bool:
-        """The program lived on after a signal closed an epoch: reopen it from the cut, as its
-        second part. False when no epoch was closed by a signal."""
+        """Reopen the epoch a signal closed, from the cut, as its second part.
+
+        Called once the program lived on after the signal; False when no epoch was closed by one.
+        """
         if self.signalled is None:
             return False
         self.open, self.signalled, self._split = self.last_cut, None, True

@@ -133,8 +133,10 @@ class GridFollower:
         self._provisional = (edge_s, energy_j)
 
     def stalled(self, now_s: float) -> bool:
-        """Whether this follower's read has hung for far longer than a counter read takes (the
-        driver is stuck), so an edge must not call the driver for a hint."""
+        """Whether this follower's read has hung, so an edge must not call the driver for a hint.
+
+        A counter read takes ~4 ms; one in progress for far longer means the driver is stuck.
+        """
         since = self._reading_since
         return since is not None and now_s - since > _STALLED_READ_S
 

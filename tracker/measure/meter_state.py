@@ -127,8 +127,11 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
 
 
 def may_read(state: MeterState, now_s: float) -> bool:
-    """Whether an edge may read the meter on the training thread: its last read was quick, and
-    no read of it has been in progress for longer than a quick read takes (a stuck driver)."""
+    """Whether an edge may read the meter on the training thread.
+
+    Only while its last read was quick and no read of it has been in progress for longer than a
+    quick read takes (a stuck driver).
+    """
     since = state.reading_since
     quick = state.read_cost_s <= EDGE_READ_LIMIT_S
     return quick and (since is None or now_s - since <= EDGE_READ_LIMIT_S)

@@ -251,8 +251,11 @@ class Sampler:
             state.reading_since = None
 
     def _fail(self, state: MeterState, error: Exception) -> None:
-        """Stop reading a meter whose read raised: the hardware failed (a ``MeterError``), or
-        the meter has a bug (anything else: said as such, with the traceback in the log)."""
+        """Stop reading a meter whose read raised, and say why.
+
+        Either the hardware failed (a ``MeterError``) or the meter has a bug (anything else: said
+        as such, with the traceback in the log).
+        """
         info = state.meter.info
         state.failed_at_s = time.monotonic()
         where = f"{info.device} ({info.model}, {info.method})"
@@ -334,8 +337,11 @@ class Sampler:
         exact: bool,
         hint_ok: bool,
     ) -> MeterSnapshot:
-        """The meter's figures at ``boundary_s``: its reading there when ``exact``, else its
-        followed counter's window, else its last reading completed over the gap."""
+        """The meter's cumulative figures at ``boundary_s``.
+
+        Its reading there when ``exact``, else its followed counter's window, else its last
+        reading completed over the gap; never below what an earlier boundary handed out.
+        """
         energy_j, co2_g = state.energy_j, state.co2_g
         grid = state.follower
         if grid is not None and grid.locked and state.failed_at_s is None:
