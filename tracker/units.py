@@ -1,20 +1,35 @@
 """Units and wall-clock labels that every layer shares.
 
-Energies are joules and power watts throughout; ``J_PER_KWH`` converts to the kWh users read.
-Wall-clock times are ISO-8601 UTC labels with milliseconds in every file wattprint writes, and
-``parse_utc`` reads them back (and any ISO-8601 time with a timezone, or unix seconds) the same
-on every supported Python, through ``dateutil``'s ISO parser.
+Energies are joules and power watts throughout; ``J_PER_KWH`` converts to the kWh users read,
+and a figure that is not finite goes into JSON as null (``finite_or_none``). Wall-clock times
+are ISO-8601 UTC labels with milliseconds in every file wattprint writes, and ``parse_utc`` reads
+them back (and any ISO-8601 time with a timezone, or unix seconds) the same on every supported
+Python, through ``dateutil``'s ISO parser.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from typing import TypeVar
 
 from dateutil.parser import isoparse
 
 J_PER_KWH = 3.6e6
 """Joules in a kilowatt-hour."""
+
+_T = TypeVar("_T")
+
+
+def finite_or_none(value: _T) -> _T | None:
+    """``value`` as JSON may hold it: a NaN or infinite float becomes None (null), all else stays.
+
+    ``run.json`` is written with ``allow_nan=False``, so a figure that was never measured (NaN)
+    must reach it as null.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def utc_label(unix_s: float) -> str:

@@ -27,7 +27,7 @@ from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.logs import LogWriter, read_run_json
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
-from tracker.units import parse_utc
+from tracker.units import finite_or_none, parse_utc
 
 
 def merge_runs(
@@ -240,7 +240,7 @@ def _document(
         "missing": [m | {"host": r.host, "rank": r.rank} for r in runs for m in _missing_docs(r)],
         "location": first.get("location"),
         "intensity": first.get("intensity"),
-        "totals": {k: _finite(totals.get(k)) for k in first.get("totals", totals)},
+        "totals": {k: finite_or_none(totals.get(k)) for k in first.get("totals", totals)},
         "whole_run_energy_j": None,
         "prediction": None,
         "warnings": list(summary.warnings),
@@ -296,9 +296,3 @@ def _device(row: dict[str, str]) -> DeviceEnergy:
 
 def _number(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

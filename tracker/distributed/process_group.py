@@ -323,9 +323,3 @@ def _seconds_env(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 and math.isfinite(value) else default
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

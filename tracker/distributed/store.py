@@ -26,6 +26,7 @@ from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.console import figure, say
 from tracker.output.logs import LogWriter
+from tracker.units import finite_or_none
 
 DocumentFn = Callable[[], dict[str, Any]]
 POLL_S = 0.1
@@ -289,7 +290,7 @@ class Collector:
             "missing": [
                 m | {"host": i["host"], "rank": i["rank"]} for i in infos for m in i["missing"]
             ],
-            "totals": {k: _finite(totals.get(k)) for k in base["totals"]},
+            "totals": {k: finite_or_none(totals.get(k)) for k in base["totals"]},
             "whole_run_energy_j": None,
             "distributed": {
                 "role": "job",
@@ -301,9 +302,3 @@ class Collector:
                 "incomplete_epochs": {str(e): ranks for e, ranks in self._incomplete.items()},
             },
         }
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -16,10 +16,8 @@ epochs so far were priced at. Partial epochs (closed by an exception) are left o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from tracker.records import EpochRecord, Prediction, PredictionCheck
 
@@ -148,17 +146,6 @@ class Predictor:
         return compare(self.prediction, run, actual) if self.prediction is not None else None
 
 
-def prediction_document(
-    prediction: Prediction | None, comparison: PredictionCheck | None
-) -> dict[str, Any] | None:
-    """``run.json``'s "prediction": the prediction's fields, and "check" once the run has one."""
-    if prediction is None:
-        return None
-    document = _finite(dataclasses.asdict(prediction))
-    document["check"] = _finite(dataclasses.asdict(comparison)) if comparison else None
-    return document
-
-
 def prediction_line(prediction: Prediction) -> str:
     """``wattprint prediction for 10 epochs (from 2): 0:20:00 (0:19:40-0:20:30), 0.03 kWh ...``."""
     spread = prediction.based_on_epochs >= 2
@@ -223,9 +210,3 @@ def _epochs_argument(name: str, value: int, minimum: int) -> int:
 def _known(value: float | None) -> float:
     """A figure as a float, NaN where it was not measured."""
     return math.nan if value is None else value
-
-
-def _finite(document: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in document.items()
-    }
