@@ -20,6 +20,7 @@ from typing import Any
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
+from tracker.units import format_mass
 
 __all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_report"]
 
@@ -103,7 +104,7 @@ def markdown_statement(files: RunFiles) -> str:
         f"{_g(kwh)} kWh of electricity (IT energy {_g(energy_j / 3.6e6)} kWh times a PUE of "
         f"{pue:g}). At a grid carbon intensity of {_g(intensity)} gCO2e/kWh "
         f"({where}{f', {year} figure' if year else ''}; source below), this amounts to "
-        f"{_mass(co2)} CO2e."
+        f"{format_mass(co2, 4)} CO2e."
     )
     measured = {h.get("component") for h in run.get("hardware", [])}
     uncovered = sorted({str(m.get("component")) for m in run.get("missing", [])} - measured)
@@ -114,7 +115,7 @@ def markdown_statement(files: RunFiles) -> str:
         ("Energy", f"{_g(kwh)} kWh facility; {_g(energy_j / 3.6e6)} kWh IT (PUE {pue:g})"),
         ("Location", where),
         ("Carbon intensity", f"{_g(intensity)} gCO2e/kWh; {source}"),
-        ("Emissions", f"{_mass(co2)} CO2e"),
+        ("Emissions", f"{format_mass(co2, 4)} CO2e"),
         ("Method", _method_text(run)),
     ]
     table = ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in rows)]
@@ -194,7 +195,7 @@ def _components(files: RunFiles) -> str:
     lines.append(
         f"  all   {_wh(energy_j)} Wh IT x PUE {pue:g} = "
         f"{_g(number(totals.get('facility_energy_kwh')))} kWh "
-        f"-> {_mass(co2)} CO2e at {_g(number(totals.get('intensity_g_per_kwh')))} g/kWh"
+        f"-> {format_mass(co2, 4)} CO2e at {_g(number(totals.get('intensity_g_per_kwh')))} g/kWh"
     )
     if math.isfinite(co2) and co2 >= 0:
         lines.append("  That is about:")
@@ -217,7 +218,7 @@ def _prediction(files: RunFiles) -> str:
     for name, key, low, high, show in (
         ("time", "duration_s", "duration_low_s", "duration_high_s", duration_text),
         ("energy IT", "it_energy_j", "it_energy_low_j", "it_energy_high_j", _wh_unit),
-        ("gCO2e", "co2_g", "co2_low_g", "co2_high_g", _mass),
+        ("gCO2e", "co2_g", "co2_low_g", "co2_high_g", lambda g: format_mass(g, 4)),
     ):
         error = check.get(
             {"duration_s": "duration", "it_energy_j": "energy", "co2_g": "co2"}[key] + "_error"
@@ -339,12 +340,3 @@ def _wh(value: object) -> str:
 
 def _wh_unit(joules: float) -> str:
     return f"{_wh(joules)} Wh" if math.isfinite(joules) else "-"
-
-
-def _mass(grams: float) -> str:
-    if not math.isfinite(grams):
-        return "-"
-    for unit, scale in (("t", 1e6), ("kg", 1e3)):
-        if abs(grams) >= scale:
-            return f"{grams / scale:.4g} {unit}"
-    return f"{grams:.4g} g"
