@@ -232,6 +232,7 @@ def test_recorded_run_needs_somewhere_to_be_priced(tmp_path: Path) -> None:
         (lambda: estimate(["H100:1"], hours=-1), "hours"),
         (lambda: estimate(["H100:1"]), "hours"),
         (lambda: estimate(["H100:1"], hours=1, pue=0.9), "pue"),
+        (lambda: estimate(["H100:1"], hours=1, pue=True), "pue"),  # a bool, as for a Tracker
         (lambda: estimate(["H100:1"], hours=1, intensity=-5), "intensity"),
         (lambda: estimate(["H100:1"], hours=1, location="Atlantis"), "Atlantis"),
         (lambda: estimate(["H100:1"], hours=1, location="DE", intensity=300), "not both"),

@@ -16,7 +16,11 @@ from tracker.units import J_PER_KWH
 
 
 def validate_pue(pue: float) -> float:
-    """Check a power usage effectiveness value: a finite number of at least 1.0."""
+    """``pue`` as a float: a power usage effectiveness, a finite number of at least 1.0.
+
+    The one check of a PUE, for a run and an estimate alike; anything else (a bool, text, NaN, a
+    value below 1.0) raises ``ValueError`` naming ``pue``.
+    """
     if isinstance(pue, bool) or not isinstance(pue, int | float) or not math.isfinite(pue):
         raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
     if pue < 1.0:

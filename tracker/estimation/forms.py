@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tracker.carbon.pricing import validate_pue
 from tracker.estimation.data import (
     DeviceLoad,
     check_fraction,
@@ -30,7 +31,7 @@ from tracker.estimation.data import (
     peak_throughput,
     rating,
 )
-from tracker.estimation.result import Estimate, Quantity, check_pue, non_negative, positive, priced
+from tracker.estimation.result import Estimate, Quantity, non_negative, positive, priced
 from tracker.output.logs import read_run_json
 
 __all__ = [
@@ -319,7 +320,7 @@ def from_run(
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a wattprint run.json ({error!r})") from error
     run = Estimate(
-        "run", "measured", energy_j, check_pue(run_pue), "the run's", duration_s=duration_s
+        "run", "measured", energy_j, validate_pue(run_pue), "the run's", duration_s=duration_s
     )
     rows = [run]
     if predicted_j is not None:
