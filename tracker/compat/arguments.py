@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from backends.base import Component, Meter
+from backends.base import COMPONENTS, Component, Meter
 from backends.cpu.estimate import CpuEstimateMeter
 from backends.discover import discover
 from backends.gpu.estimate import GpuEstimateMeter
@@ -37,7 +37,7 @@ def components_of(components: str) -> tuple[Component, ...]:
     if not names or any(n not in _COMPONENTS for n in names):
         raise ValueError(f"components must be one of {accepted}, got {components!r}")
     chosen = {c for n in names for c in _COMPONENTS[n]}
-    return tuple(c for c in ("gpu", "cpu", "dram") if c in chosen)
+    return tuple(c for c in COMPONENTS if c in chosen)
 
 
 def simulated_meters(

@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backends.base import COMPONENTS
 from tracker import arguments
 from tracker.arguments import MIN_INTERVAL_S
 from tracker.carbon.equivalents import equivalents
@@ -332,7 +333,7 @@ def _found(run_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return f"see {run_dir / 'run.json'}"
     parts = []
-    for component in ("gpu", "cpu", "dram"):
+    for component in COMPONENTS:
         devices = [h for h in hardware if h.get("component") == component]
         if devices:
             listed = ", ".join(f"{h['device']} ({h['model']}, {h['method']})" for h in devices)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.base import COMPONENTS
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
@@ -146,7 +147,7 @@ def _epoch_table(files: RunFiles) -> str:
         (
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
             duration_text(number(row.get("duration_s"))),
-            *(_wh(row.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
+            *(_wh(row.get(f"{c}_energy_j")) for c in COMPONENTS),
             _wh(row.get("it_energy_j")),
             _g(number(row.get("facility_energy_kwh"))),
             _g(number(row.get("intensity_g_per_kwh"))),
@@ -159,7 +160,7 @@ def _epoch_table(files: RunFiles) -> str:
         (
             "total",
             duration_text(number(totals.get("duration_s"))),
-            *(_wh(totals.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
+            *(_wh(totals.get(f"{c}_energy_j")) for c in COMPONENTS),
             _wh(totals.get("it_energy_j")),
             _g(number(totals.get("facility_energy_kwh"))),
             _g(number(totals.get("intensity_g_per_kwh"))),
@@ -180,7 +181,7 @@ def _components(files: RunFiles) -> str:
     energy_j, duration = number(totals.get("it_energy_j")), number(totals.get("duration_s"))
     details = {h.get("device"): h for h in files.run.get("hardware", [])}
     lines = ["Totals per component"]
-    for component in ("gpu", "cpu", "dram"):
+    for component in COMPONENTS:
         value = totals.get(f"{component}_energy_j")
         names = sorted({r["device"] for r in files.devices if r.get("kind") == component})
         if value is None:
