@@ -19,13 +19,6 @@ DEFAULT_SIM_UTILISATION = 0.5  # carbontracker's default for sim_cpu_util and si
 _COMPONENTS: dict[str, tuple[Component, ...]] = {"gpu": ("gpu",), "cpu": ("cpu", "dram")}
 
 
-def checked_int(name: str, value: int, minimum: int) -> int:
-    """``value`` if it is an int >= ``minimum`` (not a bool), else a ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def components_of(components: str) -> tuple[Component, ...]:
     """carbontracker's comma-separated component string as wattprint components."""
     accepted = "'all', 'gpu', 'cpu' or 'gpu,cpu'"

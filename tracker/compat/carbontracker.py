@@ -48,7 +48,6 @@ from tracker.arguments import MIN_INTERVAL_S
 from tracker.carbon.equivalents import equivalents
 from tracker.compat.arguments import (
     api_key_notes,
-    checked_int,
     components_of,
     run_id_with,
     simulated_meters,
@@ -100,10 +99,10 @@ class CarbonTracker:
         intensity: IntensityArg = None,
         pue: float | None = None,
     ) -> None:
-        self.epochs = checked_int("epochs", epochs, 1)
-        before = checked_int("epochs_before_pred", epochs_before_pred, -1)
+        self.epochs = arguments.integer("epochs", epochs, 1)
+        before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
         self.epochs_before_pred = self.epochs if before < 0 else before
-        monitor = checked_int("monitor_epochs", monitor_epochs, -1)
+        monitor = arguments.integer("monitor_epochs", monitor_epochs, -1)
         self.monitor_epochs = self.epochs if monitor < 0 else monitor
         if self.monitor_epochs == 0 or self.monitor_epochs < self.epochs_before_pred:
             raise ValueError(
@@ -115,8 +114,8 @@ class CarbonTracker:
         self.stop_and_confirm = bool(stop_and_confirm)
         self.ignore_errors = bool(ignore_errors)
         verbosity = int(verbose) if isinstance(verbose, bool) else verbose
-        self.verbose = checked_int("verbose", verbosity, 0)
-        self.decimal_precision = checked_int("decimal_precision", decimal_precision, 0)
+        self.verbose = arguments.integer("verbose", verbosity, 0)
+        self.decimal_precision = arguments.integer("decimal_precision", decimal_precision, 0)
         self.epoch_counter = 0
         self.deleted = False
         self.final_emissions_reported: float | None = None

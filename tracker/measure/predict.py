@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from tracker.arguments import integer
 from tracker.records import EpochRecord, Prediction, PredictionCheck
 
 
@@ -27,7 +28,7 @@ def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
 
     Raises ``ValueError`` when there is no completed epoch or ``epochs`` is not an int >= 1.
     """
-    total = _epochs_argument("epochs", epochs, minimum=1)
+    total = integer("epochs", epochs, minimum=1)
     done = [r for r in records if not r.partial]
     if not done:
         raise ValueError("predict needs at least one completed epoch")
@@ -121,10 +122,8 @@ class Predictor:
     """
 
     def __init__(self, epochs: int | None, epochs_before_pred: int = 1) -> None:
-        self.epochs = None if epochs is None else _epochs_argument("epochs", epochs, minimum=1)
-        self.epochs_before_pred = _epochs_argument(
-            "epochs_before_pred", epochs_before_pred, minimum=0
-        )
+        self.epochs = None if epochs is None else integer("epochs", epochs, minimum=1)
+        self.epochs_before_pred = integer("epochs_before_pred", epochs_before_pred, minimum=0)
         if self.epochs is not None and self.epochs_before_pred > self.epochs:
             raise ValueError(
                 f"epochs_before_pred must be at most epochs ({self.epochs}), "
@@ -199,12 +198,6 @@ def clock(seconds: float) -> str:
 def duration_text(seconds: float) -> str:
     """``12.3 s`` under a minute, else ``h:mm:ss``."""
     return f"{seconds:.1f} s" if math.isfinite(seconds) and seconds < 60 else clock(seconds)
-
-
-def _epochs_argument(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _known(value: float | None) -> float:
