@@ -57,7 +57,7 @@ from tracker.output.console import figure
 from tracker.records import Prediction, RunSummary
 from tracker.tracker import IntensityArg, Tracker
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 PREFIX = "CarbonTracker: "
 

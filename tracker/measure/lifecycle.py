@@ -36,7 +36,7 @@ from typing import ParamSpec, TypeVar
 
 from tracker.records import EpochRecord
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 SIGNAL_STATUS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
