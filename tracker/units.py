@@ -112,8 +112,10 @@ def format_hours(seconds: float, digits: int = 6) -> str:
 
 
 def _scaled(value: float, digits: int, units: tuple[tuple[str, float], ...]) -> str:
-    """``value`` in the largest of ``units`` (name, size in the base unit; largest first) it
-    reaches, the last one below them all; ``-`` when the value is NaN or infinite."""
+    """``value`` in the largest of ``units`` it reaches (the last below them all); ``-`` if unknown.
+
+    ``units`` are (name, size in ``value``'s unit) pairs, largest first.
+    """
     if not math.isfinite(value):
         return "-"
     unit, size = next(((u, s) for u, s in units if abs(value) >= s), units[-1])

@@ -95,6 +95,7 @@ class Constant(IntensitySource):
         super().__init__(provenance or default)
 
     def mean_g_per_kwh(self, start_unix_s: float, end_unix_s: float) -> float:
+        """The constant, in g CO2e/kWh, over any valid span."""
         check_span(start_unix_s, end_unix_s)
         if not self._used:
             self._record([(float(start_unix_s), self.g_per_kwh)])
@@ -131,6 +132,7 @@ class TimeSeries(IntensitySource):
         super().__init__(provenance or Provenance(str(path), name, None, "as given in the file"))
 
     def mean_g_per_kwh(self, start_unix_s: float, end_unix_s: float) -> float:
+        """The series' exact time-weighted mean over the span, in g CO2e/kWh."""
         mean, first, last = self._steps.mean(start_unix_s, end_unix_s)
         self._record(self._steps.points(first, last))
         with self._lock:
@@ -159,7 +161,7 @@ def resolve_intensity(
     location: str | None,
     intensity: float | str | os.PathLike[str] | IntensitySource | None,
 ) -> tuple[IntensitySource, Location | None, list[str]]:
-    """Pick a run's intensity source: (source, the Location if any, warnings).
+    """A run's intensity source: (source, the Location if any, warnings).
 
     ``intensity`` wins: a number, or text such as ``"500g/kWh"`` (``parse_intensity``) ->
     ``Constant``; a path to an existing file -> ``TimeSeries``, read and checked now; an
@@ -235,10 +237,12 @@ class Steps:
         return total / (end - start), first, last
 
     def points(self, first: int, last: int) -> list[tuple[float, float]]:
+        """The (time, value) steps from index ``first`` to ``last``, both included."""
         return list(zip(self.times[first : last + 1], self.values[first : last + 1], strict=True))
 
 
 def check_span(start: float, end: float) -> None:
+    """Check a span of unix seconds: both ends finite, ``end`` not before ``start`` (ValueError)."""
     if not (math.isfinite(start) and math.isfinite(end)):
         raise ValueError(f"start and end must be finite unix seconds, got {start!r}, {end!r}")
     if end < start:

@@ -40,8 +40,11 @@ class Carbon:
         notices: Notices,
         fallback_g_per_kwh: float = math.nan,
     ) -> None:
-        """``fallback_g_per_kwh`` prices energy while ``source`` has not answered yet (the
-        location's table value, or the world average); NaN leaves such energy unpriced."""
+        """Price with ``source`` and ``pue``, warning through ``notices`` when the source fails.
+
+        ``fallback_g_per_kwh`` prices energy while ``source`` has not answered yet (the
+        location's table value, or the world average); NaN leaves such energy unpriced.
+        """
         self.source = source
         self._fallback_g_per_kwh = fallback_g_per_kwh
         self.pue = validate_pue(pue)

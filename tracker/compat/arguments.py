@@ -20,7 +20,7 @@ _COMPONENTS: dict[str, tuple[Component, ...]] = {"gpu": ("gpu",), "cpu": ("cpu",
 
 
 def components_of(components: str) -> tuple[Component, ...]:
-    """carbontracker's comma-separated component string as wattprint components."""
+    """The wattprint components of carbontracker's comma-separated ``components`` string."""
     accepted = "'all', 'gpu', 'cpu' or 'gpu,cpu'"
     if not isinstance(components, str):
         raise ValueError(f"components must be one of {accepted}, got {components!r}")
@@ -88,6 +88,7 @@ def _sim_detail(kind: str, watts: float, util: float | None) -> str:
 
 
 def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
+    """Why carbontracker's ``api_keys`` go unused, once checked; nothing for None."""
     if api_keys is None:
         return []
     if not isinstance(api_keys, dict) or any(k.lower() != "electricitymaps" for k in api_keys):
@@ -103,6 +104,7 @@ def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
 
 
 def run_id_with(prefix: str) -> str:
+    """A new run id starting with carbontracker's ``log_file_prefix`` (checked as a name)."""
     if not isinstance(prefix, str):
         raise ValueError(f"log_file_prefix must be text without path separators, got {prefix!r}")
     if prefix:

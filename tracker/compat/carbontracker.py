@@ -193,7 +193,7 @@ class CarbonTracker:
         self._finish()
 
     def set_api_keys(self, api_dict: dict[str, str]) -> None:
-        """carbontracker's API-key setter: checked, then a warning on why it is not used."""
+        """Check ``api_dict`` as carbontracker's setter would, then warn that it is not used."""
         for note in api_key_notes(api_dict):
             self._warn(note)
 

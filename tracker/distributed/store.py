@@ -40,9 +40,11 @@ class Channel:
         self._prefix = prefix
 
     def post(self, key: str, document: Any) -> None:
+        """Set ``key`` to ``document`` as JSON, replacing what it held."""
         self._store.set(f"{self._prefix}/{key}", json.dumps(document))
 
     def has(self, key: str) -> bool:
+        """Whether ``key`` has been posted (and not dropped)."""
         return bool(self._store.check([f"{self._prefix}/{key}"]))
 
     def claim(self, key: str, value: str) -> str:
@@ -60,12 +62,15 @@ class Channel:
         return self.read(key)
 
     def read(self, key: str) -> Any:
+        """The document posted under ``key``; the store's own error if there is none."""
         return json.loads(self._store.get(f"{self._prefix}/{key}"))
 
     def count(self, key: str, add: int = 0) -> int:
+        """The counter ``key`` after adding ``add`` to it (0: just read it), atomically."""
         return int(self._store.add(f"{self._prefix}/{key}", add))
 
     def drop(self, *keys: str) -> None:
+        """Delete ``keys``, ignoring any that cannot be deleted (best effort)."""
         for key in keys:
             with contextlib.suppress(Exception):
                 self._store.delete_key(f"{self._prefix}/{key}")
@@ -82,9 +87,11 @@ class Sender:
         self._thread.start()
 
     def post(self, key: str, document: Any, counter: str | None = None) -> None:
+        """Queue ``document`` for ``key``, then one added to the counter ``counter`` if given."""
         self._queue.put((key, document, counter))
 
     def close(self, timeout_s: float) -> None:
+        """Send what is queued, waiting up to ``timeout_s``; warn if it did not all go."""
         self._queue.put(None)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -145,6 +152,7 @@ class Collector:
         self._thread.start()
 
     def add_own(self, part: RankEpoch) -> None:
+        """Hand rank 0's own figures for an epoch to the collector."""
         with self._lock:
             self._own[part.epoch] = part
 

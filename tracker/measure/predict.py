@@ -24,7 +24,7 @@ from tracker.records import EpochRecord, Prediction, PredictionCheck
 
 
 def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
-    """Extrapolate the completed (non-partial) ``records`` to a run of ``epochs`` epochs.
+    """The completed (non-partial) ``records`` extrapolated to a run of ``epochs`` epochs.
 
     Raises ``ValueError`` when there is no completed epoch or ``epochs`` is not an int >= 1.
     """
@@ -67,7 +67,7 @@ def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
 
 
 def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionCheck | None:
-    """Compare the completed ``records`` with ``prediction``; None when no epoch completed."""
+    """The completed ``records`` against ``prediction``; None when no epoch completed."""
     done = [r for r in records if not r.partial]
     return compare(
         prediction,
@@ -83,8 +83,10 @@ def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionC
 def compare(
     prediction: Prediction, run: int, actual: tuple[float, float, float]
 ) -> PredictionCheck | None:
-    """Compare ``run`` completed epochs, their (duration s, IT energy J, gCO2e), with
-    ``prediction``; None when no epoch completed."""
+    """``run`` completed epochs against ``prediction``; None when no epoch completed.
+
+    ``actual`` is their (duration in s, IT energy in J, gCO2e).
+    """
     if run == 0:
         return None
     predicted = (prediction.duration_s, prediction.it_energy_j, prediction.co2_g)

@@ -64,7 +64,10 @@ def find_run_dir(path: str | Path) -> Path:
 
 
 def read_run(path: str | Path) -> RunFiles:
-    """Read a run directory; ``FileNotFoundError``/``ValueError`` name the file that is wrong."""
+    """The files of the run at ``path`` (``find_run_dir``); errors name the file that is wrong.
+
+    Raises ``FileNotFoundError`` for a missing run.json, ``ValueError`` for one that is not a run's.
+    """
     run_dir = find_run_dir(path)
     run = read_run_json(run_dir / "run.json")
     if "totals" not in run:
