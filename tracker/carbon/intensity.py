@@ -33,12 +33,25 @@ VALUE_COLUMNS = ("g_per_kwh", "intensity_g_per_kwh", "intensity", "carbon_intens
 
 @dataclass(frozen=True, slots=True)
 class Provenance:
-    """Where an intensity came from; ``label`` is a location code, "constant", a file, a feed."""
+    """Where an intensity came from; ``label`` is a location code, "constant", a file, a feed.
+
+    ``year`` is the year the figure is for (None for live or user-given figures); ``basis`` says
+    what it counts (lifecycle, operational).
+    """
 
     label: str
     source: str
     year: int | None
     basis: str
+
+    @property
+    def labelled_source(self) -> str:
+        """``label: source``, as the logs' ``intensity_source`` column holds it.
+
+        Just ``source`` where ``label`` is empty: a provenance read back from the logs, whose
+        column already holds both.
+        """
+        return f"{self.label}: {self.source}" if self.label else self.source
 
 
 class IntensitySource(abc.ABC):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Component, Meter, Missing
+from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch
 from tracker.distributed.store import Channel, Collector, DocumentFn, Sender
 from tracker.notices import Notices
@@ -188,7 +189,7 @@ class JobLink:
         meters: Sequence[Meter],
         missing: Sequence[Missing],
         components: Sequence[Component],
-        provenance: tuple[str, int | None, str],
+        provenance: Provenance,
         document: DocumentFn,
         notices: Notices,
         verbose: int,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Component
+from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
@@ -125,7 +126,7 @@ class Collector:
         writer: LogWriter,
         own_info: dict[str, Any],
         components: tuple[Component, ...],
-        provenance: tuple[str, int | None, str],
+        provenance: Provenance,
         document: DocumentFn,
         notices: Notices,
         verbose: int,
