@@ -9,9 +9,10 @@ Four forms, one result (``Estimate``, every intermediate quantity kept in ``step
    throughput x MFU, gives device-hours and wall time (``estimate_training``).
 4. Options side by side, ranked (``compare``), and a recorded run re-priced (``from_run``).
 
-Pricing (PUE, location, intensity) is in ``tracker.estimation.result``; device ratings, throughput
-and units in ``tracker.estimation.data``; the command line in ``tracker.cli.estimate``. ``estimate``
-is also ``tracker.estimate``; this module is not named so, or it would shadow that function.
+Pricing (PUE, location, intensity) is in ``tracker.estimation.result``; device ratings and
+throughput in ``tracker.estimation.data``; readable units in ``tracker.units``; the command line in
+``tracker.cli.estimate``. ``estimate`` is also ``tracker.estimate``; this module is not named so,
+or it would shadow that function.
 """
 
 from __future__ import annotations
