@@ -7,7 +7,6 @@ among the ``missing`` entries so the user learns the fix.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -27,9 +26,6 @@ def discover(
     *,
     gpus: Sequence[int | str] | None = None,
     rapl_reader: RaplReader = "powercap",
-    powercap_root: str | os.PathLike[str] | None = None,
-    cpu_tdp_w: float | None = None,
-    cpu_utilisation: float | None = None,
 ) -> Found:
     """Meters for the requested components, and what could not be measured with its fix."""
     found = Found()
@@ -37,9 +33,9 @@ def discover(
         found.extend(find_gpus(gpus))
     if "cpu" not in components and "dram" not in components:
         return found
-    rapl = find_pyrapl() if rapl_reader == "pyrapl" else find_rapl(powercap_root)
+    rapl = find_pyrapl() if rapl_reader == "pyrapl" else find_rapl()
     fallbacks: dict[Component, Callable[[], Found]] = {
-        "cpu": lambda: find_cpu_estimate(cpu_tdp_w, cpu_utilisation),
+        "cpu": find_cpu_estimate,
         "dram": find_memory_estimate,
     }
     for component, fallback in fallbacks.items():

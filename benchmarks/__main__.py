@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from backends.cpu.cpuinfo import cpu_info
 from benchmarks import hook_cost
 from benchmarks.report import table, write_csv, write_json
 from benchmarks.suite import BENCHMARKS, FULL, QUICK, Context, run, tool_versions
@@ -129,7 +130,7 @@ def _environment(
 ) -> dict[str, Any]:
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", started_utc),
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
+        "machine": f"{cpu_info().name}, {os.cpu_count()} cores, {platform.system()} "
         f"{platform.release()}",
         "gpus": gpu_names or ["none"],
         "python": platform.python_version(),
@@ -160,17 +161,6 @@ def _wakeup_cpu_us(wakeups: int = 20) -> float:
     for _ in range(wakeups):
         time.sleep(0.1)  # a follower's period: idle long enough for the CPU to nap
     return (time.thread_time() - started_s) / wakeups * 1e6
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _say(line: str) -> None:

@@ -239,7 +239,7 @@ def test_epoch_end_before_epoch_start_is_a_clear_error(tmp_path: Path) -> None:
 def test_callbacks_get_each_record_and_a_raising_one_is_reported_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wattprint")  # verbose=0 logs at INFO
+    caplog.set_level(logging.INFO, logger="tracker")  # verbose=0 logs at INFO
     seen: list[int] = []
 
     def broken(record: EpochRecord) -> None:

@@ -56,6 +56,13 @@ def new_run_id(prefix: str = "") -> str:
     return f"{prefix}{'' if not prefix or prefix.endswith(('-', '_')) else '-'}{stamp}"
 
 
+def integer(argument: str, value: object, minimum: int) -> int:
+    """``value`` if it is an int of at least ``minimum`` (a bool is not): a count such as epochs."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def seconds(argument: str, value: object, minimum: float = 0.0, maximum: float = math.inf) -> float:
     """A finite number of seconds greater than 0, at least ``minimum`` and at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -11,7 +11,7 @@ import os
 import threading
 import weakref
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 _instances: weakref.WeakSet[Notices] = weakref.WeakSet()
 
 
@@ -19,7 +19,7 @@ class Notices:
     """A thread-safe, de-duplicated list of the warnings a run raised.
 
     ``quiet`` (a Tracker with ``verbose=0``) logs them at INFO instead of WARNING: kept in
-    run.json and the summary, shown only where the ``wattprint`` logger is set to show INFO.
+    run.json and the summary, shown only where the ``tracker.notices`` logger shows INFO.
     """
 
     def __init__(self, quiet: bool = False) -> None:

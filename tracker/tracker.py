@@ -22,7 +22,7 @@ from typing import Any
 from backends.base import COMPONENTS, Component, Meter, Missing
 from backends.discover import discover
 from tracker import arguments
-from tracker.carbon.intensity import IntensityArg
+from tracker.carbon.intensity import IntensityArg, Provenance
 from tracker.carbon.pricing import Carbon
 from tracker.distributed.process_group import (
     JobLink,
@@ -400,9 +400,8 @@ class Tracker:
         if not self._stopped and self._status in lifecycle.SIGNAL_STATUS.values():
             self._status = "running"
 
-    def _provenance(self) -> tuple[str, int | None, str]:
-        p = self._carbon.source.provenance
-        return (f"{p.label}: {p.source}", p.year, p.basis)
+    def _provenance(self) -> Provenance:
+        return self._carbon.source.provenance
 
     def _summary(self) -> RunSummary:
         p = self._carbon.source.provenance

@@ -6,6 +6,7 @@ estimate looks up the model's TDP and multiplies by the number of packages.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ class CpuInfo:
 
     model: str
     sockets: int
+
+    @property
+    def name(self) -> str:
+        """The model, else ``platform.processor()`` (not Linux), else "unknown CPU"."""
+        return self.model or platform.processor() or "unknown CPU"
 
 
 def cpu_info() -> CpuInfo:

@@ -17,8 +17,6 @@ virtual CPU did no work). On other systems every psutil field but ``idle`` count
 
 from __future__ import annotations
 
-import platform
-
 import psutil
 
 from backends.base import Found, MeterError, MeterInfo, MeterReadError, Missing, os_meter_error
@@ -103,7 +101,7 @@ def find_cpu_estimate(tdp_w: float | None = None, utilisation: float | None = No
     if utilisation is not None:
         utilisation = checked_share("utilisation", utilisation)
     cpus = cpu_info()
-    model, sockets = cpus.model or platform.processor() or "unknown CPU", cpus.sockets
+    model, sockets = cpus.name, cpus.sockets
     per_socket = "" if sockets == 1 else f" x {sockets} sockets"
     if tdp_w is not None:
         total_w, detail = tdp_w, f"TDP {tdp_w:g} W given"

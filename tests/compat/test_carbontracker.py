@@ -141,7 +141,7 @@ def test_stop_during_an_epoch_counts_it_as_interrupted(
 def test_unsupported_arguments_warn_and_are_recorded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wattprint")  # verbose=0 logs at INFO
+    caplog.set_level(logging.INFO, logger="tracker")  # verbose=0 logs at INFO
     tracker = CarbonTracker(
         epochs=1, log_dir=tmp_path, verbose=0, devices_by_pid=True, intensity=1.0,
         api_keys={"electricitymaps": "secret-key"}, sim_cpu="only a name",

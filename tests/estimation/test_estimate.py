@@ -15,7 +15,6 @@ import pytest
 from tests.estimation.recorded_run import KWH, recorded_run
 from tracker.carbon.intensity import parse_intensity
 from tracker.carbon.locations import resolve
-from tracker.estimation.data import format_energy, format_mass, format_number
 from tracker.estimation.forms import (
     DEFAULT_MFU,
     Estimate,
@@ -27,6 +26,7 @@ from tracker.estimation.forms import (
     from_run,
     reprice,
 )
+from tracker.units import format_energy, format_mass, format_number
 
 EXACT = 1e-12
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,6 +232,7 @@ def test_recorded_run_needs_somewhere_to_be_priced(tmp_path: Path) -> None:
         (lambda: estimate(["H100:1"], hours=-1), "hours"),
         (lambda: estimate(["H100:1"]), "hours"),
         (lambda: estimate(["H100:1"], hours=1, pue=0.9), "pue"),
+        (lambda: estimate(["H100:1"], hours=1, pue=True), "pue"),  # a bool, as for a Tracker
         (lambda: estimate(["H100:1"], hours=1, intensity=-5), "intensity"),
         (lambda: estimate(["H100:1"], hours=1, location="Atlantis"), "Atlantis"),
         (lambda: estimate(["H100:1"], hours=1, location="DE", intensity=300), "not both"),

@@ -63,7 +63,7 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> FillingDisk:
 def test_an_unwritable_log_directory_costs_nothing_and_is_written_once_it_can_be(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wattprint")
+    caplog.set_level(logging.INFO, logger="tracker")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the log directory should go")
     with tracker_for("ro", blocker / "runs") as tracker:
@@ -84,7 +84,7 @@ def test_an_unwritable_log_directory_costs_nothing_and_is_written_once_it_can_be
 def test_a_disk_filling_mid_run_loses_no_row_and_leaves_no_half_line(
     disk: FillingDisk, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wattprint")
+    caplog.set_level(logging.INFO, logger="tracker")
     with tracker_for("full", tmp_path, sample_period=0.05) as tracker:
         with tracker.epoch():
             time.sleep(0.1)

@@ -17,6 +17,7 @@ from tests.fake_nvml import (
     SimulatedGPU,
     StepProfile,
     constant_power,
+    hopper,
     install_fake_nvml,
     step_profile,
 )
@@ -26,19 +27,6 @@ from tracker.measure.follower import FollowBudget
 
 EPOCHS_S = (2.5, 1.0, 1.7, 3.0, 1.2)
 GAP_S = 0.2
-
-
-def hopper(power_w: StepProfile, **kwargs: object) -> SimulatedGPU:
-    """A simulated H100: 100 ms counter grid on a phase of its own, 4 ms reads, 1 s power mean."""
-    return SimulatedGPU(
-        power_w=power_w,
-        counter_step_s=0.1,
-        grid_origin_s=time.monotonic() - 0.037,
-        power_average_s=1.0,
-        read_delay_s=0.004,
-        read_sample_at=0.5,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 def bursty(t0_s: float, seconds: float) -> StepProfile:

@@ -16,6 +16,7 @@ A second property runs the real Tracker, threads and all, on the real clock.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import tempfile
@@ -29,8 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backends import discover as discovery
 from backends.base import COMPONENTS, Component
-from backends.discover import discover
+from backends.cpu.estimate import find_cpu_estimate
 from tests.fake_nvml import SimulatedGPU, install_fake_nvml, install_no_nvml, step_profile
 from tests.fake_powercap import FakeZone, build_powercap
 from tracker import Tracker
@@ -160,7 +162,10 @@ def run_core(
         install_fake_nvml(patch, machine.gpus)
     else:
         install_no_nvml(patch)
-    found = discover(machine.components, cpu_utilisation=0.5)
+    # Without RAPL, a CPU estimate at a fixed utilisation: busy CPU time is not simulated.
+    fixed = functools.partial(find_cpu_estimate, utilisation=0.5)
+    patch.setattr(discovery, "find_cpu_estimate", fixed)
+    found = discovery.discover(machine.components)
     notices = Notices(quiet=True)
     carbon = Carbon(Constant(300.0), 1.2, notices)
     sampler = Sampler(found.meters, carbon.co2_g, notices, INTERVAL_S, 1.0, lambda points: None)

@@ -1,0 +1,1 @@
+"""Grid carbon intensity (tables, time series, live feeds), pricing energy in gCO2e, equivalents."""

@@ -33,12 +33,25 @@ VALUE_COLUMNS = ("g_per_kwh", "intensity_g_per_kwh", "intensity", "carbon_intens
 
 @dataclass(frozen=True, slots=True)
 class Provenance:
-    """Where an intensity came from; ``label`` is a location code, "constant", a file, a feed."""
+    """Where an intensity came from; ``label`` is a location code, "constant", a file, a feed.
+
+    ``year`` is the year the figure is for (None for live or user-given figures); ``basis`` says
+    what it counts (lifecycle, operational).
+    """
 
     label: str
     source: str
     year: int | None
     basis: str
+
+    @property
+    def labelled_source(self) -> str:
+        """``label: source``, as the logs' ``intensity_source`` column holds it.
+
+        Just ``source`` where ``label`` is empty: a provenance read back from the logs, whose
+        column already holds both.
+        """
+        return f"{self.label}: {self.source}" if self.label else self.source
 
 
 class IntensitySource(abc.ABC):
@@ -99,6 +112,7 @@ class Constant(IntensitySource):
         super().__init__(provenance or default)
 
     def mean_g_per_kwh(self, start_unix_s: float, end_unix_s: float) -> float:
+        """The constant, in g CO2e/kWh, over any valid span."""
         check_span(start_unix_s, end_unix_s)
         if not self._used:
             self._record([(float(start_unix_s), self.g_per_kwh)])
@@ -135,6 +149,7 @@ class TimeSeries(IntensitySource):
         super().__init__(provenance or Provenance(str(path), name, None, "as given in the file"))
 
     def mean_g_per_kwh(self, start_unix_s: float, end_unix_s: float) -> float:
+        """The series' exact time-weighted mean over the span, in g CO2e/kWh."""
         mean, first, last = self._steps.mean(start_unix_s, end_unix_s)
         self._record(self._steps.points(first, last))
         with self._lock:
@@ -163,7 +178,7 @@ def resolve_intensity(
     location: str | None,
     intensity: IntensityArg,
 ) -> tuple[IntensitySource, Location | None, list[str]]:
-    """Pick a run's intensity source: (source, the Location if any, warnings).
+    """A run's intensity source: (source, the Location if any, warnings).
 
     ``intensity`` wins: a number, or text such as ``"500g/kWh"`` (``parse_intensity``) ->
     ``Constant``; a path to an existing file -> ``TimeSeries``, read and checked now; an
@@ -239,10 +254,12 @@ class Steps:
         return total / (end - start), first, last
 
     def points(self, first: int, last: int) -> list[tuple[float, float]]:
+        """The (time, value) steps from index ``first`` to ``last``, both included."""
         return list(zip(self.times[first : last + 1], self.values[first : last + 1], strict=True))
 
 
 def check_span(start: float, end: float) -> None:
+    """Check a span of unix seconds: both ends finite, ``end`` not before ``start`` (ValueError)."""
     if not (math.isfinite(start) and math.isfinite(end)):
         raise ValueError(f"start and end must be finite unix seconds, got {start!r}, {end!r}")
     if end < start:

@@ -42,7 +42,7 @@ class Location:
 
 
 def resolve(location: str) -> Location:
-    """Look up ``location``: ISO2/ISO3 code, country name, ``US-CA``/``IN-KA``, ``aws:us-east-1``.
+    """The place ``location`` names: ISO2/ISO3 code, country name, ``US-CA``/``IN-KA``, ``aws:...``.
 
     Case-insensitive; accents and extra spaces are ignored. Unknown -> ``ValueError`` listing near
     matches; not a ``str`` -> ``ValueError`` saying what is accepted.

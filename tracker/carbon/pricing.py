@@ -17,7 +17,11 @@ from tracker.units import J_PER_KWH
 
 
 def validate_pue(pue: float) -> float:
-    """Check a power usage effectiveness value: a finite number of at least 1.0."""
+    """``pue`` as a float: a power usage effectiveness, a finite number of at least 1.0.
+
+    The one check of a PUE, for a run and an estimate alike; anything else (a bool, text, NaN, a
+    value below 1.0) raises ``ValueError`` naming ``pue``.
+    """
     if isinstance(pue, bool) or not isinstance(pue, int | float) or not math.isfinite(pue):
         raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
     if pue < 1.0:
@@ -37,8 +41,11 @@ class Carbon:
         notices: Notices,
         fallback_g_per_kwh: float = math.nan,
     ) -> None:
-        """``fallback_g_per_kwh`` prices energy while ``source`` has not answered yet (the
-        location's table value, or the world average); NaN leaves such energy unpriced."""
+        """Price with ``source`` and ``pue``, warning through ``notices`` when the source fails.
+
+        ``fallback_g_per_kwh`` prices energy while ``source`` has not answered yet (the
+        location's table value, or the world average); NaN leaves such energy unpriced.
+        """
         self.source = source
         self._fallback_g_per_kwh = fallback_g_per_kwh
         self.pue = validate_pue(pue)

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 
 from tracker.carbon.intensity import location_from_env, parse_intensity
 from tracker.cli import Subparsers
-from tracker.estimation.data import (
-    PRECISIONS,
+from tracker.estimation.data import PRECISIONS
+from tracker.estimation.forms import Estimate, Quantity, compare, estimate, from_run, reprice
+from tracker.units import (
+    J_PER_KWH,
     format_energy,
     format_hours,
     format_mass,
     format_number,
     format_power,
 )
-from tracker.estimation.forms import Estimate, Quantity, compare, estimate, from_run, reprice
-from tracker.units import J_PER_KWH
 
 __all__ = ["handle", "register", "render"]
 

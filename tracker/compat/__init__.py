@@ -1,0 +1,1 @@
+"""Drop-in replacements for other trackers: carbontracker's ``CarbonTracker`` and its arguments."""

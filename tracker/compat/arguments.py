@@ -6,12 +6,12 @@ where wattprint cannot honour it; ``tracker.compat.carbontracker`` explains the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-from backends.base import Component, Meter
+from backends.base import COMPONENTS, Component, Meter
 from backends.cpu.estimate import CpuEstimateMeter
 from backends.discover import discover
+from backends.estimate import checked_number, checked_share
 from backends.gpu.estimate import GpuEstimateMeter
 from tracker import arguments
 
@@ -19,15 +19,8 @@ DEFAULT_SIM_UTILISATION = 0.5  # carbontracker's default for sim_cpu_util and si
 _COMPONENTS: dict[str, tuple[Component, ...]] = {"gpu": ("gpu",), "cpu": ("cpu", "dram")}
 
 
-def checked_int(name: str, value: int, minimum: int) -> int:
-    """``value`` if it is an int >= ``minimum`` (not a bool), else a ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def components_of(components: str) -> tuple[Component, ...]:
-    """carbontracker's comma-separated component string as wattprint components."""
+    """The wattprint components of carbontracker's comma-separated ``components`` string."""
     accepted = "'all', 'gpu', 'cpu' or 'gpu,cpu'"
     if not isinstance(components, str):
         raise ValueError(f"components must be one of {accepted}, got {components!r}")
@@ -37,7 +30,7 @@ def components_of(components: str) -> tuple[Component, ...]:
     if not names or any(n not in _COMPONENTS for n in names):
         raise ValueError(f"components must be one of {accepted}, got {components!r}")
     chosen = {c for n in names for c in _COMPONENTS[n]}
-    return tuple(c for c in ("gpu", "cpu", "dram") if c in chosen)
+    return tuple(c for c in COMPONENTS if c in chosen)
 
 
 def simulated_meters(
@@ -67,12 +60,17 @@ def simulated_meters(
         if kind not in components:
             notes.append(f"sim_{kind} ignored: components leaves out {kind}")
             continue
-        utilisation = _checked_sim(kind, name, watts, util)
-        detail = _sim_detail(kind, watts, util)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"sim_{kind} must be a non-empty {kind.upper()} name, got {name!r}")
+        power_w = checked_number(watts_arg, watts, "W", zero_ok=True)
+        utilisation = DEFAULT_SIM_UTILISATION
+        if util is not None:
+            utilisation = checked_share(f"sim_{kind}_util", util)
+        detail = _sim_detail(kind, power_w, util)
         if kind == "gpu":
-            simulated.append(GpuEstimateMeter(name, float(watts), utilisation, detail=detail))
+            simulated.append(GpuEstimateMeter(name, power_w, utilisation, detail=detail))
         else:
-            simulated.append(CpuEstimateMeter(float(watts), name, detail, utilisation))
+            simulated.append(CpuEstimateMeter(power_w, name, detail, utilisation))
     if not simulated:
         return None, notes
     rest = [c for c in components if not any(m.info.component == c for m in simulated)]
@@ -80,22 +78,6 @@ def simulated_meters(
     if found is not None:
         notes += [f"{m.device} not measured: {m.reason}. Fix: {m.fix}" for m in found.missing]
     return simulated + (found.meters if found is not None else []), notes
-
-
-def _checked_sim(kind: str, name: object, watts: object, util: object) -> float:
-    """The utilisation to simulate at, after checking the sim_* arguments of one kind."""
-    watts_arg = "sim_cpu_tdp" if kind == "cpu" else "sim_gpu_watts"
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"sim_{kind} must be a non-empty {kind.upper()} name, got {name!r}")
-    if isinstance(watts, bool) or not isinstance(watts, int | float) or not watts >= 0:
-        raise ValueError(f"{watts_arg} must be a number of watts >= 0, got {watts!r}")
-    if not math.isfinite(watts):
-        raise ValueError(f"{watts_arg} must be a number of watts >= 0, got {watts!r}")
-    if util is None:
-        return DEFAULT_SIM_UTILISATION
-    if isinstance(util, bool) or not isinstance(util, int | float) or not 0.0 <= util <= 1.0:
-        raise ValueError(f"sim_{kind}_util must be a number between 0 and 1, got {util!r}")
-    return float(util)
 
 
 def _sim_detail(kind: str, watts: float, util: float | None) -> str:
@@ -106,6 +88,7 @@ def _sim_detail(kind: str, watts: float, util: float | None) -> str:
 
 
 def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
+    """Why carbontracker's ``api_keys`` go unused, once checked; nothing for None."""
     if api_keys is None:
         return []
     if not isinstance(api_keys, dict) or any(k.lower() != "electricitymaps" for k in api_keys):
@@ -121,6 +104,7 @@ def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
 
 
 def run_id_with(prefix: str) -> str:
+    """A new run id starting with carbontracker's ``log_file_prefix`` (checked as a name)."""
     if not isinstance(prefix, str):
         raise ValueError(f"log_file_prefix must be text without path separators, got {prefix!r}")
     if prefix:

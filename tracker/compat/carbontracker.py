@@ -42,13 +42,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backends.base import COMPONENTS
 from tracker import arguments
 from tracker.arguments import MIN_INTERVAL_S
 from tracker.carbon.equivalents import equivalents
 from tracker.carbon.intensity import IntensityArg
 from tracker.compat.arguments import (
     api_key_notes,
-    checked_int,
     components_of,
     run_id_with,
     simulated_meters,
@@ -58,7 +58,7 @@ from tracker.output.console import figure
 from tracker.records import Prediction, RunSummary
 from tracker.tracker import Tracker
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 PREFIX = "CarbonTracker: "
 
@@ -100,10 +100,10 @@ class CarbonTracker:
         intensity: IntensityArg = None,
         pue: float | None = None,
     ) -> None:
-        self.epochs = checked_int("epochs", epochs, 1)
-        before = checked_int("epochs_before_pred", epochs_before_pred, -1)
+        self.epochs = arguments.integer("epochs", epochs, 1)
+        before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
         self.epochs_before_pred = self.epochs if before < 0 else before
-        monitor = checked_int("monitor_epochs", monitor_epochs, -1)
+        monitor = arguments.integer("monitor_epochs", monitor_epochs, -1)
         self.monitor_epochs = self.epochs if monitor < 0 else monitor
         if self.monitor_epochs == 0 or self.monitor_epochs < self.epochs_before_pred:
             raise ValueError(
@@ -115,8 +115,8 @@ class CarbonTracker:
         self.stop_and_confirm = bool(stop_and_confirm)
         self.ignore_errors = bool(ignore_errors)
         verbosity = int(verbose) if isinstance(verbose, bool) else verbose
-        self.verbose = checked_int("verbose", verbosity, 0)
-        self.decimal_precision = checked_int("decimal_precision", decimal_precision, 0)
+        self.verbose = arguments.integer("verbose", verbosity, 0)
+        self.decimal_precision = arguments.integer("decimal_precision", decimal_precision, 0)
         self.epoch_counter = 0
         self.deleted = False
         self.final_emissions_reported: float | None = None
@@ -194,7 +194,7 @@ class CarbonTracker:
         self._finish()
 
     def set_api_keys(self, api_dict: dict[str, str]) -> None:
-        """carbontracker's API-key setter: checked, then a warning on why it is not used."""
+        """Check ``api_dict`` as carbontracker's setter would, then warn that it is not used."""
         for note in api_key_notes(api_dict):
             self._warn(note)
 
@@ -333,7 +333,7 @@ def _found(run_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return f"see {run_dir / 'run.json'}"
     parts = []
-    for component in ("gpu", "cpu", "dram"):
+    for component in COMPONENTS:
         devices = [h for h in hardware if h.get("component") == component]
         if devices:
             listed = ", ".join(f"{h['device']} ({h['model']}, {h['method']})" for h in devices)

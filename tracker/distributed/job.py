@@ -25,6 +25,7 @@ from tracker.measure.epochs import (
     sum_optional,
 )
 from tracker.records import DeviceEnergy, EpochRecord
+from tracker.units import finite_or_none
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,7 @@ class RankEpoch:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form (NaN intensity becomes null)."""
         document = dataclasses.asdict(self)
-        if not math.isfinite(self.intensity_g_per_kwh):
-            document["intensity_g_per_kwh"] = None
+        document["intensity_g_per_kwh"] = finite_or_none(self.intensity_g_per_kwh)
         return document
 
     @classmethod

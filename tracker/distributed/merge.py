@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import COMPONENTS, Component
+from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.logs import LogWriter, read_run_json
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
-from tracker.units import parse_utc
+from tracker.units import finite_or_none, parse_utc
 from tracker.version import VERSION as __version__
 
 
@@ -101,7 +102,7 @@ class _Run:
     rank: int
     host_level: frozenset[str]
     epochs: dict[int, RankEpoch]
-    provenance: dict[int, tuple[str, int | None, str]]
+    provenance: dict[int, Provenance]
 
 
 def _read_run(directory: Path, position: int) -> _Run:
@@ -125,7 +126,7 @@ def _parse_run(directory: Path, position: int) -> _Run:
     for row in _rows(directory / "devices.csv"):
         devices.setdefault(int(row["epoch"]), []).append(_device(row))
     epochs: dict[int, RankEpoch] = {}
-    provenance: dict[int, tuple[str, int | None, str]] = {}
+    provenance: dict[int, Provenance] = {}
     for row in _rows(directory / "epochs.csv"):
         epoch = int(row["epoch"])
         epochs[epoch] = RankEpoch(
@@ -142,10 +143,11 @@ def _parse_run(directory: Path, position: int) -> _Run:
             devices=tuple(devices.get(epoch, [])),
         )
         year = _number(row.get("intensity_year", ""))
-        provenance[epoch] = (
-            row.get("intensity_source", ""),
-            int(year) if year is not None else None,
-            row.get("intensity_basis", ""),
+        provenance[epoch] = Provenance(  # the column holds "label: source" as one text
+            label="",
+            source=row.get("intensity_source", ""),
+            year=int(year) if year is not None else None,
+            basis=row.get("intensity_basis", ""),
         )
     return _Run(directory, (rank, position), document, host, rank, host_level, epochs, provenance)
 
@@ -187,12 +189,16 @@ def _components(runs: Sequence[_Run]) -> tuple[Component, ...]:
     return tuple(c for c in COMPONENTS if c in seen)
 
 
-def _provenance(runs: Sequence[_Run], epoch: int) -> tuple[str, int | None, str]:
+def _provenance(runs: Sequence[_Run], epoch: int) -> Provenance:
+    """The intensities of the runs that have ``epoch``: each distinct source and basis once."""
     found = [run.provenance[epoch] for run in runs if epoch in run.provenance]
-    sources = list(dict.fromkeys(p[0] for p in found))
-    years = {p[1] for p in found}
-    bases = list(dict.fromkeys(p[2] for p in found))
-    return (" + ".join(sources), years.pop() if len(years) == 1 else None, " + ".join(bases))
+    years = {p.year for p in found}
+    return Provenance(
+        label="",
+        source=" + ".join(dict.fromkeys(p.labelled_source for p in found)),
+        year=years.pop() if len(years) == 1 else None,
+        basis=" + ".join(dict.fromkeys(p.basis for p in found)),
+    )
 
 
 def _samples(runs: Sequence[_Run]) -> list[tuple[float, float, str, float]]:
@@ -240,7 +246,7 @@ def _document(
         "missing": [m | {"host": r.host, "rank": r.rank} for r in runs for m in _missing_docs(r)],
         "location": first.get("location"),
         "intensity": first.get("intensity"),
-        "totals": {k: _finite(totals.get(k)) for k in first.get("totals", totals)},
+        "totals": {k: finite_or_none(totals.get(k)) for k in first.get("totals", totals)},
         "whole_run_energy_j": None,
         "prediction": None,
         "warnings": list(summary.warnings),
@@ -296,9 +302,3 @@ def _device(row: dict[str, str]) -> DeviceEnergy:
 
 def _number(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Component, Meter, Missing
+from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch
 from tracker.distributed.store import Channel, Collector, DocumentFn, Sender
 from tracker.notices import Notices
@@ -188,7 +189,7 @@ class JobLink:
         meters: Sequence[Meter],
         missing: Sequence[Missing],
         components: Sequence[Component],
-        provenance: tuple[str, int | None, str],
+        provenance: Provenance,
         document: DocumentFn,
         notices: Notices,
         verbose: int,
@@ -323,9 +324,3 @@ def _seconds_env(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 and math.isfinite(value) else default
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Component
+from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.console import figure, say
 from tracker.output.logs import LogWriter
+from tracker.units import finite_or_none
 
 DocumentFn = Callable[[], dict[str, Any]]
 POLL_S = 0.1
@@ -39,9 +41,11 @@ class Channel:
         self._prefix = prefix
 
     def post(self, key: str, document: Any) -> None:
+        """Set ``key`` to ``document`` as JSON, replacing what it held."""
         self._store.set(f"{self._prefix}/{key}", json.dumps(document))
 
     def has(self, key: str) -> bool:
+        """Whether ``key`` has been posted (and not dropped)."""
         return bool(self._store.check([f"{self._prefix}/{key}"]))
 
     def claim(self, key: str, value: str) -> str:
@@ -59,12 +63,15 @@ class Channel:
         return self.read(key)
 
     def read(self, key: str) -> Any:
+        """The document posted under ``key``; the store's own error if there is none."""
         return json.loads(self._store.get(f"{self._prefix}/{key}"))
 
     def count(self, key: str, add: int = 0) -> int:
+        """The counter ``key`` after adding ``add`` to it (0: just read it), atomically."""
         return int(self._store.add(f"{self._prefix}/{key}", add))
 
     def drop(self, *keys: str) -> None:
+        """Delete ``keys``, ignoring any that cannot be deleted (best effort)."""
         for key in keys:
             with contextlib.suppress(Exception):
                 self._store.delete_key(f"{self._prefix}/{key}")
@@ -81,9 +88,11 @@ class Sender:
         self._thread.start()
 
     def post(self, key: str, document: Any, counter: str | None = None) -> None:
+        """Queue ``document`` for ``key``, then one added to the counter ``counter`` if given."""
         self._queue.put((key, document, counter))
 
     def close(self, timeout_s: float) -> None:
+        """Send what is queued, waiting up to ``timeout_s``; warn if it did not all go."""
         self._queue.put(None)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -117,7 +126,7 @@ class Collector:
         writer: LogWriter,
         own_info: dict[str, Any],
         components: tuple[Component, ...],
-        provenance: tuple[str, int | None, str],
+        provenance: Provenance,
         document: DocumentFn,
         notices: Notices,
         verbose: int,
@@ -144,6 +153,7 @@ class Collector:
         self._thread.start()
 
     def add_own(self, part: RankEpoch) -> None:
+        """Hand rank 0's own figures for an epoch to the collector."""
         with self._lock:
             self._own[part.epoch] = part
 
@@ -289,7 +299,7 @@ class Collector:
             "missing": [
                 m | {"host": i["host"], "rank": i["rank"]} for i in infos for m in i["missing"]
             ],
-            "totals": {k: _finite(totals.get(k)) for k in base["totals"]},
+            "totals": {k: finite_or_none(totals.get(k)) for k in base["totals"]},
             "whole_run_energy_j": None,
             "distributed": {
                 "role": "job",
@@ -301,9 +311,3 @@ class Collector:
                 "incomplete_epochs": {str(e): ranks for e, ranks in self._incomplete.items()},
             },
         }
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

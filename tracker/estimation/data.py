@@ -2,7 +2,7 @@
 
 Ratings come from the bundled hardware tables (``backends.specs``); peak dense throughput per
 accelerator and precision from ``tracker/data/accelerator_throughput.csv``, each value with its
-vendor source. Readable units (kW/MW, kWh/MWh/GWh, g/kg/t) are chosen here, at the edge.
+vendor source. Readable units (kW/MW, kWh/MWh/GWh, g/kg/t) come from ``tracker.units``.
 Intensities are parsed by ``tracker.carbon.intensity.parse_intensity``, as for a run.
 """
 
@@ -18,18 +18,13 @@ from importlib import resources
 from typing import Literal
 
 from backends.specs import close_matches, cpu_tdp_w, gpu_power_w
-from tracker.units import J_PER_KWH
+from tracker.units import format_number
 
 __all__ = [
     "PRECISIONS",
     "DeviceLoad",
     "Rating",
     "Throughput",
-    "format_energy",
-    "format_hours",
-    "format_mass",
-    "format_number",
-    "format_power",
     "parse_count",
     "parse_device",
     "peak_throughput",
@@ -174,54 +169,6 @@ def throughputs() -> tuple[Throughput, ...]:
         for row in csv.DictReader(io.StringIO(text))
         for key in row["keys"].split("|")
     )
-
-
-# --- readable units ---------------------------------------------------------------------------
-
-
-def format_number(value: float, digits: int = 6) -> str:
-    """``value`` to ``digits`` significant digits, without exponent or trailing zeros."""
-    if not math.isfinite(value):
-        return str(value)
-    if value == round(value) and abs(value) < 1e15:
-        return f"{round(value):,}"
-    rounded = float(f"{value:.{digits}g}")
-    if rounded == round(rounded) and abs(rounded) >= 10 ** (digits - 1):
-        return f"{round(rounded):,}"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
-    return f"{rounded:,.{decimals}f}".rstrip("0").rstrip(".")
-
-
-def format_power(watts: float, digits: int = 6) -> str:
-    """Power in kW, or MW from 1,000 kW."""
-    kw = watts / 1e3
-    if abs(kw) >= 1e3:
-        return f"{format_number(kw / 1e3, digits)} MW"
-    return f"{format_number(kw, digits)} kW"
-
-
-def format_energy(joules: float, digits: int = 6) -> str:
-    """Energy in kWh, or MWh / GWh from 1,000 kWh / 1,000 MWh."""
-    kwh = joules / J_PER_KWH
-    for unit, scale in (("GWh", 1e6), ("MWh", 1e3)):
-        if abs(kwh) >= scale:
-            return f"{format_number(kwh / scale, digits)} {unit}"
-    return f"{format_number(kwh, digits)} kWh"
-
-
-def format_mass(grams: float, digits: int = 6) -> str:
-    """CO2e mass in g, kg from 1,000 g, t from 1,000 kg."""
-    for unit, scale in (("t", 1e6), ("kg", 1e3)):
-        if abs(grams) >= scale:
-            return f"{format_number(grams / scale, digits)} {unit}"
-    return f"{format_number(grams, digits)} g"
-
-
-def format_hours(seconds: float, digits: int = 6) -> str:
-    """A duration in hours, with days alongside from 48 h."""
-    hours = seconds / 3600
-    days = f" ({format_number(hours / 24, 3)} days)" if hours >= 48 else ""
-    return f"{format_number(hours, digits)} h{days}"
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ Four forms, one result (``Estimate``, every intermediate quantity kept in ``step
    throughput x MFU, gives device-hours and wall time (``estimate_training``).
 4. Options side by side, ranked (``compare``), and a recorded run re-priced (``from_run``).
 
-Pricing (PUE, location, intensity) is in ``tracker.estimation.result``; device ratings, throughput
-and units in ``tracker.estimation.data``; the command line in ``tracker.cli.estimate``. ``estimate``
-is also ``tracker.estimate``; this module is not named so, or it would shadow that function.
+Pricing (PUE, location, intensity) is in ``tracker.estimation.result``; device ratings and
+throughput in ``tracker.estimation.data``; readable units in ``tracker.units``; the command line in
+``tracker.cli.estimate``. ``estimate`` is also ``tracker.estimate``; this module is not named so,
+or it would shadow that function.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tracker.carbon.pricing import validate_pue
 from tracker.estimation.data import (
     DeviceLoad,
     check_fraction,
@@ -30,7 +32,7 @@ from tracker.estimation.data import (
     peak_throughput,
     rating,
 )
-from tracker.estimation.result import Estimate, Quantity, check_pue, non_negative, positive, priced
+from tracker.estimation.result import Estimate, Quantity, non_negative, positive, priced
 from tracker.output.logs import read_run_json
 
 __all__ = [
@@ -319,7 +321,7 @@ def from_run(
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a wattprint run.json ({error!r})") from error
     run = Estimate(
-        "run", "measured", energy_j, check_pue(run_pue), "the run's", duration_s=duration_s
+        "run", "measured", energy_j, validate_pue(run_pue), "the run's", duration_s=duration_s
     )
     rows = [run]
     if predicted_j is not None:

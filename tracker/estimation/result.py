@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from tracker.carbon.intensity import parse_intensity
+from tracker.carbon.pricing import validate_pue
 from tracker.estimation.data import DeviceLoad
 from tracker.units import J_PER_KWH
 
-__all__ = ["Estimate", "Form", "Quantity", "check_pue", "non_negative", "positive", "priced"]
+__all__ = ["Estimate", "Form", "Quantity", "non_negative", "positive", "priced"]
 
 Form = Literal["hardware", "device-hours", "model", "run"]
 
@@ -110,7 +111,7 @@ def priced(
         g_per_kwh = parse_intensity(intensity)
         source = "given"
     if pue is not None:
-        factor, pue_source = check_pue(pue), "given"
+        factor, pue_source = validate_pue(pue), "given"
     elif option.pue_source in _KEPT_PUE:  # an explicit PUE follows the option to any location
         factor, pue_source = option.pue, option.pue_source
     elif default_pue:
@@ -142,16 +143,6 @@ def priced(
 
 _KEPT_PUE = ("given", "the run's")
 _PRICING_STEPS = ("IT energy E", "PUE", "facility energy", "grid intensity", "emissions")
-
-
-def check_pue(value: float) -> float:
-    """A power usage effectiveness: a finite number of at least 1.0."""
-    if not (value >= 1.0 and math.isfinite(value)):
-        raise ValueError(
-            "pue must be >= 1.0 (facility energy / IT energy; 1.0 means no overhead), "
-            f"got {value!r}"
-        )
-    return float(value)
 
 
 def non_negative(name: str, value: float) -> float:

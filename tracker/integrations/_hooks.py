@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from tracker.records import EpochRecord
 from tracker.tracker import Tracker
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -50,16 +50,20 @@ class WattprintCallback(keras.callbacks.Callback):  # type: ignore[misc]  # Kera
         return self.hooks.tracker
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Start the Tracker for this fit."""
         self.hooks.start()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Open an epoch."""
         self.hooks.epoch_start()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Close the epoch and add its figures to Keras' ``logs``."""
         record = self.hooks.epoch_end()
         if record is not None and logs is not None:
             metrics = epoch_metrics(record)
             self.hooks.safely("logging the epoch", lambda: logs.update(metrics))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Stop the Tracker."""
         self.hooks.stop()

@@ -55,12 +55,15 @@ class WattprintCallback(Callback):
         return self.hooks.tracker
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the Tracker for this fit."""
         self.hooks.start()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Open an epoch."""
         self.hooks.epoch_start()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Close the epoch and, with ``log_metrics``, hand its figures to the trainer's loggers."""
         record = self.hooks.epoch_end()
         if record is None or not self.log_metrics:
             return
@@ -73,9 +76,11 @@ class WattprintCallback(Callback):
         self.hooks.safely("logging the epoch", log)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Stop the Tracker."""
         self.hooks.stop()
 
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
+        """Stop the Tracker, recording the exception that ended the fit."""
         self.hooks.stop(exception)

@@ -59,6 +59,7 @@ class WattprintCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Start the Tracker (and, with ``every_n_steps``, the first window)."""
         self.hooks.start()
         if self.every_n_steps is not None:
             self.hooks.epoch_start()
@@ -66,18 +67,21 @@ class WattprintCallback(TrainerCallback):
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Open an epoch, unless windows of steps are measured instead."""
         if self.every_n_steps is None:
             self.hooks.epoch_start()
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Close the epoch and append its figures to ``state.log_history``."""
         if self.every_n_steps is None:
             self._record(state, self.hooks.epoch_end())
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Close the window every ``every_n_steps`` steps and open the next."""
         if self.every_n_steps is not None and state.global_step % self.every_n_steps == 0:
             self._record(state, self.hooks.epoch_end())
             self.hooks.epoch_start()
@@ -85,6 +89,7 @@ class WattprintCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Close the last epoch or window and stop the Tracker."""
         self._record(state, self.hooks.epoch_end())  # the last, shorter window of steps
         self.hooks.stop()
 

@@ -1,0 +1,1 @@
+"""Live measurement: the sampler, grid following, epoch records, prediction, coverage, signals."""

@@ -36,7 +36,7 @@ from typing import ParamSpec, TypeVar
 
 from tracker.records import EpochRecord
 
-logger = logging.getLogger("wattprint")
+logger = logging.getLogger(__name__)
 
 SIGNAL_STATUS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
@@ -52,8 +52,11 @@ def attach(
     resume: Callable[[], None],
     at_exit: Callable[[], None],
 ) -> None:
-    """Register a started tracker: ``interrupt`` on a signal, ``resume`` if the program lives on,
-    ``at_exit`` if the interpreter exits while it still runs (no ``stop()``)."""
+    """Register a started tracker, and install the signal handlers if they are not yet in place.
+
+    ``interrupt`` runs on a signal, ``resume`` if the program lives on after it, ``at_exit`` if
+    the interpreter exits while the tracker still runs (no ``stop()``).
+    """
     _state.watch_forks()
     _state.watch_exit()
     _state.running.append(_Running(id(owner), os.getpid(), interrupt, resume, at_exit))
@@ -70,7 +73,10 @@ def detach(owner: object) -> None:
 
 
 def holding_signals(method: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a tracker hook: a signal arriving on the main thread during it waits for its end."""
+    """``method`` (a tracker hook) wrapped so that a signal arriving on the main thread waits.
+
+    The signal is delivered when the outermost such hook returns.
+    """
 
     @functools.wraps(method)
     def hook(*args: P.args, **kwargs: P.kwargs) -> R:

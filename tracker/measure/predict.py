@@ -16,11 +16,11 @@ epochs so far were priced at. Partial epochs (closed by an exception) are left o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tracker.arguments import integer
 from tracker.records import EpochRecord, Prediction, PredictionCheck
 
 if TYPE_CHECKING:
@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 
 
 def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
-    """Extrapolate the completed (non-partial) ``records`` to a run of ``epochs`` epochs.
+    """The completed (non-partial) ``records`` extrapolated to a run of ``epochs`` epochs.
 
     Raises ``ValueError`` when there is no completed epoch or ``epochs`` is not an int >= 1.
     """
-    total = _epochs_argument("epochs", epochs, minimum=1)
+    total = integer("epochs", epochs, minimum=1)
     done = [r for r in records if not r.partial]
     if not done:
         raise ValueError("predict needs at least one completed epoch")
@@ -71,7 +71,7 @@ def predict(records: Sequence[EpochRecord], epochs: int) -> Prediction:
 
 
 def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionCheck | None:
-    """Compare the completed ``records`` with ``prediction``; None when no epoch completed."""
+    """The completed ``records`` against ``prediction``; None when no epoch completed."""
     done = [r for r in records if not r.partial]
     return compare(
         prediction,
@@ -87,8 +87,10 @@ def check(prediction: Prediction, records: Sequence[EpochRecord]) -> PredictionC
 def compare(
     prediction: Prediction, run: int, actual: tuple[float, float, float]
 ) -> PredictionCheck | None:
-    """Compare ``run`` completed epochs, their (duration s, IT energy J, gCO2e), with
-    ``prediction``; None when no epoch completed."""
+    """``run`` completed epochs against ``prediction``; None when no epoch completed.
+
+    ``actual`` is their (duration in s, IT energy in J, gCO2e).
+    """
     if run == 0:
         return None
     predicted = (prediction.duration_s, prediction.it_energy_j, prediction.co2_g)
@@ -126,10 +128,8 @@ class Predictor:
     """
 
     def __init__(self, epochs: int | None, epochs_before_pred: int = 1) -> None:
-        self.epochs = None if epochs is None else _epochs_argument("epochs", epochs, minimum=1)
-        self.epochs_before_pred = _epochs_argument(
-            "epochs_before_pred", epochs_before_pred, minimum=0
-        )
+        self.epochs = None if epochs is None else integer("epochs", epochs, minimum=1)
+        self.epochs_before_pred = integer("epochs_before_pred", epochs_before_pred, minimum=0)
         if self.epochs is not None and self.epochs_before_pred > self.epochs:
             raise ValueError(
                 f"epochs_before_pred must be at most epochs ({self.epochs}), "
@@ -152,17 +152,6 @@ class Predictor:
             return None
         done = (totals.done_duration_s, totals.done_it_energy_j, totals.done_co2_g)
         return compare(self.prediction, totals.done_epochs, done)
-
-
-def prediction_document(
-    prediction: Prediction | None, comparison: PredictionCheck | None
-) -> dict[str, Any] | None:
-    """``run.json``'s "prediction": the prediction's fields, and "check" once the run has one."""
-    if prediction is None:
-        return None
-    document = _finite(dataclasses.asdict(prediction))
-    document["check"] = _finite(dataclasses.asdict(comparison)) if comparison else None
-    return document
 
 
 def prediction_line(prediction: Prediction) -> str:
@@ -220,18 +209,6 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if math.isfinite(seconds) and seconds < 60 else clock(seconds)
 
 
-def _epochs_argument(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _known(value: float | None) -> float:
     """A figure as a float, NaN where it was not measured."""
     return math.nan if value is None else value
-
-
-def _finite(document: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in document.items()
-    }

@@ -6,6 +6,7 @@ import contextlib
 import math
 import sys
 
+from backends.base import COMPONENTS
 from tracker.measure.predict import check_line
 from tracker.records import EpochRecord, RunSummary
 
@@ -27,7 +28,7 @@ def figure(value: float | None, spec: str = ".4g") -> str:
 def epoch_line(record: EpochRecord) -> str:
     """``wattprint epoch 3: 12.4 s, 0.00312 kWh, 1.21 gCO2e | gpu 250 W (counter) ...``."""
     parts = []
-    for component in ("gpu", "cpu", "dram"):
+    for component in COMPONENTS:
         devices = [d for d in record.devices if d.component == component]
         if not devices:
             continue

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from tracker.arguments import directory
+from tracker.carbon.intensity import Provenance
 from tracker.notices import Notices
 from tracker.records import EpochRecord
 from tracker.units import utc_label
@@ -139,9 +140,11 @@ class LogWriter:
         for name, header in self._headers.items():
             self._append(name, [header])
 
-    def write_epoch(self, record: EpochRecord, provenance: tuple[str, int | None, str]) -> None:
-        """Append one epoch's row and its device rows, flushed to the OS before returning."""
-        source, year, basis = provenance
+    def write_epoch(self, record: EpochRecord, provenance: Provenance) -> None:
+        """Append one epoch's row and its device rows, flushed to the OS before returning.
+
+        ``provenance`` is the intensity's, written in the row's ``intensity_*`` columns.
+        """
         self._append(
             "epochs.csv",
             [
@@ -164,9 +167,9 @@ class LogWriter:
                         record.gpu_peak_w,
                         record.methods,
                         record.partial,
-                        source,
-                        year,
-                        basis,
+                        provenance.labelled_source,
+                        provenance.year,
+                        provenance.basis,
                     )
                 )
             ],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import platform
 import sys
@@ -14,10 +13,9 @@ from backends.base import Component, Meter, Missing
 from tracker.carbon.locations import Location
 from tracker.carbon.pricing import Carbon
 from tracker.measure.coverage import coverage, not_measured
-from tracker.measure.predict import prediction_document
 from tracker.measure.sampler import MeterSnapshot
-from tracker.records import RunSummary
-from tracker.units import utc_label
+from tracker.records import Prediction, PredictionCheck, RunSummary
+from tracker.units import finite_or_none, utc_label
 from tracker.version import VERSION as __version__
 
 
@@ -49,7 +47,7 @@ def run_document(
     provenance = carbon.source.provenance
     covered = coverage(meters, missing, components)
     totals = {
-        k: _finite(v)
+        k: finite_or_none(v)
         for k, v in dataclasses.asdict(summary).items()
         if k not in ("prediction", "prediction_check")  # under "prediction" below
     }
@@ -90,10 +88,20 @@ def run_document(
     }
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
+def prediction_document(
+    prediction: Prediction | None, comparison: PredictionCheck | None
+) -> dict[str, Any] | None:
+    """``run.json``'s "prediction": the prediction's fields, and "check" once the run has one."""
+    if prediction is None:
         return None
-    return value
+    document = _json_fields(prediction)
+    document["check"] = _json_fields(comparison) if comparison is not None else None
+    return document
+
+
+def _json_fields(record: Prediction | PredictionCheck) -> dict[str, Any]:
+    """A record's fields for run.json, NaN and infinities as null."""
+    return {k: finite_or_none(v) for k, v in dataclasses.asdict(record).items()}
 
 
 def _whole_run_j(

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.base import COMPONENTS
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
+from tracker.units import format_mass
 
 __all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_report"]
 
@@ -62,7 +64,10 @@ def find_run_dir(path: str | Path) -> Path:
 
 
 def read_run(path: str | Path) -> RunFiles:
-    """Read a run directory; ``FileNotFoundError``/``ValueError`` name the file that is wrong."""
+    """The files of the run at ``path`` (``find_run_dir``); errors name the file that is wrong.
+
+    Raises ``FileNotFoundError`` for a missing run.json, ``ValueError`` for one that is not a run's.
+    """
     run_dir = find_run_dir(path)
     run = read_run_json(run_dir / "run.json")
     if "totals" not in run:
@@ -103,7 +108,7 @@ def markdown_statement(files: RunFiles) -> str:
         f"{_g(kwh)} kWh of electricity (IT energy {_g(energy_j / 3.6e6)} kWh times a PUE of "
         f"{pue:g}). At a grid carbon intensity of {_g(intensity)} gCO2e/kWh "
         f"({where}{f', {year} figure' if year else ''}; source below), this amounts to "
-        f"{_mass(co2)} CO2e."
+        f"{format_mass(co2, 4)} CO2e."
     )
     measured = {h.get("component") for h in run.get("hardware", [])}
     uncovered = sorted({str(m.get("component")) for m in run.get("missing", [])} - measured)
@@ -114,7 +119,7 @@ def markdown_statement(files: RunFiles) -> str:
         ("Energy", f"{_g(kwh)} kWh facility; {_g(energy_j / 3.6e6)} kWh IT (PUE {pue:g})"),
         ("Location", where),
         ("Carbon intensity", f"{_g(intensity)} gCO2e/kWh; {source}"),
-        ("Emissions", f"{_mass(co2)} CO2e"),
+        ("Emissions", f"{format_mass(co2, 4)} CO2e"),
         ("Method", _method_text(run)),
     ]
     table = ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in rows)]
@@ -145,7 +150,7 @@ def _epoch_table(files: RunFiles) -> str:
         (
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
             duration_text(number(row.get("duration_s"))),
-            *(_wh(row.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
+            *(_wh(row.get(f"{c}_energy_j")) for c in COMPONENTS),
             _wh(row.get("it_energy_j")),
             _g(number(row.get("facility_energy_kwh"))),
             _g(number(row.get("intensity_g_per_kwh"))),
@@ -158,7 +163,7 @@ def _epoch_table(files: RunFiles) -> str:
         (
             "total",
             duration_text(number(totals.get("duration_s"))),
-            *(_wh(totals.get(f"{c}_energy_j")) for c in ("gpu", "cpu", "dram")),
+            *(_wh(totals.get(f"{c}_energy_j")) for c in COMPONENTS),
             _wh(totals.get("it_energy_j")),
             _g(number(totals.get("facility_energy_kwh"))),
             _g(number(totals.get("intensity_g_per_kwh"))),
@@ -179,7 +184,7 @@ def _components(files: RunFiles) -> str:
     energy_j, duration = number(totals.get("it_energy_j")), number(totals.get("duration_s"))
     details = {h.get("device"): h for h in files.run.get("hardware", [])}
     lines = ["Totals per component"]
-    for component in ("gpu", "cpu", "dram"):
+    for component in COMPONENTS:
         value = totals.get(f"{component}_energy_j")
         names = sorted({r["device"] for r in files.devices if r.get("kind") == component})
         if value is None:
@@ -194,7 +199,7 @@ def _components(files: RunFiles) -> str:
     lines.append(
         f"  all   {_wh(energy_j)} Wh IT x PUE {pue:g} = "
         f"{_g(number(totals.get('facility_energy_kwh')))} kWh "
-        f"-> {_mass(co2)} CO2e at {_g(number(totals.get('intensity_g_per_kwh')))} g/kWh"
+        f"-> {format_mass(co2, 4)} CO2e at {_g(number(totals.get('intensity_g_per_kwh')))} g/kWh"
     )
     if math.isfinite(co2) and co2 >= 0:
         lines.append("  That is about:")
@@ -217,7 +222,7 @@ def _prediction(files: RunFiles) -> str:
     for name, key, low, high, show in (
         ("time", "duration_s", "duration_low_s", "duration_high_s", duration_text),
         ("energy IT", "it_energy_j", "it_energy_low_j", "it_energy_high_j", _wh_unit),
-        ("gCO2e", "co2_g", "co2_low_g", "co2_high_g", _mass),
+        ("gCO2e", "co2_g", "co2_low_g", "co2_high_g", lambda g: format_mass(g, 4)),
     ):
         error = check.get(
             {"duration_s": "duration", "it_energy_j": "energy", "co2_g": "co2"}[key] + "_error"
@@ -339,12 +344,3 @@ def _wh(value: object) -> str:
 
 def _wh_unit(joules: float) -> str:
     return f"{_wh(joules)} Wh" if math.isfinite(joules) else "-"
-
-
-def _mass(grams: float) -> str:
-    if not math.isfinite(grams):
-        return "-"
-    for unit, scale in (("t", 1e6), ("kg", 1e3)):
-        if abs(grams) >= scale:
-            return f"{grams / scale:.4g} {unit}"
-    return f"{grams:.4g} g"

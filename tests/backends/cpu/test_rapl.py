@@ -24,7 +24,7 @@ from backends.base import (
     MeterUnavailable,
     Missing,
 )
-from backends.cpu.rapl import find_rapl, permission_fix
+from backends.cpu.rapl import ROOT_ENV, find_rapl, permission_fix
 from backends.discover import discover
 from tests.fake_powercap import AMD_RANGE_UJ, INTEL_RANGE_UJ, build_powercap, honour_file_modes
 
@@ -66,6 +66,12 @@ def devices(found: Found) -> list[str]:
 
 def meter(found: Found, device: str) -> Meter:
     return next(m for m in found.meters if m.info.device == device)
+
+
+def discover_in(root: Path, monkeypatch: pytest.MonkeyPatch) -> Found:
+    """Discovery's CPU and DRAM meters for the powercap tree at ``root`` (env ``ROOT_ENV``)."""
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    return discover(("cpu", "dram"))
 
 
 def test_two_socket_tree_gives_package_and_dram_meters_by_socket(tmp_path: Path) -> None:
@@ -213,7 +219,7 @@ def test_second_package_with_unreadable_counter_is_missing_beside_the_metered_fi
     zones["cpu1"].make_unreadable()
     honour_file_modes(monkeypatch)
 
-    for found in (find_rapl(tmp_path), discover(("cpu", "dram"), powercap_root=tmp_path)):
+    for found in (find_rapl(tmp_path), discover_in(tmp_path, monkeypatch)):
         assert devices(found) == ["cpu0", "dram0", "dram1"]
         [missing] = found.missing
         assert (missing.component, missing.device) == ("cpu", "cpu1")
@@ -235,7 +241,7 @@ def test_second_package_with_unreadable_directory_is_missing_cpu_and_dram(
     honour_file_modes(monkeypatch)
     zones_dir = tmp_path if class_links else tmp_path / "intel-rapl"
 
-    for found in (find_rapl(tmp_path), discover(("cpu", "dram"), powercap_root=tmp_path)):
+    for found in (find_rapl(tmp_path), discover_in(tmp_path, monkeypatch)):
         assert devices(found) == ["cpu0", "dram0"]
         assert [(m.component, m.device) for m in found.missing] == [
             ("cpu", "cpu1"),
