@@ -23,7 +23,7 @@ from tests.fake_nvml import (
 )
 from tracker import Tracker
 from tracker.measure import follower
-from tracker.measure.follower import FollowBudget
+from tracker.measure.grid import FollowBudget
 
 EPOCHS_S = (2.5, 1.0, 1.7, 3.0, 1.2)
 GAP_S = 0.2

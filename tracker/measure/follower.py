@@ -18,10 +18,8 @@ a calibration trace of at most a few seconds and a one-second ring of window ene
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import statistics
 import threading
 import time
 from collections import deque
@@ -29,26 +27,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from backends.base import Meter, Reading
+from tracker.measure.grid import MAX_PERIOD_S, FollowBudget, fit_grid
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class FollowBudget:
-    """The CPU one follower may spend: ``share`` of one core, averaged over ``window_s``.
-
-    1 % of a core per GPU: a window costs one read (~4 ms of waiting, a few tens of us of Python),
-    so following normally costs 0.05-0.3 %; the budget leaves room for slow hosts while bounding
-    eight GPUs to 8 % of one core at worst.
-    """
-
-    share: float = 0.01
-    window_s: float = 10.0
-
-
-BUDGET = FollowBudget()
-MIN_PERIOD_S = 0.01
-MAX_PERIOD_S = 1.0
 POWER_AVERAGE_S = 1.0  # Hopper's power reading is the mean of the last second
 
 _CALIBRATION_CHANGES = 5
@@ -255,7 +238,7 @@ class GridFollower:
                 return None
         if self._stopping.is_set():
             return None
-        grid = _fit_grid(changes)
+        grid = fit_grid(changes)
         if grid is None or grid[1] * 0.25 < self._read_s or previous_j is None:
             logger.debug("%s: no regular update grid; not followed", self._device)
             return None
@@ -381,36 +364,6 @@ class GridFollower:
 
 class _Released(Exception):
     """Ends the follower's thread; the meter goes back to the sampler."""
-
-
-def _fit_grid(changes: list[tuple[float, float]]) -> tuple[float, float, float, float] | None:
-    """The update period (low, high) and the last update (low, high) fitting every change seen.
-
-    Each change lies between the midpoints of the last unchanged and the changed read.
-    """
-    if len(changes) < 3:
-        return None
-    centres = [(lo + hi) / 2 for lo, hi in changes]
-    period_s = statistics.median(b - a for a, b in itertools.pairwise(centres))
-    if not MIN_PERIOD_S <= period_s <= MAX_PERIOD_S:
-        return None
-    steps = [round((c - centres[0]) / period_s) for c in centres]
-    if any(b - a != 1 for a, b in itertools.pairwise(steps)):
-        return None
-    p_lo, p_hi = 0.0, math.inf
-    for (lo_i, hi_i), k_i in zip(changes, steps, strict=True):
-        for (lo_j, hi_j), k_j in zip(changes, steps, strict=True):
-            if k_j > k_i:
-                p_lo = max(p_lo, (lo_j - hi_i) / (k_j - k_i))
-                p_hi = min(p_hi, (hi_j - lo_i) / (k_j - k_i))
-    if p_lo > p_hi:
-        return None
-    last = steps[-1]
-    lo = max(lo_i + (last - k_i) * p_lo for (lo_i, _), k_i in zip(changes, steps, strict=True))
-    hi = min(hi_i + (last - k_i) * p_hi for (_, hi_i), k_i in zip(changes, steps, strict=True))
-    if lo > hi:
-        return None
-    return p_lo, p_hi, lo, hi
 
 
 def safe_hint(meter: Meter) -> float | None:

@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from backends.base import Meter, MeterError, Reading
-from tracker.measure import follower
-from tracker.measure.follower import FollowBudget, GridFollower, safe_hint
+from tracker.measure.follower import GridFollower, safe_hint
+from tracker.measure.grid import BUDGET, FollowBudget
 from tracker.measure.meter_state import (
     CarbonFn,
     MeterState,
@@ -76,7 +76,7 @@ class Sampler:
         follow_budget: FollowBudget | None = None,
     ) -> None:
         self._states = [MeterState(m) for m in meters]
-        self._follow_budget = follow_budget or follower.BUDGET
+        self._follow_budget = follow_budget or BUDGET
         self._carbon = carbon
         self._notices = notices
         self._interval_s = wrap_safe_interval(meters, interval_s, notices)
