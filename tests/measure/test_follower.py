@@ -22,7 +22,7 @@ from tests.fake_nvml import (
     step_profile,
 )
 from tracker import Tracker
-from tracker.measure import follower
+from tracker.measure import grid
 from tracker.measure.grid import FollowBudget
 
 EPOCHS_S = (2.5, 1.0, 1.7, 3.0, 1.2)
@@ -84,7 +84,7 @@ def test_continuous_counter_is_not_followed_and_edges_are_completed_as_before(
 def test_follower_over_its_cpu_budget_stops_and_warns_once(
     h100: SimulatedGPU, monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
-    monkeypatch.setattr(follower, "BUDGET", FollowBudget(share=1e-9, window_s=0.2))
+    monkeypatch.setattr(grid, "BUDGET", FollowBudget(share=1e-9, window_s=0.2))
     with Tracker("budget", str(tmp_path), components=["gpu"], intensity=300.0, verbose=0) as t:
         time.sleep(0.5)
         reads_before = len(h100.counter_reads_s)

@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from backends.base import Meter, MeterError, Reading
+from tracker.measure import grid
 from tracker.measure.follower import GridFollower, safe_hint
-from tracker.measure.grid import BUDGET, FollowBudget
+from tracker.measure.grid import FollowBudget
 from tracker.measure.meter_state import (
     CarbonFn,
     MeterState,
@@ -76,7 +77,7 @@ class Sampler:
         follow_budget: FollowBudget | None = None,
     ) -> None:
         self._states = [MeterState(m) for m in meters]
-        self._follow_budget = follow_budget or BUDGET
+        self._follow_budget = follow_budget or grid.BUDGET
         self._carbon = carbon
         self._notices = notices
         self._interval_s = wrap_safe_interval(meters, interval_s, notices)
