@@ -309,7 +309,7 @@ class Tracker:
     ) -> None:
         """Stop the run; an exception leaving the block marks it ``failed`` (or ``interrupted``)."""
         if exc_type is not None and self._status == "running":  # a signal's status stays
-            self._status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+            self._status = lifecycle.ending_status(exc_type)
         elif exc_type is None:
             self._lived_on()
         self.stop()
@@ -392,7 +392,7 @@ class Tracker:
         """
         ending = getattr(sys, "last_type", None)  # set once an uncaught exception was printed
         if ending is not None and self._status == "running":
-            self._status = "interrupted" if issubclass(ending, KeyboardInterrupt) else "failed"
+            self._status = lifecycle.ending_status(ending)
         self.stop()
 
     def _lived_on(self) -> None:

@@ -72,6 +72,11 @@ def detach(owner: object) -> None:
         _restore()
 
 
+def ending_status(exc_type: type[BaseException]) -> str:
+    """A run's status when ``exc_type`` ends it: ``interrupted`` for Ctrl-C, else ``failed``."""
+    return "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+
+
 def holding_signals(method: Callable[P, R]) -> Callable[P, R]:
     """``method`` (a tracker hook) wrapped so that a signal arriving on the main thread waits.
 
