@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,7 +43,7 @@ from tracker.output.run_log import EpochCallback, RunLog
 from tracker.records import EpochRecord, RunSummary
 
 
-class Tracker:
+class Tracker(lifecycle.SignalledRun):
     """Measures a training run epoch by epoch; use as a context manager or call ``start``/``stop``.
 
     ``interval`` is the sampler period in seconds; ``location`` a country (ISO2/ISO3/name), a
@@ -353,52 +352,6 @@ class Tracker:
             self._job.submit(record)
         self._log.queue_run_json(self._sampler.call_soon)  # last: waking the thread costs GIL
         return record
-
-    @lifecycle.holding_signals
-    def _close_partial(self) -> None:
-        if self._pid != os.getpid():
-            return
-        with self._hooks:
-            if self._book.open is not None:  # unless a signal closed it
-                self._close_epoch(partial=True)
-
-    @lifecycle.holding_signals
-    def _interrupt(self, status: str, final: bool) -> None:
-        """A signal: close the open epoch as partial and record ``status``; stop when ``final``."""
-        with self._hooks:
-            if self._stopped:
-                return
-            self._status = status
-            if final:
-                self.stop()
-                return
-            if self._book.open is not None:
-                self._book.signalled = self._close_epoch(partial=True)
-            assert self._log is not None
-            self._log.write_run_json()
-
-    def _resume(self) -> None:
-        """The signal's handler returned: measure on, the open epoch from the cut."""
-        with self._hooks:
-            self._lived_on()
-            if not self._stopped:
-                self._book.resume()
-
-    def _at_exit(self) -> None:
-        """Close a run the program never stopped, as the interpreter exits.
-
-        Its status is ``failed`` (or ``interrupted``) when an exception is ending the program,
-        else ``finished``.
-        """
-        ending = getattr(sys, "last_type", None)  # set once an uncaught exception was printed
-        if ending is not None and self._status == "running":
-            self._status = lifecycle.ending_status(ending)
-        self.stop()
-
-    def _lived_on(self) -> None:
-        """The program went on after a signal (handled, or its exception caught): running."""
-        if not self._stopped and self._status in lifecycle.SIGNAL_STATUS.values():
-            self._status = "running"
 
     def _provenance(self) -> Provenance:
         return self._carbon.source.provenance

@@ -28,13 +28,17 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from tracker.records import EpochRecord
+
+if TYPE_CHECKING:
+    from tracker.measure.book import EpochBook
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,80 @@ def holding_signals(method: Callable[P, R]) -> Callable[P, R]:
                 _deliver_held()
 
     return hook
+
+
+class _RunLog(Protocol):
+    def write_run_json(self) -> None: ...
+
+
+class SignalledRun:
+    """What a running tracker does on a signal, after one, and at interpreter exit.
+
+    The three callbacks ``attach`` takes: close the open epoch on a signal, measure on when the
+    program lives on, close a run never stopped when the interpreter exits. The ``Tracker``
+    mixes this in; the attributes and methods declared here are its own.
+    """
+
+    _pid: int
+    _hooks: threading.RLock
+    _stopped: bool
+    _status: str
+    _book: EpochBook
+    _log: _RunLog | None
+
+    if TYPE_CHECKING:
+
+        def stop(self) -> object:
+            """Stop the run (the Tracker's)."""
+            ...
+
+        def _close_epoch(self, partial: bool = False) -> EpochRecord: ...
+
+    @holding_signals
+    def _close_partial(self) -> None:
+        if self._pid != os.getpid():
+            return
+        with self._hooks:
+            if self._book.open is not None:  # unless a signal closed it
+                self._close_epoch(partial=True)
+
+    @holding_signals
+    def _interrupt(self, status: str, final: bool) -> None:
+        """A signal: close the open epoch as partial and record ``status``; stop when ``final``."""
+        with self._hooks:
+            if self._stopped:
+                return
+            self._status = status
+            if final:
+                self.stop()
+                return
+            if self._book.open is not None:
+                self._book.signalled = self._close_epoch(partial=True)
+            assert self._log is not None
+            self._log.write_run_json()
+
+    def _resume(self) -> None:
+        """The signal's handler returned: measure on, the open epoch from the cut."""
+        with self._hooks:
+            self._lived_on()
+            if not self._stopped:
+                self._book.resume()
+
+    def _at_exit(self) -> None:
+        """Close a run the program never stopped, as the interpreter exits.
+
+        Its status is ``failed`` (or ``interrupted``) when an exception is ending the program,
+        else ``finished``.
+        """
+        ending = getattr(sys, "last_type", None)  # set once an uncaught exception was printed
+        if ending is not None and self._status == "running":
+            self._status = ending_status(ending)
+        self.stop()
+
+    def _lived_on(self) -> None:
+        """The program went on after a signal (handled, or its exception caught): running."""
+        if not self._stopped and self._status in SIGNAL_STATUS.values():
+            self._status = "running"
 
 
 def inert_record(run_id: str) -> EpochRecord:
