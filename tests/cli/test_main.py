@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,3 +44,20 @@ def test_intensity_text_needs_a_unit_per_kwh_in_run_and_in_estimate(
     assert main([*run, sys.executable, "-c", "import time; time.sleep(0.2)"]) == 0
     (run_dir,) = (tmp_path / "wattprint-runs" / "default").iterdir()
     assert load_run(run_dir)["intensity_g_per_kwh"].iloc[0] == pytest.approx(500.0)
+
+
+F_SETPIPE_SZ = 1031  # Linux's fcntl command that sets a pipe's buffer size
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(env: dict[str, str]) -> None:
+    """``wattprint locations | head -1``: the pipe closes under the listing."""
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "tracker.cli", "locations"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert listing.stdout is not None and listing.stderr is not None
+    fcntl.fcntl(listing.stdout.fileno(), F_SETPIPE_SZ, 4096)  # smaller than the listing
+    listing.stdout.readline()
+    listing.stdout.close()
+    errors = listing.stderr.read().decode()
+    assert listing.wait(timeout=60) == 0 and errors == ""

@@ -122,3 +122,28 @@ def test_runs_of_different_jobs_need_same_job_to_merge(
     assert summary.epochs == 2 and summary.cpu_energy_j == pytest.approx(2 * 80.0, rel=1e-6)
     with pytest.raises(ValueError, match="not empty"):
         merge_runs(dirs, tmp_path / "m", same_job=True)
+
+
+def test_a_merged_run_or_a_run_given_twice_is_never_counted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `merge sweep/*/` run twice also matches the first merge's output."""
+    trackers, _ = run_slurm_job(tmp_path, monkeypatch)
+    runs = [str(t.run_dir) for t in trackers]
+    merge_runs(runs, tmp_path / "m")
+    with pytest.raises(ValueError, match="is already a merged run"):
+        merge_runs([*runs, str(tmp_path / "m")], tmp_path / "m2")
+    with pytest.raises(ValueError, match="the same run directory twice"):
+        merge_runs([runs[0], runs[0] + "/"], tmp_path / "m3")
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+
+
+def test_a_merge_that_cannot_be_written_fails_naming_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trackers, _ = run_slurm_job(tmp_path, monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    code = wattprint(["merge", *(str(t.run_dir) for t in trackers), "--out", str(blocker / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("wattprint: error: --out") and "Traceback" not in err

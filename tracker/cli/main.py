@@ -7,6 +7,7 @@ a traceback means a bug in wattprint.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except BrokenPipeError:  # the reader left (``| head``): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ValueError, OSError) as error:
         print(f"wattprint: error: {error}", file=sys.stderr)
         return 2
     return code

@@ -44,12 +44,17 @@ def merge_runs(
     """
     if not run_dirs:
         raise ValueError("merge needs at least one run directory")
+    resolved = [Path(d).resolve() for d in run_dirs]
+    if len(set(resolved)) != len(resolved):
+        twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+        raise ValueError(f"merge was given the same run directory twice: {', '.join(twice)}")
     runs = sorted((_read_run(Path(d), i) for i, d in enumerate(run_dirs)), key=lambda r: r.order)
     run_id = _job_id(runs, same_job)
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise ValueError(f"--out {target} exists and is not empty; choose a new directory")
-    writer = LogWriter(target, Notices())
+    notices = Notices(quiet=True)
+    writer = LogWriter(target, notices)
     components = _components(runs)
     records: list[EpochRecord] = []
     dropped: list[dict[str, Any]] = []
@@ -88,6 +93,8 @@ def merge_runs(
     )
     writer.write_run_json(_document(runs, run_id, summary, dropped, incomplete))
     writer.close()
+    if failures := notices.messages():  # nothing merged may pass for written
+        raise ValueError(f"--out {target}: the merged run could not be written ({failures[0]})")
     return summary
 
 
@@ -114,6 +121,10 @@ def _read_run(directory: Path, position: int) -> _Run:
 
 def _parse_run(directory: Path, position: int) -> _Run:
     document = read_run_json(directory / "run.json")
+    if document.get("merged") is not None:
+        raise ValueError(
+            f"{directory} is already a merged run; merge the runs it was made from instead"
+        )
     if (document.get("distributed") or {}).get("role") == "job":
         raise ValueError(
             f"{directory} already holds a whole job's totals; merge its rank-N directories instead"
