@@ -105,15 +105,21 @@ class Missing:
 
 @dataclass(slots=True)
 class Found:
-    """What one backend's discovery produced: working meters, and what it could not measure."""
+    """What one backend's discovery produced: working meters, and what it could not measure.
+
+    ``notes`` are caveats the user should read about meters that work; the tracker keeps them
+    with the run's warnings.
+    """
 
     meters: list[Meter] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def extend(self, other: Found) -> None:
         """Add another backend's findings to these."""
         self.meters.extend(other.meters)
         self.missing.extend(other.missing)
+        self.notes.extend(other.notes)
 
 
 class Meter(abc.ABC):

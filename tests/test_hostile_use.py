@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_nvml import SimulatedGPU, install_fake_nvml
 from tests.faults.processes import child_env
 from tests.faults.simulated import WAIT_S, ConstantPowerMeter
 from tracker import Tracker, load_run
@@ -136,3 +137,16 @@ def test_a_program_that_exits_without_stop_leaves_a_final_run_json(tmp_path: Pat
         for path in run_dir.iterdir():
             path.unlink()
         run_dir.rmdir()
+
+
+def test_a_discovery_caveat_is_kept_with_the_warnings_and_quiet_stays_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    gpus = [SimulatedGPU(), SimulatedGPU(name="NVIDIA A100-SXM4-80GB")]
+    install_fake_nvml(monkeypatch, gpus)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with Tracker("models", tmp_path, components=["gpu"], intensity=1.0, verbose=0) as t, t.epoch():
+        pass
+    assert capfd.readouterr().err == ""
+    assert any("CUDA_DEVICE_ORDER" in w for w in t.summary.warnings)

@@ -321,6 +321,8 @@ class Tracker(lifecycle.SignalledRun):
         else:
             found = discover(self.components, gpus=self._gpus, rapl_reader=self._rapl_reader)
             meters, self._missing = found.meters, found.missing
+            for note in found.notes:  # quiet at verbose=0, and kept in run.json either way
+                self._notices.warn(f"note:{note}", note)
         if self._job is not None:  # this rank's GPU; the host's meters on one rank per host
             meters, self._missing = self._job.select(meters, self._missing, self._gpus is not None)
         self._uncovered = uncovered(meters, self._missing)

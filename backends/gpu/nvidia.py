@@ -71,7 +71,7 @@ def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = N
             reason = f"NVML could not list the GPUs: {err}"
             return Found(missing=[Missing("gpu", "gpu", reason, NO_NVML_FIX)])
         slots, found = _resolve_visible(visible, physical)
-        _warn_if_numbering_may_differ(visible, physical)
+        found.notes.extend(_numbering_caveat(visible, physical))
         for index in _select(wanted, slots, visible):
             slot = slots[index]
             opened = _open(f"gpu{index}", slot) if isinstance(slot, _PhysicalGpu) else slot
@@ -347,25 +347,25 @@ def _mig_enabled(handle: Any) -> bool:
     return bool(current == pynvml.NVML_DEVICE_MIG_ENABLE)
 
 
-def _warn_if_numbering_may_differ(visible: str | None, physical: list[_PhysicalGpu]) -> None:
-    """Warn when CUDA's numbering may not be NVML's, so ``gpuN`` might not be CUDA device N.
+def _numbering_caveat(visible: str | None, physical: list[_PhysicalGpu]) -> list[str]:
+    """A note when CUDA's numbering may not be NVML's, so ``gpuN`` might not be CUDA device N.
 
     NVML numbers devices in PCI bus order; CUDA does too only with CUDA_DEVICE_ORDER=PCI_BUS_ID
     (its default puts the fastest first). That only matters when the models differ and the GPUs
     are chosen by index rather than UUID.
     """
     if os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
-        return
+        return []
     if len({gpu.model for gpu in physical if gpu.model}) < 2:
-        return
+        return []
     entries = [part.strip() for part in (visible or "").split(",")]
     if visible is not None and not any(entry.isdigit() for entry in entries):
-        return
-    logger.warning(
+        return []
+    return [
         "GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA may number them "
         "differently from NVML, so gpuN may not be the GPU CUDA calls N; set "
         "CUDA_DEVICE_ORDER=PCI_BUS_ID or list GPU UUIDs in CUDA_VISIBLE_DEVICES"
-    )
+    ]
 
 
 def _describe(gpus: Sequence[_PhysicalGpu]) -> str:
