@@ -150,3 +150,19 @@ def test_a_discovery_caveat_is_kept_with_the_warnings_and_quiet_stays_quiet(
         pass
     assert capfd.readouterr().err == ""
     assert any("CUDA_DEVICE_ORDER" in w for w in t.summary.warnings)
+
+
+def test_an_intensity_csv_the_csv_module_cannot_read_is_a_value_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    series = tmp_path / "huge.csv"
+    series.write_text("timestamp,g_per_kwh\n2026-01-01T00:00:00Z," + "9" * 200_000 + "\n")
+    with pytest.raises(ValueError, match=r"huge\.csv: not a readable CSV"):
+        Tracker("p", tmp_path, intensity=str(series), meters=[ConstantPowerMeter()])
+
+
+def test_carbontracker_api_keys_that_are_not_text_are_named() -> None:
+    from tracker import CarbonTracker
+
+    with pytest.raises(ValueError, match=r"^api_keys must be a dict like"):
+        CarbonTracker(epochs=1, api_keys={1: "x"})  # type: ignore[dict-item]

@@ -71,6 +71,11 @@ def parse_utc(text: str) -> float:
     return stamp.timestamp()
 
 
+def figure(value: float | None, spec: str = ".4g") -> str:
+    """A figure for a line of text; ``n/a`` where it was not measured (never a silent 0)."""
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)
+
+
 def format_number(value: float, digits: int = 6) -> str:
     """``value`` to ``digits`` significant digits, without exponent or trailing zeros.
 

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,17 @@ _INTENSITY_TEXT = re.compile(
 _GRAMS = {"g": 1.0, "kg": 1e3, "t": 1e6}
 
 
+def _rows_of(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
+    """The CSV's rows, or a ``ValueError`` naming the file where the csv module cannot parse it.
+
+    A field over the csv module's size limit, or a stray quote, is such a file.
+    """
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable CSV ({error})") from None
+
+
 def _read_series(path: Path) -> tuple[list[float], list[float]]:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -318,7 +330,7 @@ def _read_series(path: Path) -> tuple[list[float], list[float]]:
     values: list[float] = []
     columns: tuple[int, int] | None = None
     reader = csv.reader(lines)
-    for row in reader:
+    for row in _rows_of(reader, path):
         where = f"{path}: line {reader.line_num}"
         if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue

@@ -9,7 +9,7 @@ import argparse
 
 from tracker.cli import Subparsers
 from tracker.distributed.merge import merge_runs
-from tracker.output.console import figure
+from tracker.units import figure
 
 
 def register(subparsers: Subparsers) -> None:

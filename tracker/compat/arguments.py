@@ -91,7 +91,9 @@ def api_key_notes(api_keys: dict[str, str] | None) -> list[str]:
     """Why carbontracker's ``api_keys`` go unused, once checked; nothing for None."""
     if api_keys is None:
         return []
-    if not isinstance(api_keys, dict) or any(k.lower() != "electricitymaps" for k in api_keys):
+    if not isinstance(api_keys, dict) or any(
+        not isinstance(k, str) or k.lower() != "electricitymaps" for k in api_keys
+    ):
         raise ValueError(
             f"api_keys must be a dict like {{'electricitymaps': KEY}}, got keys "
             f"{list(api_keys) if isinstance(api_keys, dict) else api_keys!r}"

@@ -54,9 +54,9 @@ from tracker.compat.arguments import (
     simulated_meters,
 )
 from tracker.measure.predict import clock
-from tracker.output.console import figure
 from tracker.records import Prediction, RunSummary
 from tracker.tracker import Tracker
+from tracker.units import figure
 
 logger = logging.getLogger(__name__)
 

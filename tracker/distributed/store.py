@@ -25,9 +25,9 @@ from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
-from tracker.output.console import figure, say
+from tracker.output.console import say
 from tracker.output.logs import LogWriter
-from tracker.units import finite_or_none
+from tracker.units import figure, finite_or_none
 
 DocumentFn = Callable[[], dict[str, Any]]
 POLL_S = 0.1

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tracker.arguments import integer
 from tracker.records import EpochRecord, Prediction, PredictionCheck
+from tracker.units import figure
 
 if TYPE_CHECKING:
     from tracker.measure.epochs import Totals
@@ -166,13 +167,14 @@ def prediction_line(prediction: Prediction) -> str:
             f"{duration_text(prediction.duration_high_s)})"
         )
         * spread
-        + f", {prediction.facility_energy_kwh:.4g} kWh"
+        + f", {figure(prediction.facility_energy_kwh)} kWh"
         + (
-            f" ({prediction.facility_energy_low_kwh:.4g}-{prediction.facility_energy_high_kwh:.4g})"
-            * spread
+            f" ({figure(prediction.facility_energy_low_kwh)}-"
+            f"{figure(prediction.facility_energy_high_kwh)})"
         )
-        + f", {prediction.co2_g:.4g} gCO2e"
-        + (f" ({prediction.co2_low_g:.4g}-{prediction.co2_high_g:.4g})" * spread)
+        * spread
+        + f", {figure(prediction.co2_g)} gCO2e"
+        + (f" ({figure(prediction.co2_low_g)}-{figure(prediction.co2_high_g)})" * spread)
         + ("" if spread else "; a range needs 2 or more epochs")
     )
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 
 from backends.base import COMPONENTS
 from tracker.measure.predict import check_line
 from tracker.records import EpochRecord, RunSummary
+from tracker.units import figure
 
 
 def say(line: str) -> None:
@@ -18,11 +18,6 @@ def say(line: str) -> None:
     """
     with contextlib.suppress(OSError, ValueError):  # ValueError: the stream was closed
         print(line, file=sys.stderr, flush=True)
-
-
-def figure(value: float | None, spec: str = ".4g") -> str:
-    """A figure for a line of text; ``n/a`` where it was not measured (never a silent 0)."""
-    return "n/a" if value is None or math.isnan(value) else format(value, spec)
 
 
 def epoch_line(record: EpochRecord) -> str:
