@@ -76,15 +76,18 @@ def seconds(argument: str, value: object, minimum: float = 0.0, maximum: float =
     return float(value)
 
 
-def fresh_run_dir(argument: str, run_dir: Path) -> Path:
-    """A run directory that holds no run yet: reusing one would mix two runs in its files."""
+def check_fresh_run_dir(argument: str, run_dir: Path) -> None:
+    """Refuse a run directory that already holds something: reusing one would mix two runs.
+
+    This is the early check, when the Tracker is made; ``LogWriter`` claims the directory's files
+    atomically at start, for trackers that race to the same one.
+    """
     with contextlib.suppress(OSError):
         if run_dir.is_dir() and any(run_dir.iterdir()):
             raise ValueError(
                 f"{argument}: {run_dir} already holds a run; choose another {argument} (or leave "
                 "it out for a new one) or remove that directory"
             )
-    return run_dir
 
 
 def components(value: object) -> tuple[Component, ...]:

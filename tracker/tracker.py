@@ -98,7 +98,7 @@ class Tracker(lifecycle.SignalledRun):
         self.run_id = run_id if run_id is not None else arguments.new_run_id()
         run_dir = arguments.directory("log_dir", log_dir) / self.project
         self._run_dir = run_dir / arguments.name("run_id", self.run_id)
-        arguments.fresh_run_dir("run_id", self._run_dir)
+        arguments.check_fresh_run_dir("run_id", self._run_dir)
         self._host = host_name()
         self._rank, self._slurm = process_rank(), slurm_info()
         self._job_mode = validated_mode(distributed)
@@ -179,10 +179,8 @@ class Tracker(lifecycle.SignalledRun):
             self._notices.warn(f"intensity:{message}", message)
         if job := JobLink.join(self._job_mode, self.project, self.run_id, self._notices):
             self._job, self.run_id, self._rank = job, job.run_id, job.rank
-            self._run_dir = arguments.fresh_run_dir("run_id", job.place(self._run_dir))
+            self._run_dir = job.place(self._run_dir)
             self.components = job.components(self.components)
-        else:
-            arguments.fresh_run_dir("run_id", self._run_dir)
         meters = self._discover()
         self._log = RunLog(
             self._run_dir,
