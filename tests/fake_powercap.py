@@ -15,7 +15,7 @@ Unreadable counters: since Linux 5.10 ``energy_uj`` is root-only (CVE-2020-8694)
 ``FakeZone.make_unreadable`` sets mode 000 on ``energy_uj`` (``make_directory_unreadable`` on the
 zone's directory), which the kernel enforces for ordinary users but not for root (it bypasses
 file modes). ``honour_file_modes`` closes that gap: where the process can read mode-000 files,
-it wraps ``backends.cpu.rapl.read_attribute`` and ``list_entries``, the reader's only sysfs
+it wraps ``backends.sysfs.read_attribute`` and ``list_entries``, the reader's only sysfs
 accesses, to refuse them with the same ``PermissionError`` the kernel gives everyone else.
 """
 
@@ -187,15 +187,15 @@ def honour_file_modes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     Where the kernel already refuses (an ordinary user) nothing is patched, so the real
     ``PermissionError`` reaches the reader. As root, the reader's two sysfs accesses,
-    ``backends.cpu.rapl.read_attribute`` and ``list_entries``, are wrapped to raise the same error
+    ``backends.sysfs.read_attribute`` and ``list_entries``, are wrapped to raise the same error
     the kernel gives everyone else: for a file no one may read, a directory no one may list, or
     a path through a directory no one may enter.
     """
-    from backends.cpu import rapl
+    from backends import sysfs
 
     if not _bypasses_file_modes():
         return
-    real_read, real_list = rapl.read_attribute, rapl.list_entries
+    real_read, real_list = sysfs.read_attribute, sysfs.list_entries
 
     def read_as_ordinary_user(path: Path) -> str:
         _refuse_where_modes_deny(path)
@@ -205,8 +205,8 @@ def honour_file_modes(monkeypatch: pytest.MonkeyPatch) -> None:
         _refuse_where_modes_deny(directory)
         return real_list(directory)
 
-    monkeypatch.setattr(rapl, "read_attribute", read_as_ordinary_user)
-    monkeypatch.setattr(rapl, "list_entries", list_as_ordinary_user)
+    monkeypatch.setattr(sysfs, "read_attribute", read_as_ordinary_user)
+    monkeypatch.setattr(sysfs, "list_entries", list_as_ordinary_user)
 
 
 def _refuse_where_modes_deny(path: Path) -> None:

@@ -36,8 +36,8 @@ from backends.cpu.rapl import (
     permission_fix,
     powercap_root,
     rapl_info,
-    read_uint,
 )
+from backends.sysfs import read_uint
 
 PIP_FIX = "pip install 'wattprint[pyrapl]'"
 

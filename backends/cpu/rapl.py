@@ -23,10 +23,9 @@ relies on:
 * Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694, "Platypus": the
   counter leaks what other processes compute); ``permission_fix`` says how to open it.
 
-Reads never block: ``read_attribute`` opens each file with ``O_NONBLOCK`` and reads it only when
-``fstat`` shows a regular file, as sysfs attributes are. A FIFO or device in a counter's place (a
-hand-made or bind-mounted tree) becomes a ``Missing`` at discovery, or a ``MeterError`` at a read,
-instead of a training thread stuck at an epoch edge.
+Files are read through ``backends.sysfs``, which never blocks: a FIFO or device in a counter's
+place (a hand-made or bind-mounted tree) becomes a ``Missing`` at discovery, or a ``MeterError`` at
+a read, instead of a training thread stuck at an epoch edge.
 
 Wrap: the kernel reports ``max_energy_range_uj`` as the 32-bit status mask times the energy
 unit, i.e. the largest value ``energy_uj`` shows; the counter moves in steps of one unit (15.3
@@ -38,16 +37,15 @@ and the error is at most one unit per wrap (61 µJ in 262 kJ). Unwrapping is the
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends import sysfs
 from backends.base import (
     Component,
     Found,
@@ -61,7 +59,6 @@ from backends.base import (
 from backends.cpu.cpuinfo import cpu_info
 
 ROOT_ENV = "WATTPRINT_POWERCAP_ROOT"
-DEFAULT_ROOT = "/sys/class/powercap"
 RAPL_COMPONENTS: tuple[Component, ...] = ("cpu", "dram")
 """What RAPL meters: each package, and its DRAM (in pyRAPL's ``Device`` order, PKG then DRAM)."""
 
@@ -83,24 +80,16 @@ logger = logging.getLogger(__name__)
 _CONTROL_TYPE = "intel-rapl"
 _PACKAGE_ZONE = re.compile(r"intel-rapl:([0-9a-f]+)")  # zone ids are hexadecimal
 _PACKAGE_NAME = re.compile(r"package-(\d+)(?:-die-(\d+))?")
-_ATTRIBUTE_MAX_BYTES = 64
 _MAX_POWER_FILE = re.compile(r"constraint_\d+_max_power_uw")
-_NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISDIR, "a directory"),
-)
 
 
 def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
     """Meters for each socket's package and DRAM energy, and what could not be metered and why.
 
     ``root`` is the powercap directory; it defaults to env ``WATTPRINT_POWERCAP_ROOT``, else
-    ``/sys/class/powercap``. Every package zone of the tree gives a ``cpu`` and a ``dram`` entry,
-    each a meter or a ``Missing`` saying why not (see ``_survey``). Discovery never raises:
-    whatever fails becomes a ``Missing``.
+    ``class/powercap`` under the sysfs root. Every package zone of the tree gives a ``cpu`` and a
+    ``dram`` entry, each a meter or a ``Missing`` saying why not (see ``_survey``). Discovery
+    never raises: whatever fails becomes a ``Missing``.
     """
     base = powercap_root(root)
     zones_dir = _zones_dir(base)
@@ -120,10 +109,14 @@ def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
 
 
 def powercap_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The powercap directory: ``root``, else env ``WATTPRINT_POWERCAP_ROOT``, else sysfs."""
+    """The powercap directory: ``root``, else env ``WATTPRINT_POWERCAP_ROOT``, else sysfs's.
+
+    The last is ``class/powercap`` under the sysfs root (``backends.sysfs``, ``/sys`` by default).
+    """
     if root is not None:
         return Path(root)
-    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+    explicit = os.environ.get(ROOT_ENV)
+    return Path(explicit) if explicit else sysfs.sysfs_path("class", "powercap")
 
 
 def permission_fix(zones_dir: str | os.PathLike[str]) -> str:
@@ -224,7 +217,7 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
     named: set[tuple[int, int]] = set()
     for zone_dir in zone_dirs:
         try:
-            name = read_attribute(zone_dir / "name").strip()
+            name = sysfs.read_attribute(zone_dir / "name").strip()
         except OSError as exc:
             number = int(zone_dir.name.rpartition(":")[2], 16)
             reason, fix = _unreadable(zone_dir, exc, zones_dir)
@@ -247,40 +240,6 @@ def _survey(zones_dir: Path) -> list[RaplZone | Missing]:
     return [entry for _, cpu, dram in packages for entry in (cpu, dram)]
 
 
-def read_attribute(path: Path) -> str:
-    """The text of one sysfs attribute, freshly read: the one place this module reads sysfs.
-
-    Opened for each read because a sysfs value is produced at read time. Opened with
-    ``O_NONBLOCK`` and read only if ``fstat`` shows a regular file, as every sysfs attribute is:
-    a FIFO or a device in its place (a bind-mounted or hand-made tree) could block the reader,
-    which at an epoch edge is the training thread, so anything else raises ``OSError`` (EINVAL).
-    Tests wrap this function to make a file refuse root, which file modes cannot (see
-    ``tests.fake_powercap``).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
-            why = f"{kind}, not a regular file like a sysfs attribute: a read could block"
-            raise OSError(errno.EINVAL, why, os.fspath(path))
-        return os.read(fd, _ATTRIBUTE_MAX_BYTES).decode("ascii", errors="replace")
-    finally:
-        os.close(fd)
-
-
-def read_uint(path: Path) -> int:
-    """A non-negative integer attribute (``energy_uj``, ``max_energy_range_uj``, ``*_power_uw``).
-
-    Raises OSError when the file cannot be read and ValueError when it holds anything else.
-    """
-    text = read_attribute(path)
-    value = text.strip()
-    if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"{path} holds {text!r}, not a non-negative integer")
-    return int(value)
-
-
 def max_power_w(zone_dir: Path) -> float | None:
     """The largest ``constraint_N_max_power_uw`` of a zone in W, or None where none reads > 0.
 
@@ -290,22 +249,22 @@ def max_power_w(zone_dir: Path) -> float | None:
     Constraints a CPU does not support fail to read (ENODATA) and are skipped.
     """
     try:
-        names = list_entries(zone_dir)
+        names = sysfs.list_entries(zone_dir)
     except OSError:
         return None
     limits_uw = [0]
     for name in names:
         if _MAX_POWER_FILE.fullmatch(name):
             with contextlib.suppress(OSError, ValueError):
-                limits_uw.append(read_uint(zone_dir / name))
+                limits_uw.append(sysfs.read_uint(zone_dir / name))
     return max(limits_uw) / 1e6 or None
 
 
 def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missing:
     """A meter for ``zone`` if its counter reads now, else why not and how to fix it."""
     try:
-        read_uint(zone.energy_path)
-        range_uj = read_uint(zone.range_path)
+        sysfs.read_uint(zone.energy_path)
+        range_uj = sysfs.read_uint(zone.range_path)
     except PermissionError as exc:
         path = exc.filename or zone.energy_path
         reason = f"{path} is readable by root only (Linux 5.10+, CVE-2020-8694)"
@@ -328,7 +287,7 @@ def _sysfs_reader(device: str, path: Path) -> Callable[[], float]:
 
     def read_uj() -> float:
         try:
-            return read_uint(path)
+            return sysfs.read_uint(path)
         except OSError as exc:
             raise os_meter_error(device, "cannot read its RAPL counter", exc) from exc
         except ValueError as exc:
@@ -347,7 +306,7 @@ def _dram_zone(package: RaplZone, device: str, zones_dir: Path) -> RaplZone | Mi
     unreadable: Missing | None = None
     for sub_dir in sub_dirs:
         try:
-            name = read_attribute(sub_dir / "name").strip()
+            name = sysfs.read_attribute(sub_dir / "name").strip()
         except OSError as exc:
             unreadable = unreadable or Missing(
                 "dram", device, *_unreadable(sub_dir, exc, zones_dir)
@@ -370,19 +329,11 @@ def _unreadable(zone_dir: Path, exc: OSError, zones_dir: Path) -> tuple[str, str
     return f"cannot read RAPL zone {zone_dir}: {exc}", ""
 
 
-def list_entries(directory: Path) -> list[str]:
-    """The names in one powercap directory: the one place this module lists sysfs.
-
-    Raises ``OSError``. Tests wrap it, as ``read_attribute``, to make a directory refuse root.
-    """
-    return os.listdir(directory)
-
-
 def _zones_dir(base: Path) -> Path | None:
     """Where the package zones are: ``base`` (class layout) or ``base/intel-rapl`` (devices)."""
     for candidate in (base, base / _CONTROL_TYPE):
         try:
-            if any(_PACKAGE_ZONE.fullmatch(name) for name in list_entries(candidate)):
+            if any(_PACKAGE_ZONE.fullmatch(name) for name in sysfs.list_entries(candidate)):
                 return candidate
         except OSError:
             continue
@@ -395,6 +346,8 @@ def _numbered(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
     Raises ``OSError`` when ``directory`` cannot be listed.
     """
     matched = [
-        (int(m[1], 16), name) for name in list_entries(directory) if (m := pattern.fullmatch(name))
+        (int(m[1], 16), name)
+        for name in sysfs.list_entries(directory)
+        if (m := pattern.fullmatch(name))
     ]
     return [directory / name for _, name in sorted(matched)]
