@@ -21,7 +21,7 @@ from backends.base import COMPONENTS
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
-from tracker.units import format_mass
+from tracker.units import format_co2_per, format_energy_per, format_mass
 
 __all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_report"]
 
@@ -81,6 +81,7 @@ def text_report(files: RunFiles) -> str:
     sections = [
         _header(files),
         _epoch_table(files),
+        _work(files),
         _components(files),
         _prediction(files),
         _provenance(files),
@@ -177,6 +178,58 @@ def _epoch_table(files: RunFiles) -> str:
         "; *: interrupted epoch)" if any(r.get("partial") == "true" for r in files.epochs) else ")"
     )
     return "Epochs\n" + "\n".join("  " + line for line in lines) + "\n" + note
+
+
+def _work(files: RunFiles) -> str:
+    """The work counted per epoch and the IT energy and gCO2e per sample and per token."""
+    units = [u for u in ("sample", "token") if any(row.get(f"{u}s") for row in files.epochs)]
+    if not units:
+        return "Work: not counted (Tracker.add_work or epoch_end(samples=..., tokens=...))"
+    head = ("epoch", *(h for u in units for h in (f"{u}s", f"IT per {u}")))
+    rows = [
+        (
+            row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
+            *(
+                text
+                for u in units
+                for text in (
+                    _count(row.get(f"{u}s")),
+                    format_energy_per(number(row.get(f"it_energy_j_per_{u}")), u),
+                )
+            ),
+        )
+        for row in files.epochs
+    ]
+    totals = files.run["totals"]
+    rows.append(
+        (
+            "total",
+            *(
+                text
+                for u in units
+                for text in (
+                    _count(totals.get(f"{u}s")),
+                    format_energy_per(number(totals.get(f"it_energy_j_per_{u}")), u),
+                )
+            ),
+        )
+    )
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in (head, *rows)]
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    emissions = [
+        f"  {format_co2_per(number(totals.get(f'co2_g_per_{u}')), u)} (PUE and grid included)"
+        for u in units
+    ]
+    note = "  (per unit: over the epochs that counted it and were measured; '-': not counted)"
+    return (
+        "Work\n"
+        + "\n".join("  " + line for line in lines)
+        + "\n"
+        + "\n".join(emissions)
+        + "\n"
+        + note
+    )
 
 
 def _components(files: RunFiles) -> str:
@@ -332,6 +385,12 @@ def number(value: object) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
+
+
+def _count(value: object) -> str:
+    """A work count with thousands separated; ``-`` where it was not counted."""
+    count = number(value)
+    return f"{count:,.0f}" if math.isfinite(count) else "-"
 
 
 def _g(value: float) -> str:
