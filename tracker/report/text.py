@@ -23,7 +23,15 @@ from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
 from tracker.units import format_co2_per, format_energy_per, format_mass
 
-__all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_report"]
+__all__ = [
+    "RunFiles",
+    "find_run_dir",
+    "hardware_text",
+    "location_text",
+    "markdown_statement",
+    "read_run",
+    "text_report",
+]
 
 J_PER_WH = 3600.0
 _METHOD_WORDS = {
@@ -50,8 +58,11 @@ class RunFiles:
         return self.run_dir.parent.name
 
 
-def find_run_dir(path: str | Path) -> Path:
-    """``path`` if it holds run.json, else the newest run below it (a project or log directory)."""
+def find_run_dir(path: str | Path, doing: str = "reporting") -> Path:
+    """``path`` if it holds run.json, else the newest run below it (a project or log directory).
+
+    Says which run it chose on stderr (``doing``: what is done with it).
+    """
     root = Path(path)
     if (root / "run.json").is_file():
         return root
@@ -59,16 +70,16 @@ def find_run_dir(path: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"{root} is not a wattprint run directory (no run.json in it)")
     newest = max(found, key=lambda p: p.stat().st_mtime).parent
-    print(f"wattprint: reporting the newest run under {root}: {newest}", file=sys.stderr)
+    print(f"wattprint: {doing} the newest run under {root}: {newest}", file=sys.stderr)
     return newest
 
 
-def read_run(path: str | Path) -> RunFiles:
+def read_run(path: str | Path, doing: str = "reporting") -> RunFiles:
     """The files of the run at ``path`` (``find_run_dir``); errors name the file that is wrong.
 
     Raises ``FileNotFoundError`` for a missing run.json, ``ValueError`` for one that is not a run's.
     """
-    run_dir = find_run_dir(path)
+    run_dir = find_run_dir(path, doing)
     run = read_run_json(run_dir / "run.json")
     if "totals" not in run:
         raise ValueError(f"{run_dir / 'run.json'} is not a wattprint run.json (no totals)")
@@ -100,7 +111,7 @@ def markdown_statement(files: RunFiles) -> str:
         number(totals.get("co2_g")),
     )
     intensity = number(totals.get("intensity_g_per_kwh"))
-    hardware, where, source = _hardware_text(run), _location_text(run), _intensity_text(run)
+    hardware, where, source = hardware_text(run), location_text(run), _intensity_text(run)
     epochs, duration = int(totals.get("epochs") or 0), number(totals.get("duration_s"))
     year = (run.get("intensity") or {}).get("year")
     summary = (
@@ -313,7 +324,7 @@ def _provenance(files: RunFiles) -> str:
         "Provenance",
         f"  measured: {_method_text(run)}",
         f"  intensity: {_intensity_text(run)}",
-        f"  location: {_location_text(run)}; PUE {float(run.get('pue') or 1.0):g}",
+        f"  location: {location_text(run)}; PUE {float(run.get('pue') or 1.0):g}",
     ]
     missing = [f"{m.get('device')} ({m.get('reason')})" for m in run.get("missing", [])]
     if missing:
@@ -331,7 +342,8 @@ def _warnings(files: RunFiles) -> str:
 # --- wording --------------------------------------------------------------------------------
 
 
-def _hardware_text(run: dict[str, Any]) -> str:
+def hardware_text(run: dict[str, Any]) -> str:
+    """The run's measured devices in words, e.g. ``2 x NVIDIA H100 80GB HBM3, host DRAM``."""
     counts: dict[str, int] = {}
     for h in run.get("hardware", []):
         label = "host DRAM" if h.get("component") == "dram" else str(h.get("model", "?"))
@@ -357,7 +369,8 @@ def _intensity_text(run: dict[str, Any]) -> str:
     return f"{i.get('label', '?')}: {i.get('source', '?')} ({year}, {i.get('basis', '?')})"
 
 
-def _location_text(run: dict[str, Any]) -> str:
+def location_text(run: dict[str, Any]) -> str:
+    """Where the run was priced, e.g. ``DE (Germany)``, or ``not given``."""
     place = run.get("location")
     return f"{place['code']} ({place['name']})" if place else "not given"
 
