@@ -276,9 +276,9 @@ class Tracker(lifecycle.SignalledRun):
         (and the program caught it and went on), this closes the part since the cut, with the
         same epoch number, both parts marked partial.
         """
-        counts = arguments.work("samples", samples), arguments.work("tokens", tokens)
         if self._pid != os.getpid():
             return lifecycle.inert_record(self.run_id)
+        counts = arguments.work("samples", samples), arguments.work("tokens", tokens)
         with self._hooks:
             self._reopen_after_signal()
             if self._book.open is None:
@@ -297,9 +297,9 @@ class Tracker(lifecycle.SignalledRun):
         belongs to none: it is left out, with a warning, once. A bad count raises ``ValueError``
         naming it, before anything is counted.
         """
-        counts = arguments.work("samples", samples), arguments.work("tokens", tokens)
         if self._pid != os.getpid():
             return
+        counts = arguments.work("samples", samples), arguments.work("tokens", tokens)
         with self._hooks:
             self._reopen_after_signal()
             if self._book.open is None:
