@@ -145,7 +145,8 @@ def test_tokens_are_the_trainers_own_count_when_it_keeps_one(tmp_path: Path) -> 
 
 def test_windows_of_steps_count_their_own_work_and_counting_can_be_off(tmp_path: Path) -> None:
     callback = WattprintCallback(project="hf", every_n_steps=3, **tracker_kwargs(tmp_path))
-    train(tmp_path, callback)
+    counted = train(tmp_path, callback).model
+    assert counted is not None and not counted._forward_pre_hooks  # removed at the end
     assert callback.tracker is not None
     windows = load_run(callback.tracker.run_dir)
     assert list(windows["samples"]) == [3 * BATCH, 3 * BATCH, 2 * BATCH]
@@ -154,4 +155,4 @@ def test_windows_of_steps_count_their_own_work_and_counting_can_be_off(tmp_path:
     model = train(tmp_path, quiet).model
     assert quiet.tracker is not None
     assert load_run(quiet.tracker.run_dir)["samples"].isna().all()
-    assert not model._forward_pre_hooks  # nothing left on the model
+    assert model is not None and not model._forward_pre_hooks
