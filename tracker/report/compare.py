@@ -294,7 +294,7 @@ def _missing(run: RunFigures, unit: Per) -> str:
             f"{where} counted no {unit}s, so it has no energy per {unit}; count them with "
             f"Tracker.add_work({unit}s=...) or epoch_end({unit}s=...), or compare --per epoch"
         )
-    return f"{where} has no measured IT energy per {unit} (no epoch with energy measured)"
+    return f"{where} has no IT energy per {unit}: none of its completed epochs was measured"
 
 
 def _verdict(run: RunFigures, base: RunFigures, per: Per, fail_above: float | None) -> Verdict:
@@ -424,5 +424,6 @@ def _note_lines(comparison: Comparison) -> list[str]:
 
 
 def _count(value: object) -> int | None:
+    """A work count from epochs.csv; None where it is empty or not a count (a hand-edited file)."""
     count = number(value)
-    return int(count) if math.isfinite(count) else None
+    return int(count) if math.isfinite(count) and count >= 0 else None
