@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tracker.distributed.job import RankEpoch
 from tracker.distributed.merge import merge_runs
 from tracker.measure.epochs import WorkTally
 from tracker.output.console import epoch_line, summary_line
-from tracker.report.text import read_run, text_report
+from tracker.report.text import markdown_statement, read_run, text_report
 from tracker.units import J_PER_KWH
 
 G_PER_KWH = 400.0
@@ -276,8 +277,10 @@ def test_the_report_has_a_work_section(tmp_path: Path) -> None:
     work = report.split("\nWork\n")[1].split("\n\n")[0]
     assert "3.5 J/sample" in work and "25 J per 1k tokens" in work
     assert "gCO2e per 1M samples" in work
+    assert "| Per unit of work | 3.5 J/sample IT, " in markdown_statement(read_run(counted))
     bare = recorded_run(tmp_path, "bare", [(100.0, None, None)])
     assert "Work: not counted" in text_report(read_run(bare))
+    assert "Per unit of work" not in markdown_statement(read_run(bare))
 
 
 @given(st.lists(st.tuples(st.floats(0, 1e9), st.integers(0, 10**12)), max_size=20))
@@ -296,3 +299,27 @@ def test_a_run_per_unit_figure_is_its_counted_energy_over_its_counted_work(
         assert backwards.it_energy_j_per_unit == pytest.approx(tally.it_energy_j_per_unit)
     else:
         assert tally.it_energy_j_per_unit is None  # no division by zero work, never a silent 0
+
+
+def test_a_signal_that_splits_an_epoch_splits_its_work_too(tmp_path: Path) -> None:
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: caught.append(number))
+    try:
+        meter = LedgerMeter()
+        tracker = tracker_on(meter, tmp_path, "split")
+        with tracker:
+            tracker.epoch_start()
+            meter.energy_j += 40.0
+            tracker.add_work(samples=10)
+            os.kill(os.getpid(), signal.SIGTERM)  # the program's handler returns: it lives on
+            meter.energy_j += 90.0
+            tracker.add_work(samples=30)
+            tracker.epoch_end()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert caught == [signal.SIGTERM]
+    first, second = tracker.epochs
+    assert (first.epoch, second.epoch) == (1, 1) and first.partial and second.partial
+    assert (first.samples, first.it_energy_j_per_sample) == (10, 4.0)
+    assert (second.samples, second.it_energy_j_per_sample) == (30, 3.0)
+    assert tracker.summary.it_energy_j_per_sample == pytest.approx(130 / 40)

@@ -132,6 +132,7 @@ def markdown_statement(files: RunFiles) -> str:
         ("Location", where),
         ("Carbon intensity", f"{_g(intensity)} gCO2e/kWh; {source}"),
         ("Emissions", f"{format_mass(co2, 4)} CO2e"),
+        *([("Per unit of work", work)] if (work := _per_unit_text(totals)) else []),
         ("Method", _method_text(run)),
     ]
     table = ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in rows)]
@@ -189,6 +190,16 @@ def _epoch_table(files: RunFiles) -> str:
         "; *: interrupted epoch)" if any(r.get("partial") == "true" for r in files.epochs) else ")"
     )
     return "Epochs\n" + "\n".join("  " + line for line in lines) + "\n" + note
+
+
+def _per_unit_text(totals: dict[str, Any]) -> str:
+    """``4 J/sample IT, 1.2 gCO2e per 1k samples; ...`` for each unit counted; empty if none."""
+    return "; ".join(
+        f"{format_energy_per(number(totals.get(f'it_energy_j_per_{u}')), u)} IT, "
+        f"{format_co2_per(number(totals.get(f'co2_g_per_{u}')), u)}"
+        for u in ("sample", "token")
+        if totals.get(f"{u}s") is not None
+    )
 
 
 def _work(files: RunFiles) -> str:
