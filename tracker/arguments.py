@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import os
 import secrets
 import time
@@ -61,6 +62,31 @@ def integer(argument: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{argument} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+MAX_WORK = 2**63 - 1
+"""The largest count of samples or tokens one call takes (the largest int64), far beyond any run,
+so a run's per-unit figures stay finite floats."""
+
+
+def work(argument: str, value: object) -> int | None:
+    """A count of work (``samples``, ``tokens``): None (not counted) or a whole number >= 0.
+
+    Anything with ``__index__`` counts (numpy and 0-d integer torch values); a bool, a float or a
+    negative number does not.
+    """
+    if value is None:
+        return None
+    try:
+        count = operator.index(value)  # type: ignore[arg-type]  # checked by the call itself
+    except TypeError:
+        count = -1
+    if isinstance(value, bool) or not 0 <= count <= MAX_WORK:
+        raise ValueError(
+            f"{argument} must be None or a whole number of {argument} from 0 to {MAX_WORK} "
+            f"(an int, numpy or 0-d torch integer), got {value!r}"
+        )
+    return count
 
 
 def seconds(argument: str, value: object, minimum: float = 0.0, maximum: float = math.inf) -> float:

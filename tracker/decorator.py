@@ -38,7 +38,9 @@ def track(func: Callable[P, R] | None = None, /, **tracker_kwargs: Any) -> Any:
     """Decorator: the whole call of the decorated function is measured as one epoch.
 
     ``@track`` or ``@track(project="fit", location="DE")``; arguments are those of ``Tracker``.
-    After a call, ``fit.last_run`` is the Tracker that measured it (``fit.last_run.summary``).
+    After a call, ``fit.last_run`` is the Tracker that measured it (``fit.last_run.summary``);
+    during the call it is already that Tracker, so the function can count its work with
+    ``fit.last_run.add_work(samples=...)`` for the call's energy per sample.
     """
     if func is not None:
         arguments.check_callable("track's argument", func)

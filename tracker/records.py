@@ -59,6 +59,12 @@ class EpochRecord:
     methods: str
     devices: tuple[DeviceEnergy, ...] = ()
     partial: bool = False
+    # Work done in the epoch (``Tracker.add_work``, ``epoch_end(samples=, tokens=)``) and the IT
+    # energy per unit of it, in J; None where it was not counted or no energy was measured.
+    samples: int | None = None
+    tokens: int | None = None
+    it_energy_j_per_sample: float | None = None
+    it_energy_j_per_token: float | None = None
 
     def component_energy_j(self, component: Component) -> float | None:
         """The energy of one component this epoch, or None where it was not measured."""
@@ -91,6 +97,14 @@ class RunSummary:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     prediction: Prediction | None = None  # made after epochs_before_pred epochs, when epochs=N
     prediction_check: PredictionCheck | None = None  # the actual epochs against it
+    # Work over the epochs that counted it, and the IT energy (J) and gCO2e per unit over those
+    # of them that were measured; None where no epoch counted it.
+    samples: int | None = None
+    tokens: int | None = None
+    it_energy_j_per_sample: float | None = None
+    it_energy_j_per_token: float | None = None
+    co2_g_per_sample: float | None = None
+    co2_g_per_token: float | None = None
 
 
 PREDICTION_METHOD = (

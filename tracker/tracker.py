@@ -268,20 +268,53 @@ class Tracker(lifecycle.SignalledRun):
             self._book.begin(self._sampler.snapshot())
 
     @lifecycle.holding_signals
-    def epoch_end(self) -> EpochRecord:
+    def epoch_end(self, samples: int | None = None, tokens: int | None = None) -> EpochRecord:
         """Close the open epoch: its energy per component and device, duration and gCO2e.
 
-        After a signal split the epoch (and the program caught it and went on), this closes the
-        part since the cut, with the same epoch number, both parts marked partial.
+        ``samples``/``tokens``: work done in the epoch, added to what ``add_work`` counted; the
+        record then has the IT energy per sample and per token. After a signal split the epoch
+        (and the program caught it and went on), this closes the part since the cut, with the
+        same epoch number, both parts marked partial.
         """
         if self._pid != os.getpid():
             return lifecycle.inert_record(self.run_id)
+        counts = arguments.work("samples", samples), arguments.work("tokens", tokens)
         with self._hooks:
-            if self._book.open is None and not self._stopped and self._book.resume():
-                self._lived_on()  # the program caught the signal: close the epoch's second part
+            self._reopen_after_signal()
             if self._book.open is None:
                 raise ValueError("epoch_end() called without a matching epoch_start()")
+            self._book.count(*counts)
             return self._close_epoch()
+
+    # -- work done, for energy per sample and per token --------------------------------------
+
+    @lifecycle.holding_signals
+    def add_work(self, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """Count work done in the open epoch: ``samples`` and ``tokens`` (whole numbers >= 0).
+
+        Cheap enough to call every step (and from any thread); an epoch's counts add up. Work
+        counted while no epoch is open (before the first, between epochs, after ``stop``)
+        belongs to none: it is left out, with a warning, once. A bad count raises ``ValueError``
+        naming it, before anything is counted.
+        """
+        if self._pid != os.getpid():
+            return
+        counts = arguments.work("samples", samples), arguments.work("tokens", tokens)
+        with self._hooks:
+            self._reopen_after_signal()
+            if self._book.open is None:
+                self._notices.warn(
+                    "work:no-epoch",
+                    "add_work() called while no epoch was open; work counted outside an epoch is "
+                    "left out of the per-sample and per-token figures",
+                )
+                return
+            self._book.count(*counts)
+
+    def _reopen_after_signal(self) -> None:
+        """After a signal closed the epoch and the program went on: measure its second part."""
+        if self._book.open is None and not self._stopped and self._book.resume():
+            self._lived_on()
 
     @contextmanager
     def epoch(self) -> Iterator[None]:
@@ -342,6 +375,8 @@ class Tracker(lifecycle.SignalledRun):
             rank=self._rank,
             partial=partial or split,
             uncovered=self._uncovered,
+            samples=self._book.samples,
+            tokens=self._book.tokens,
         )
         self._book.keep(record)
         assert self._log is not None

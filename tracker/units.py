@@ -2,7 +2,8 @@
 
 Energies are joules and power watts throughout; ``J_PER_KWH`` converts to the kWh users read.
 ``format_energy``, ``format_power``, ``format_mass`` and ``format_hours`` write a figure in the
-unit people read (kWh to GWh, kW to MW, g to t), ``-`` where it is unknown (NaN); a figure that
+unit people read (kWh to GWh, kW to MW, g to t), ``format_energy_per`` and ``format_co2_per`` a
+figure per sample or token (``J per 1k tokens``), ``-`` where it is unknown (NaN); a figure that
 is not finite goes into JSON as null (``finite_or_none``). Wall-clock times are ISO-8601 UTC
 labels with milliseconds in every file wattprint writes, and ``parse_utc`` reads them back (and
 any ISO-8601 time with a timezone, or unix seconds) the same on every supported Python, through
@@ -114,6 +115,35 @@ def format_hours(seconds: float, digits: int = 6) -> str:
         return "-"
     days = f" ({format_number(hours / 24, 3)} days)" if hours >= 48 else ""
     return f"{format_number(hours, digits)} h{days}"
+
+
+_PER_COUNTS = ((1.0, ""), (1e3, "1k"), (1e6, "1M"), (1e9, "1B"))
+"""How many units of work a per-unit figure is written for: one, a thousand, a million, ..."""
+
+
+def format_energy_per(joules: float | None, unit: str) -> str:
+    """Energy per unit of work as it reads best: ``3.2 J/sample``, ``41.5 J per 1k tokens``.
+
+    The figure is written for one ``unit``, or the fewest thousands of them that reach 1 J, in
+    J, Wh or kWh; ``-`` when unknown.
+    """
+    return _per(joules, unit, (("kWh", J_PER_KWH), ("Wh", 3600.0), ("J", 1.0)))
+
+
+def format_co2_per(grams: float | None, unit: str) -> str:
+    """gCO2e per unit of work as it reads best: ``1.2 gCO2e per 1M tokens``; ``-`` when unknown."""
+    return _per(grams, unit, (("tCO2e", 1e6), ("kgCO2e", 1e3), ("gCO2e", 1.0)))
+
+
+def _per(value: float | None, unit: str, sizes: tuple[tuple[str, float], ...]) -> str:
+    if value is None or not math.isfinite(value) or value < 0:
+        return "-"
+    count, label = next(
+        ((c, n) for c, n in _PER_COUNTS if value == 0 or value * c >= sizes[-1][1]),
+        _PER_COUNTS[-1],
+    )
+    amount = _scaled(value * count, 4, sizes)
+    return f"{amount}/{unit}" if count == 1 else f"{amount} per {label} {unit}s"
 
 
 def _scaled(value: float, digits: int, units: tuple[tuple[str, float], ...]) -> str:

@@ -19,8 +19,8 @@ from tracker.integrations.keras import WattprintCallback
 GPU_W = 250.0
 
 
-def fit(callback: WattprintCallback, epochs: int = 2) -> keras.callbacks.History:
-    x = np.linspace(-1, 1, 32, dtype="float32").reshape(-1, 1)
+def fit(callback: WattprintCallback, epochs: int = 2, samples: int = 32) -> keras.callbacks.History:
+    x = np.linspace(-1, 1, samples, dtype="float32").reshape(-1, 1)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     return model.fit(x, 3 * x + 1, epochs=epochs, batch_size=8, verbose=0, callbacks=[callback])
@@ -59,3 +59,27 @@ def test_a_second_fit_with_the_same_callback_is_a_run_of_its_own(tmp_path: Path)
     assert first is not None and callback.tracker is not None
     assert callback.tracker.run_dir != first.run_dir
     assert len(load_run(first.run_dir)) == 2 and len(load_run(callback.tracker.run_dir)) == 1
+
+
+def test_work_is_steps_times_the_batch_size_given(tmp_path: Path) -> None:
+    callback = WattprintCallback(
+        project="keras", log_dir=tmp_path, intensity=1.0, components=["gpu"], verbose=0,
+        batch_size=8,
+    )  # fmt: skip
+    history = fit(callback)
+    assert callback.tracker is not None
+    epochs = load_run(callback.tracker.run_dir)
+    assert list(epochs["samples"]) == [32, 32]  # 4 steps x 8
+    assert list(epochs["it_energy_j_per_sample"]) == pytest.approx(list(epochs["it_energy_j"] / 32))
+    assert history.history["wattprint/samples"] == [32, 32]
+    ragged = WattprintCallback(project="ragged", log_dir=tmp_path, components=["gpu"], verbose=0,
+                               batch_size=8)  # fmt: skip
+    fit(ragged, epochs=1, samples=30)  # 4 steps, the last of 6: counted as 8 (documented)
+    assert ragged.tracker is not None
+    assert list(load_run(ragged.tracker.run_dir)["samples"]) == [32]
+    unsized = WattprintCallback(project="unsized", log_dir=tmp_path, components=["gpu"], verbose=0)
+    fit(unsized, epochs=1)
+    assert unsized.tracker is not None
+    assert load_run(unsized.tracker.run_dir)["samples"].isna().all()
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        WattprintCallback(batch_size=0)

@@ -142,3 +142,44 @@ def test_a_fit_that_raises_leaves_its_epochs_and_a_failed_status(
     assert run["status"] == "failed"
     epochs = load_run(callback.tracker.run_dir)
     assert list(epochs["epoch"]) == [1, 2] and list(epochs["partial"]) == [False, True]
+
+
+class ValidatedRegression(TinyRegression):
+    """TinyRegression with a validation loop."""
+
+    def validation_step(self, batch: list[torch.Tensor], batch_index: int) -> torch.Tensor:
+        return self.training_step(batch, batch_index)
+
+
+def test_work_is_every_training_batch_the_trainer_sees(tmp_path: Path, gpu: SimulatedGPU) -> None:
+    callback = WattprintCallback(
+        project="pl", log_dir=tmp_path / "runs", intensity=400.0, components=["gpu"], verbose=0
+    )
+    x = torch.linspace(-1, 1, 30).unsqueeze(1)
+    data = DataLoader(TensorDataset(x, 3 * x + 1), batch_size=8)  # 8 + 8 + 8 + 6
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        callbacks=[callback],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accumulate_grad_batches=2,  # micro-batches each count once
+        val_check_interval=2,  # validation in the middle of each epoch, too
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(ValidatedRegression(), data, val_dataloaders=data)
+    assert trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed > 0
+    assert callback.tracker is not None
+    epochs = load_run(callback.tracker.run_dir)
+    assert list(epochs["samples"]) == [30, 30]  # validation batches not counted
+    assert epochs["tokens"].isna().all()
+    for _, row in epochs.iterrows():
+        assert row["it_energy_j_per_sample"] == pytest.approx(row["it_energy_j"] / 30)
+    uncounted = WattprintCallback(
+        project="off", count_work=False, log_dir=tmp_path / "runs", components=["gpu"], verbose=0
+    )
+    fit(tmp_path, uncounted)
+    assert uncounted.tracker is not None
+    assert load_run(uncounted.tracker.run_dir)["samples"].isna().all()

@@ -37,7 +37,12 @@ class TokenData(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         return {"input_ids": self.ids[index], "labels": self.labels[index]}
 
 
-def train(tmp_path: Path, callback: WattprintCallback) -> Trainer:
+def train(
+    tmp_path: Path,
+    callback: WattprintCallback,
+    data: torch.utils.data.Dataset[dict[str, torch.Tensor]] | None = None,
+    **settings: Any,
+) -> Trainer:
     config = BertConfig(
         vocab_size=32,
         hidden_size=8,
@@ -55,11 +60,13 @@ def train(tmp_path: Path, callback: WattprintCallback) -> Trainer:
         logging_strategy="no",
         use_cpu=True,
         disable_tqdm=True,
+        **settings,
     )
     trainer = Trainer(
         model=BertForSequenceClassification(config),
         args=arguments,
-        train_dataset=TokenData(),
+        train_dataset=data if data is not None else TokenData(),
+        eval_dataset=TokenData() if "eval_strategy" in settings else None,
         callbacks=[callback],
     )
     trainer.train()
@@ -102,3 +109,50 @@ def test_every_n_steps_cuts_a_record_per_window_of_steps(tmp_path: Path) -> None
     assert logged == [3, 6, 8]
     with pytest.raises(ValueError, match="every_n_steps"):
         WattprintCallback(every_n_steps=0)
+
+
+class PaddedData(TokenData):
+    """TokenData with an attention mask: sample i has 8 - i % 4 real tokens (2 ... 8 of them)."""
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        mask = (torch.arange(8) < 8 - index % 4).long()
+        return super().__getitem__(index) | {"attention_mask": mask}
+
+
+def test_work_is_the_training_batches_samples_and_unmasked_tokens(tmp_path: Path) -> None:
+    callback = WattprintCallback(project="hf", **tracker_kwargs(tmp_path))
+    trainer = train(tmp_path, callback, PaddedData(), eval_strategy="steps", eval_steps=2)
+    assert callback.tracker is not None
+    epochs = load_run(callback.tracker.run_dir)
+    real_tokens = sum(8 - i % 4 for i in range(SAMPLES))  # 104: padding left out
+    assert list(epochs["samples"]) == [SAMPLES, SAMPLES]  # evaluation batches not counted
+    assert list(epochs["tokens"]) == [real_tokens, real_tokens]
+    for _, row in epochs.iterrows():
+        assert row["it_energy_j_per_sample"] == pytest.approx(row["it_energy_j"] / SAMPLES)
+        assert row["it_energy_j_per_token"] == pytest.approx(row["it_energy_j"] / real_tokens)
+    logged = [e for e in trainer.state.log_history if "wattprint/samples" in e]
+    assert [e["wattprint/tokens"] for e in logged] == [real_tokens, real_tokens]
+
+
+def test_tokens_are_the_trainers_own_count_when_it_keeps_one(tmp_path: Path) -> None:
+    callback = WattprintCallback(project="hf", **tracker_kwargs(tmp_path))
+    trainer = train(tmp_path, callback, PaddedData(), include_num_input_tokens_seen="all")
+    assert callback.tracker is not None
+    epochs = load_run(callback.tracker.run_dir)
+    assert list(epochs["tokens"]) == [SAMPLES * 8, SAMPLES * 8]  # "all": padding included
+    assert trainer.state.num_input_tokens_seen == 2 * SAMPLES * 8
+
+
+def test_windows_of_steps_count_their_own_work_and_counting_can_be_off(tmp_path: Path) -> None:
+    callback = WattprintCallback(project="hf", every_n_steps=3, **tracker_kwargs(tmp_path))
+    counted = train(tmp_path, callback).model
+    assert counted is not None and not counted._forward_pre_hooks  # removed at the end
+    assert callback.tracker is not None
+    windows = load_run(callback.tracker.run_dir)
+    assert list(windows["samples"]) == [3 * BATCH, 3 * BATCH, 2 * BATCH]
+    assert list(windows["tokens"]) == [3 * BATCH * 8, 3 * BATCH * 8, 2 * BATCH * 8]
+    quiet = WattprintCallback(project="off", count_work=False, **tracker_kwargs(tmp_path))
+    model = train(tmp_path, quiet).model
+    assert quiet.tracker is not None
+    assert load_run(quiet.tracker.run_dir)["samples"].isna().all()
+    assert model is not None and not model._forward_pre_hooks

@@ -30,6 +30,8 @@ run.json) rather than being silently ignored:
   ``constants.PUE_2023``); wattprint uses the cloud region's PUE, else 1.0. Pass ``pue=1.58`` to
   compare like with like. Keyword-only extras ``project``, ``location``, ``intensity`` and
   ``pue`` take wattprint's meaning.
+- Work (a wattprint extra): ``epoch_end(samples=..., tokens=...)`` and ``add_work`` count the
+  epoch's samples and tokens, for the IT energy per sample and per token in the run's files.
 """
 
 from __future__ import annotations
@@ -165,10 +167,14 @@ class CarbonTracker:
             return
         self.epoch_counter += 1
 
-    def epoch_end(self) -> None:
-        """End the epoch; prints the prediction and, after ``monitor_epochs``, the actual total."""
+    def epoch_end(self, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """End the epoch; prints the prediction and, after ``monitor_epochs``, the actual total.
+
+        ``samples``/``tokens`` (a wattprint extra): the epoch's work, as ``add_work`` counts it.
+        """
         if self.deleted:
             return
+        self.add_work(samples=samples, tokens=tokens)
         try:
             self.tracker.epoch_end()
         except ValueError as error:
@@ -182,6 +188,18 @@ class CarbonTracker:
                 self._confirm()
         if self.epoch_counter == self.monitor_epochs:
             self._finish()
+
+    def add_work(self, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """Count work in the open epoch, for energy per sample and per token (a wattprint extra).
+
+        A bad count is warned about and left out: misuse never ends a carbontracker script.
+        """
+        if self.deleted or (samples is None and tokens is None):
+            return
+        try:
+            self.tracker.add_work(samples=samples, tokens=tokens)
+        except ValueError as error:
+            self._warn(f"{error}; not counted")
 
     def stop(self) -> None:
         """End monitoring early (an open epoch counts as interrupted) and print the actual total."""

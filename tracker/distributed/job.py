@@ -5,7 +5,8 @@ is the sum of its processes' epochs with the same number. Energies are summed pe
 facility energy (``energy_kwh``) and ``co2_g`` are summed per process (so each keeps its own PUE
 and grid), ``duration_s`` is the longest process's epoch (each measured on its own monotonic clock),
 ``pue`` and ``intensity_g_per_kwh`` are the effective ratios of those sums, and ``gpu_peak_w`` is
-the sum of the GPUs' peaks (an upper bound: the peaks need not coincide).
+the sum of the GPUs' peaks (an upper bound: the peaks need not coincide). Work (samples, tokens)
+is summed over the processes that counted it: each counts its own share of the batches.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tracker.measure.epochs import (
     facility_kwh_of,
     intensity_of,
     methods,
+    per_unit,
     sum_optional,
 )
 from tracker.records import DeviceEnergy, EpochRecord
@@ -47,6 +49,8 @@ class RankEpoch:
     co2_g: float | None
     partial: bool
     devices: tuple[DeviceEnergy, ...]
+    samples: int | None = None  # the work this process counted (None: not counted)
+    tokens: int | None = None
 
     @property
     def it_energy_j(self) -> float | None:
@@ -68,6 +72,8 @@ class RankEpoch:
             co2_g=record.co2_g,
             partial=record.partial,
             devices=record.devices,
+            samples=record.samples,
+            tokens=record.tokens,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +133,7 @@ def combine(
         intensity = _mean(p.intensity_g_per_kwh for p in parts)
     gpus = [d for d in devices if d.component == "gpu" and d.energy_j is not None]
     gpu_j = by_component["gpu"]
+    samples, tokens = sum_optional(p.samples for p in parts), sum_optional(p.tokens for p in parts)
     return EpochRecord(
         run_id=run_id,
         epoch=epoch,
@@ -148,6 +155,10 @@ def combine(
         methods=methods(devices, components),
         devices=devices,
         partial=not complete or any(p.partial for p in parts),
+        samples=samples,
+        tokens=tokens,
+        it_energy_j_per_sample=per_unit(it_energy_j, samples),
+        it_energy_j_per_token=per_unit(it_energy_j, tokens),
     )
 
 

@@ -16,7 +16,7 @@ import csv
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from tracker.distributed.job import RankEpoch, combine
 from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.logs import LogWriter, read_run_json
+from tracker.output.run_info import totals_document
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
-from tracker.units import finite_or_none, parse_utc
+from tracker.units import parse_utc
 from tracker.version import VERSION as __version__
 
 
@@ -152,6 +153,8 @@ def _parse_run(directory: Path, position: int) -> _Run:
             co2_g=_number(row["co2_g"]),
             partial=row.get("partial") == "true",
             devices=tuple(devices.get(epoch, [])),
+            samples=_count(row.get("samples")),
+            tokens=_count(row.get("tokens")),
         )
         year = _number(row.get("intensity_year", ""))
         provenance[epoch] = Provenance(  # the column holds "label: source" as one text
@@ -240,7 +243,6 @@ def _document(
     first = runs[0].document
     statuses = [str(r.document.get("status")) for r in runs]
     stops = [r.document.get("stopped_utc") for r in runs]
-    totals = asdict(summary)
     hosts = sorted({r.host for r in runs})
     return {
         "wattprint_version": __version__,
@@ -257,7 +259,7 @@ def _document(
         "missing": [m | {"host": r.host, "rank": r.rank} for r in runs for m in _missing_docs(r)],
         "location": first.get("location"),
         "intensity": first.get("intensity"),
-        "totals": {k: finite_or_none(totals.get(k)) for k in first.get("totals", totals)},
+        "totals": totals_document(summary),
         "whole_run_energy_j": None,
         "prediction": None,
         "warnings": list(summary.warnings),
@@ -313,3 +315,8 @@ def _device(row: dict[str, str]) -> DeviceEnergy:
 
 def _number(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
+
+
+def _count(text: str | None) -> int | None:
+    """A work count from epochs.csv; None where it is empty or the run predates the column."""
+    return int(text) if text not in (None, "") else None

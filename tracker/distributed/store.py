@@ -10,7 +10,6 @@ once it has written the epoch, so the store holds a bounded amount.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import queue
@@ -27,7 +26,8 @@ from tracker.measure.epochs import Totals, summarise
 from tracker.notices import Notices
 from tracker.output.console import say
 from tracker.output.logs import LogWriter
-from tracker.units import figure, finite_or_none
+from tracker.output.run_info import totals_document
+from tracker.units import figure
 
 DocumentFn = Callable[[], dict[str, Any]]
 POLL_S = 0.1
@@ -289,7 +289,6 @@ class Collector:
             missing=missing,
             warnings=base.get("warnings", ()),
         )
-        totals = dataclasses.asdict(summary)
         return base | {
             "run_id": self._run_id,
             "rank": None,
@@ -299,7 +298,7 @@ class Collector:
             "missing": [
                 m | {"host": i["host"], "rank": i["rank"]} for i in infos for m in i["missing"]
             ],
-            "totals": {k: finite_or_none(totals.get(k)) for k in base["totals"]},
+            "totals": totals_document(summary),
             "whole_run_energy_j": None,
             "distributed": {
                 "role": "job",

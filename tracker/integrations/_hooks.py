@@ -59,6 +59,12 @@ class TrackerHooks:
         if self._running and self.tracker is not None:
             self._open = self._safely("epoch_start", self.tracker.epoch_start)[0]
 
+    def add_work(self, samples: int | None = None, tokens: int | None = None) -> None:
+        """Count work in the open epoch (nothing when none is open); a bad count is warned about."""
+        tracker = self.tracker
+        if self._open and tracker is not None:
+            self._safely("counting work", lambda: tracker.add_work(samples=samples, tokens=tokens))
+
     def epoch_end(self) -> EpochRecord | None:
         """Close the open epoch: its record, or None when none was open or closing it failed."""
         if not self._open or self.tracker is None:
@@ -80,9 +86,12 @@ class TrackerHooks:
         else:
             self._safely("stop", lambda: tracker.__exit__(type(error), error, error.__traceback__))
 
-    def safely(self, what: str, action: Callable[[], object]) -> None:
-        """Run a framework-side step (handing the figures to its logger, say) protected alike."""
-        self._safely(what, action)
+    def safely(self, what: str, action: Callable[[], T]) -> T | None:
+        """Run a framework-side step (handing the figures to its logger, say) protected alike.
+
+        Returns what ``action`` returned, or None when it failed.
+        """
+        return self._safely(what, action)[1]
 
     def _safely(self, what: str, action: Callable[[], T]) -> tuple[bool, T | None]:
         try:
@@ -109,5 +118,9 @@ def epoch_metrics(record: EpochRecord, prefix: str = "wattprint/") -> dict[str, 
         "cpu_energy_j": record.cpu_energy_j,
         "dram_energy_j": record.dram_energy_j,
         "duration_s": record.duration_s,
+        "samples": record.samples,
+        "tokens": record.tokens,
+        "it_energy_j_per_sample": record.it_energy_j_per_sample,
+        "it_energy_j_per_token": record.it_energy_j_per_token,
     }
     return {f"{prefix}{name}": float(v) for name, v in values.items() if v is not None}

@@ -9,6 +9,11 @@ they appear in the ``History`` that ``fit`` returns and in the callbacks after t
 TensorBoard). The Tracker stops at ``on_train_end``. Keras runs on whichever backend
 ``KERAS_BACKEND`` names; when it is unset, TensorFlow is not installed and PyTorch is, this module
 sets it to ``torch`` before importing Keras.
+
+Work: Keras tells callbacks the step, not the batch, so with ``batch_size=`` (the one given to
+``fit``) each epoch counts steps x ``batch_size`` samples: exact when the batch size divides the
+data, else up to ``batch_size - 1`` too many for the last, shorter batch. Without it nothing is
+counted; exact counts can be added with ``callback.tracker.add_work(samples=...)``.
 """
 
 from __future__ import annotations
@@ -33,16 +38,28 @@ except ImportError as error:  # pragma: no cover - the framework is an optional 
         "tracker.integrations.keras needs Keras 3: pip install 'wattprint[keras]'"
     ) from error
 
+from tracker.arguments import integer
 from tracker.integrations._hooks import TrackerHooks, epoch_metrics
 from tracker.tracker import Tracker
 
 
 class WattprintCallback(keras.callbacks.Callback):  # type: ignore[misc]  # Keras has no types
-    """Measures every epoch of ``fit``; give a ``Tracker`` or ``Tracker`` keyword arguments."""
+    """Measures every epoch of ``fit``; give a ``Tracker`` or ``Tracker`` keyword arguments.
 
-    def __init__(self, tracker: Tracker | None = None, **tracker_kwargs: Any) -> None:
+    ``batch_size``: ``fit``'s, to count steps x ``batch_size`` samples an epoch.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker | None = None,
+        *,
+        batch_size: int | None = None,
+        **tracker_kwargs: Any,
+    ) -> None:
         super().__init__()
+        self.batch_size = None if batch_size is None else integer("batch_size", batch_size, 1)
         self.hooks = TrackerHooks("keras", tracker, tracker_kwargs)
+        self._steps = 0  # steps of the open epoch
 
     @property
     def tracker(self) -> Tracker | None:
@@ -57,8 +74,15 @@ class WattprintCallback(keras.callbacks.Callback):  # type: ignore[misc]  # Kera
         """Open an epoch."""
         self.hooks.epoch_start()
 
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Note the steps done (``batch``: the index of the epoch's last step run)."""
+        self._steps = batch + 1
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Close the epoch and add its figures to Keras' ``logs``."""
+        """Close the epoch (steps x ``batch_size`` samples) and add its figures to ``logs``."""
+        if self.batch_size is not None:
+            self.hooks.add_work(samples=self._steps * self.batch_size)
+        self._steps = 0
         record = self.hooks.epoch_end()
         if record is not None and logs is not None:
             metrics = epoch_metrics(record)

@@ -7,7 +7,7 @@ is its second part, with the same epoch number, also partial.
 
 from __future__ import annotations
 
-from tracker.measure.epochs import Totals
+from tracker.measure.epochs import Totals, sum_optional
 from tracker.measure.sampler import MeterSnapshot
 from tracker.records import EpochRecord
 
@@ -26,6 +26,8 @@ class EpochBook:
         self.signalled: EpochRecord | None = None  # the part a signal closed, for epoch_end
         self.last_cut: Cut = (0.0, {})
         self._split = False  # the open epoch is the part of an epoch after a signal's cut
+        self.samples: int | None = None  # the work counted in the open epoch (None: none)
+        self.tokens: int | None = None
 
     def check_closed(self) -> None:
         """``ValueError`` while an epoch is open (``epoch_start`` twice)."""
@@ -39,6 +41,7 @@ class EpochBook:
         self.check_closed()
         self.open, self.signalled = cut, None
         self.number += 1
+        self.samples = self.tokens = None
 
     def end(self, cut: Cut) -> tuple[Cut, bool]:
         """Close the open epoch at ``cut``: its start and whether it is a part (partial)."""
@@ -60,4 +63,10 @@ class EpochBook:
         if self.signalled is None:
             return False
         self.open, self.signalled, self._split = self.last_cut, None, True
+        self.samples = self.tokens = None  # the first part took the work counted before the cut
         return True
+
+    def count(self, samples: int | None, tokens: int | None) -> None:
+        """Add work to the open epoch's (None adds nothing)."""
+        self.samples = sum_optional((self.samples, samples))
+        self.tokens = sum_optional((self.tokens, tokens))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from backends.base import COMPONENTS, Component, Meter
 from tracker.carbon.pricing import Carbon
@@ -19,6 +19,8 @@ from tracker.units import J_PER_KWH, utc_label
 
 if TYPE_CHECKING:
     from tracker.records import Prediction, PredictionCheck
+
+N = TypeVar("N", int, float)
 
 
 def build_record(
@@ -34,11 +36,14 @@ def build_record(
     rank: int,
     partial: bool,
     uncovered: Collection[Component] = (),
+    samples: int | None = None,
+    tokens: int | None = None,
 ) -> EpochRecord:
     """The record of the epoch between two snapshots of the same meters.
 
     ``uncovered``: components some of whose devices have no meter (``methods`` then says
     ``+missing``, e.g. ``cpu=rapl+missing`` when only one of two packages can be read).
+    ``samples``/``tokens``: the work counted in the epoch (None: not counted).
     """
     (start_s, first), (end_s, last) = start, end
     duration_s = end_s - start_s
@@ -80,7 +85,46 @@ def build_record(
         methods=methods(devices, components, uncovered),
         devices=devices,
         partial=partial,
+        samples=samples,
+        tokens=tokens,
+        it_energy_j_per_sample=per_unit(it_energy_j, samples),
+        it_energy_j_per_token=per_unit(it_energy_j, tokens),
     )
+
+
+class WorkTally:
+    """One unit of work (samples or tokens) over a run's epochs, and the energy that did it.
+
+    ``count`` sums every epoch that counted the unit (None: none did). The per-unit figures divide
+    the IT energy and CO2 of the epochs that counted it and were measured by their count, so an
+    epoch without a count (a validation epoch, say) neither inflates nor dilutes them.
+    """
+
+    def __init__(self) -> None:
+        self.count: int | None = None
+        self.priced = 0  # the units counted in measured epochs
+        self.it_energy_j = 0.0
+        self.co2_g: float | None = None
+
+    def add(self, count: int | None, it_energy_j: float | None, co2_g: float | None) -> None:
+        """Count one epoch's work, with its IT energy (J) and gCO2e."""
+        if count is None:
+            return
+        self.count = sum_optional((self.count, count))
+        if it_energy_j is not None:
+            self.priced += count
+            self.it_energy_j += it_energy_j
+            self.co2_g = sum_optional((self.co2_g, co2_g))
+
+    @property
+    def it_energy_j_per_unit(self) -> float | None:
+        """IT energy per unit of work in J; None where there is none to divide by."""
+        return per_unit(self.it_energy_j, self.priced)
+
+    @property
+    def co2_g_per_unit(self) -> float | None:
+        """gCO2e per unit of work; None where there is none to divide by."""
+        return per_unit(self.co2_g, self.priced)
 
 
 class Totals:
@@ -102,6 +146,8 @@ class Totals:
         self.done_duration_s = 0.0
         self.done_it_energy_j = 0.0
         self.done_co2_g = 0.0
+        self.samples = WorkTally()
+        self.tokens = WorkTally()
 
     @classmethod
     def of(cls, records: Iterable[EpochRecord]) -> Totals:
@@ -123,6 +169,8 @@ class Totals:
         self.facility_kwh = sum_optional((self.facility_kwh, record.facility_energy_kwh))
         self.co2_g = sum_optional((self.co2_g, record.co2_g))
         self.methods = record.methods
+        self.samples.add(record.samples, record.it_energy_j, record.co2_g)
+        self.tokens.add(record.tokens, record.it_energy_j, record.co2_g)
         if not record.partial:
             self.done_epochs += 1
             self.done_duration_s += record.duration_s
@@ -171,13 +219,24 @@ def summarise(
         warnings=tuple(warnings),
         prediction=prediction,
         prediction_check=prediction_check,
+        samples=totals.samples.count,
+        tokens=totals.tokens.count,
+        it_energy_j_per_sample=totals.samples.it_energy_j_per_unit,
+        it_energy_j_per_token=totals.tokens.it_energy_j_per_unit,
+        co2_g_per_sample=totals.samples.co2_g_per_unit,
+        co2_g_per_token=totals.tokens.co2_g_per_unit,
     )
 
 
-def sum_optional(values: Iterable[float | None]) -> float | None:
+def sum_optional(values: Iterable[N | None]) -> N | None:
     """The sum of the known values; None when none is known (never a silent 0)."""
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+def per_unit(amount: float | None, count: int | None) -> float | None:
+    """``amount`` per unit of work (J or g per sample or token); None without both, or with 0."""
+    return amount / count if amount is not None and count else None
 
 
 def facility_kwh_of(it_energy_j: float | None, pue: float) -> float | None:

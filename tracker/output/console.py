@@ -8,7 +8,7 @@ import sys
 from backends.base import COMPONENTS
 from tracker.measure.predict import check_line
 from tracker.records import EpochRecord, RunSummary
-from tracker.units import figure
+from tracker.units import figure, format_energy_per
 
 
 def say(line: str) -> None:
@@ -35,6 +35,7 @@ def epoch_line(record: EpochRecord) -> str:
         f"wattprint epoch {record.epoch}{flag}: {record.duration_s:.2f} s, "
         f"{figure(record.facility_energy_kwh)} kWh, {figure(record.co2_g)} gCO2e"
         + (" | " + ", ".join(parts) if parts else " | nothing measured")
+        + (f" | {work}" if (work := work_text(record)) else "")
     )
 
 
@@ -46,5 +47,19 @@ def summary_line(summary: RunSummary) -> str:
         f"{figure(summary.co2_g)} gCO2e at "
         f"{summary.intensity_g_per_kwh:.0f} g/kWh; "
         + (f"{check_line(summary.prediction_check)}; " if summary.prediction_check else "")
+        + (f"{work}; " if (work := work_text(summary)) else "")
         + f"logs in {summary.run_dir}"
     )
+
+
+def work_text(figures: EpochRecord | RunSummary) -> str:
+    """``1,024 samples, 3.2 J/sample IT`` for the work counted; empty where none was."""
+    parts = [
+        f"{count:,} {unit}s, {format_energy_per(per_j, unit)} IT"
+        for unit, count, per_j in (
+            ("sample", figures.samples, figures.it_energy_j_per_sample),
+            ("token", figures.tokens, figures.it_energy_j_per_token),
+        )
+        if count is not None
+    ]
+    return "; ".join(parts)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 V = TypeVar("V")
 
+WORK_COLUMNS = ("samples", "tokens", "it_energy_j_per_sample", "it_energy_j_per_token")
+"""epochs.csv's work done (``Tracker.add_work``) and IT energy per unit of it in J; empty where
+not counted (never 0)."""
 EPOCH_COLUMNS = (
     "run_id",
     "epoch",
@@ -50,6 +53,7 @@ EPOCH_COLUMNS = (
     "intensity_source",
     "intensity_year",
     "intensity_basis",
+    *WORK_COLUMNS,
 )
 DEVICE_COLUMNS = (
     "run_id",
@@ -170,6 +174,10 @@ class LogWriter:
                         provenance.labelled_source,
                         provenance.year,
                         provenance.basis,
+                        record.samples,
+                        record.tokens,
+                        record.it_energy_j_per_sample,
+                        record.it_energy_j_per_token,
                     )
                 )
             ],

@@ -46,11 +46,6 @@ def run_document(
     """
     provenance = carbon.source.provenance
     covered = coverage(meters, missing, components)
-    totals = {
-        k: finite_or_none(v)
-        for k, v in dataclasses.asdict(summary).items()
-        if k not in ("prediction", "prediction_check")  # under "prediction" below
-    }
     return {
         "wattprint_version": __version__,
         "run_id": summary.run_id,
@@ -81,10 +76,19 @@ def run_document(
             "basis": provenance.basis,
             "series_used": [[utc_label(t), g] for t, g in carbon.source.series_used()],
         },
-        "totals": totals,
+        "totals": totals_document(summary),
         "whole_run_energy_j": _whole_run_j(*whole_run) if whole_run is not None else None,
         "prediction": prediction_document(summary.prediction, summary.prediction_check),
         "warnings": list(summary.warnings),
+    }
+
+
+def totals_document(summary: RunSummary) -> dict[str, Any]:
+    """``run.json``'s "totals": the summary's figures (its prediction has a section of its own)."""
+    return {
+        k: finite_or_none(v)
+        for k, v in dataclasses.asdict(summary).items()
+        if k not in ("prediction", "prediction_check")
     }
 
 

@@ -21,9 +21,17 @@ from backends.base import COMPONENTS
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
-from tracker.units import format_mass
+from tracker.units import format_co2_per, format_energy_per, format_mass
 
-__all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_report"]
+__all__ = [
+    "RunFiles",
+    "find_run_dir",
+    "hardware_text",
+    "location_text",
+    "markdown_statement",
+    "read_run",
+    "text_report",
+]
 
 J_PER_WH = 3600.0
 _METHOD_WORDS = {
@@ -50,8 +58,11 @@ class RunFiles:
         return self.run_dir.parent.name
 
 
-def find_run_dir(path: str | Path) -> Path:
-    """``path`` if it holds run.json, else the newest run below it (a project or log directory)."""
+def find_run_dir(path: str | Path, doing: str = "reporting") -> Path:
+    """``path`` if it holds run.json, else the newest run below it (a project or log directory).
+
+    Says which run it chose on stderr (``doing``: what is done with it).
+    """
     root = Path(path)
     if (root / "run.json").is_file():
         return root
@@ -59,16 +70,16 @@ def find_run_dir(path: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"{root} is not a wattprint run directory (no run.json in it)")
     newest = max(found, key=lambda p: p.stat().st_mtime).parent
-    print(f"wattprint: reporting the newest run under {root}: {newest}", file=sys.stderr)
+    print(f"wattprint: {doing} the newest run under {root}: {newest}", file=sys.stderr)
     return newest
 
 
-def read_run(path: str | Path) -> RunFiles:
+def read_run(path: str | Path, doing: str = "reporting") -> RunFiles:
     """The files of the run at ``path`` (``find_run_dir``); errors name the file that is wrong.
 
     Raises ``FileNotFoundError`` for a missing run.json, ``ValueError`` for one that is not a run's.
     """
-    run_dir = find_run_dir(path)
+    run_dir = find_run_dir(path, doing)
     run = read_run_json(run_dir / "run.json")
     if "totals" not in run:
         raise ValueError(f"{run_dir / 'run.json'} is not a wattprint run.json (no totals)")
@@ -81,6 +92,7 @@ def text_report(files: RunFiles) -> str:
     sections = [
         _header(files),
         _epoch_table(files),
+        _work(files),
         _components(files),
         _prediction(files),
         _provenance(files),
@@ -99,7 +111,7 @@ def markdown_statement(files: RunFiles) -> str:
         number(totals.get("co2_g")),
     )
     intensity = number(totals.get("intensity_g_per_kwh"))
-    hardware, where, source = _hardware_text(run), _location_text(run), _intensity_text(run)
+    hardware, where, source = hardware_text(run), location_text(run), _intensity_text(run)
     epochs, duration = int(totals.get("epochs") or 0), number(totals.get("duration_s"))
     year = (run.get("intensity") or {}).get("year")
     summary = (
@@ -120,6 +132,7 @@ def markdown_statement(files: RunFiles) -> str:
         ("Location", where),
         ("Carbon intensity", f"{_g(intensity)} gCO2e/kWh; {source}"),
         ("Emissions", f"{format_mass(co2, 4)} CO2e"),
+        *([("Per unit of work", work)] if (work := _per_unit_text(totals)) else []),
         ("Method", _method_text(run)),
     ]
     table = ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in rows)]
@@ -177,6 +190,68 @@ def _epoch_table(files: RunFiles) -> str:
         "; *: interrupted epoch)" if any(r.get("partial") == "true" for r in files.epochs) else ")"
     )
     return "Epochs\n" + "\n".join("  " + line for line in lines) + "\n" + note
+
+
+def _per_unit_text(totals: dict[str, Any]) -> str:
+    """``4 J/sample IT, 1.2 gCO2e per 1k samples; ...`` for each unit counted; empty if none."""
+    return "; ".join(
+        f"{format_energy_per(number(totals.get(f'it_energy_j_per_{u}')), u)} IT, "
+        f"{format_co2_per(number(totals.get(f'co2_g_per_{u}')), u)}"
+        for u in ("sample", "token")
+        if totals.get(f"{u}s") is not None
+    )
+
+
+def _work(files: RunFiles) -> str:
+    """The work counted per epoch and the IT energy and gCO2e per sample and per token."""
+    units = [u for u in ("sample", "token") if any(row.get(f"{u}s") for row in files.epochs)]
+    if not units:
+        return "Work: not counted (Tracker.add_work or epoch_end(samples=..., tokens=...))"
+    head = ("epoch", *(h for u in units for h in (f"{u}s", f"IT per {u}")))
+    rows = [
+        (
+            row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
+            *(
+                text
+                for u in units
+                for text in (
+                    _count(row.get(f"{u}s")),
+                    format_energy_per(number(row.get(f"it_energy_j_per_{u}")), u),
+                )
+            ),
+        )
+        for row in files.epochs
+    ]
+    totals = files.run["totals"]
+    rows.append(
+        (
+            "total",
+            *(
+                text
+                for u in units
+                for text in (
+                    _count(totals.get(f"{u}s")),
+                    format_energy_per(number(totals.get(f"it_energy_j_per_{u}")), u),
+                )
+            ),
+        )
+    )
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in (head, *rows)]
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    emissions = [
+        f"  {format_co2_per(number(totals.get(f'co2_g_per_{u}')), u)} (PUE and grid included)"
+        for u in units
+    ]
+    note = "  (per unit: over the epochs that counted it and were measured; '-': not counted)"
+    return (
+        "Work\n"
+        + "\n".join("  " + line for line in lines)
+        + "\n"
+        + "\n".join(emissions)
+        + "\n"
+        + note
+    )
 
 
 def _components(files: RunFiles) -> str:
@@ -260,7 +335,7 @@ def _provenance(files: RunFiles) -> str:
         "Provenance",
         f"  measured: {_method_text(run)}",
         f"  intensity: {_intensity_text(run)}",
-        f"  location: {_location_text(run)}; PUE {float(run.get('pue') or 1.0):g}",
+        f"  location: {location_text(run)}; PUE {float(run.get('pue') or 1.0):g}",
     ]
     missing = [f"{m.get('device')} ({m.get('reason')})" for m in run.get("missing", [])]
     if missing:
@@ -278,7 +353,8 @@ def _warnings(files: RunFiles) -> str:
 # --- wording --------------------------------------------------------------------------------
 
 
-def _hardware_text(run: dict[str, Any]) -> str:
+def hardware_text(run: dict[str, Any]) -> str:
+    """The run's measured devices in words, e.g. ``2 x NVIDIA H100 80GB HBM3, host DRAM``."""
     counts: dict[str, int] = {}
     for h in run.get("hardware", []):
         label = "host DRAM" if h.get("component") == "dram" else str(h.get("model", "?"))
@@ -304,7 +380,8 @@ def _intensity_text(run: dict[str, Any]) -> str:
     return f"{i.get('label', '?')}: {i.get('source', '?')} ({year}, {i.get('basis', '?')})"
 
 
-def _location_text(run: dict[str, Any]) -> str:
+def location_text(run: dict[str, Any]) -> str:
+    """Where the run was priced, e.g. ``DE (Germany)``, or ``not given``."""
     place = run.get("location")
     return f"{place['code']} ({place['name']})" if place else "not given"
 
@@ -332,6 +409,12 @@ def number(value: object) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
+
+
+def _count(value: object) -> str:
+    """A work count with thousands separated; ``-`` where it was not counted."""
+    count = number(value)
+    return f"{count:,.0f}" if math.isfinite(count) else "-"
 
 
 def _g(value: float) -> str:
