@@ -59,7 +59,7 @@ def find_run_dir(path: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"{root} is not a wattprint run directory (no run.json in it)")
     newest = max(found, key=lambda p: p.stat().st_mtime).parent
-    print(f"wattprint: reporting the newest run under {root}: {newest}", file=sys.stderr)
+    print(f"wattprint: the newest run under {root} is {newest}", file=sys.stderr)
     return newest
 
 
