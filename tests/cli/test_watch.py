@@ -140,7 +140,7 @@ def test_run_live_draws_the_run_in_place_with_the_commands_output_above(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     logs = tmp_path / "runs"
-    command = "import sys, time; print('step one'); time.sleep(1.5); print('oops', file=sys.stderr)"
+    command = "import sys, time; print('step one'); time.sleep(0.5); print('oops', file=sys.stderr)"
     args = ["run", "--live", "--log-dir", str(logs), "--location", "SE", "--interval", "0.1"]
     primary, secondary = os.openpty()
     wrapper = subprocess.Popen(

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracker.measure.predict import duration_text, prediction_line
-from tracker.output.logs import current_names
+from tracker.output.logs import current_names, read_run_json
 from tracker.records import Prediction
 from tracker.report.text import find_run_dir, number
 from tracker.units import J_PER_KWH, figure, parse_utc
@@ -104,14 +104,16 @@ class LiveRun:
 def run_dir_of(path: str | os.PathLike[str]) -> Path:
     """The run directory at ``path``, or the newest run below it (a project or log directory).
 
-    Raises ``FileNotFoundError`` naming ``path`` where it is not a directory or holds no run.
+    Raises ``FileNotFoundError`` naming ``path`` where it is not a directory or holds no run, and
+    ``ValueError`` naming the run.json that is not a run's (the tracker writes it whole, always).
     """
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
-    if any((root / name).is_file() for name in RUN_FILES):
-        return root
-    return find_run_dir(root)
+    run_dir = root if any((root / name).is_file() for name in RUN_FILES) else find_run_dir(root)
+    if (run_dir / "run.json").is_file():
+        read_run_json(run_dir / "run.json")
+    return run_dir
 
 
 class RunFollower:
