@@ -122,3 +122,15 @@ def test_import_tracker_does_not_import_ipython() -> None:
     code = "import sys, tracker; print('IPython' in sys.modules, 'tracker.notebook' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_log_dir_that_cannot_be_written_is_a_warning_in_the_summary(
+    shell: InteractiveShell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = shell.run_cell(f"%%wattprint --log-dir {blocker}\nmeasured = 1")
+    assert result.success and shell.user_ns["measured"] == 1
+    assert "warning: cannot write the logs" in capsys.readouterr().out
+    last = shell.run_line_magic("wattprint", "")
+    assert "cannot write the logs" in last._repr_html_() and last.record.co2_g > 0

@@ -38,11 +38,15 @@ class CellMeasurement:
     summary: RunSummary
 
     def text(self) -> str:
-        """The cell's epoch line and where its logs are."""
-        return f"{epoch_line(self.record)}\nlogs in {self.summary.run_dir}"
+        """The cell's epoch line, where its logs are, and the run's warnings."""
+        warnings = "".join(f"\nwarning: {message}" for message in self.summary.warnings)
+        return f"{epoch_line(self.record)}\nlogs in {self.summary.run_dir}{warnings}"
 
     def rows(self) -> list[tuple[str, str]]:
-        """(quantity, value with unit) pairs: the table's rows; ``n/a`` where not measured."""
+        """(quantity, value with unit) pairs: the table's rows; ``n/a`` where not measured.
+
+        The run's warnings are rows too: the tracker runs quietly here (``verbose=0``).
+        """
         record, summary = self.record, self.summary
         rows = [("duration", f"{format_number(record.duration_s, 4)} s")]
         for component in COMPONENTS:
@@ -58,6 +62,7 @@ class CellMeasurement:
         ]
         rows += [("not measured", gap) for gap in summary.missing]
         rows.append(("logs", summary.run_dir))
+        rows += [("warning", message) for message in summary.warnings]
         return rows
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

@@ -18,10 +18,12 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +136,8 @@ class RunFollower:
         self._intensity = float("nan")
         self._power_w: dict[str, float] = {}
         self._previous_s: dict[str, float] = {}  # each device's last timeline point, elapsed s
-        self._open: list[tuple[float, float]] = []  # (elapsed s, J) of points after the last edge
+        self._open: deque[tuple[float, float]] = deque()  # (elapsed s, J) after the last edge
+        self._open_j = 0.0  # their sum
 
     def poll(self) -> LiveRun:
         """Read what was written since the last poll."""
@@ -146,7 +149,7 @@ class RunFollower:
             self._add_epoch(current_names(row))
         rows, restarted = self._samples_file.read()
         if restarted:
-            self._previous_s, self._open = {}, []
+            self._previous_s, self._open, self._open_j = {}, deque(), 0.0
         for row in rows:
             self._add_sample(row)
         return self._state()
@@ -159,7 +162,7 @@ class RunFollower:
 
     def _add_epoch(self, row: dict[str, str]) -> None:
         epoch = number(row.get("epoch"))
-        if epoch != epoch:  # NaN: a line that is not an epoch's (cut short by a failed write)
+        if math.isnan(epoch):  # a line that is not an epoch's (cut short by a failed write)
             return
         self._epochs.append(
             EpochFigures(
@@ -171,7 +174,7 @@ class RunFollower:
             )
         )
         intensity = number(row.get("intensity_g_per_kwh"))
-        if intensity == intensity:
+        if not math.isnan(intensity):
             self._intensity = intensity
         with contextlib.suppress(ValueError):
             self._last_end_unix = parse_utc(row.get("end_utc") or "")
@@ -182,18 +185,18 @@ class RunFollower:
             number(row.get("elapsed_s")),
             number(row.get("power_w")),
         )
-        if not device or elapsed_s != elapsed_s or power_w != power_w:
+        if not device or math.isnan(elapsed_s) or math.isnan(power_w):
             return
         previous_s = self._previous_s.get(device, 0.0)
         self._previous_s[device] = elapsed_s
         self._power_w[device] = power_w
-        self._open.append((elapsed_s, power_w * max(elapsed_s - previous_s, 0.0)))
+        energy_j = power_w * max(elapsed_s - previous_s, 0.0)
+        self._open.append((elapsed_s, energy_j))
+        self._open_j += energy_j
 
     def _state(self) -> LiveRun:
         run = self._run
-        totals = run.get("totals") if isinstance(run.get("totals"), dict) else {}
-        assert isinstance(totals, dict)
-        totals = current_names(totals)
+        totals = current_names(run["totals"]) if isinstance(run.get("totals"), dict) else {}
         started = _unix(run.get("started_utc"))
         stopped = _unix(run.get("stopped_utc"))
         status = run.get("status") if isinstance(run.get("status"), str) else None
@@ -222,24 +225,24 @@ class RunFollower:
 
     def _so_far(self, started: float | None, pue: float) -> tuple[float | None, float | None]:
         """Finished epochs plus the open one from the timeline: (facility kWh, gCO2e)."""
-        if self._last_end_unix is not None and started is not None:
-            edge_s = self._last_end_unix - started
-            self._open = [(t, j) for t, j in self._open if t > edge_s]
-        elif self._epochs:  # epochs but no run.json to place them: the timeline is not added
-            self._open = []
-        kwh = [
-            e.facility_energy_kwh
-            for e in self._epochs
-            if e.facility_energy_kwh == e.facility_energy_kwh
-        ]
-        co2 = [e.co2_g for e in self._epochs if e.co2_g == e.co2_g]
+        last_end = self._last_end_unix
+        if last_end is not None and started is not None:
+            edge_s = last_end - started  # the last finished epoch's end, in timeline seconds
+        else:  # no epoch yet (all of the timeline is open), or none that can be placed
+            edge_s = math.inf if self._epochs else 0.0
+        while self._open and self._open[0][0] <= edge_s:
+            self._open_j -= self._open.popleft()[1]  # counted in a finished epoch now
+        if not self._open:
+            self._open_j = 0.0  # no rounding left over from the subtractions
+        kwh = [e.facility_energy_kwh for e in self._epochs if not math.isnan(e.facility_energy_kwh)]
+        co2 = [e.co2_g for e in self._epochs if not math.isnan(e.co2_g)]
         if self._open:
-            open_kwh = sum(j for _, j in self._open) * (pue if pue == pue else 1.0) / J_PER_KWH
+            open_kwh = self._open_j * (1.0 if math.isnan(pue) else pue) / J_PER_KWH
             kwh.append(open_kwh)
             intensity = self._intensity
-            if intensity != intensity:
+            if math.isnan(intensity):  # no epoch yet: the location's nominal intensity
                 intensity = number((self._run.get("totals") or {}).get("intensity_g_per_kwh"))
-            if intensity == intensity:
+            if not math.isnan(intensity):
                 co2.append(open_kwh * intensity)
         return (sum(kwh) if kwh else None), (sum(co2) if co2 else None)
 
@@ -367,7 +370,7 @@ def _unix(value: object) -> float | None:
 
 
 def _known(value: float) -> float | None:
-    return None if value != value else value
+    return None if math.isnan(value) else value
 
 
 def _prediction(document: object) -> Prediction | None:
