@@ -17,6 +17,7 @@ from rich.console import Console
 
 from tracker.notices import Notices
 from tracker.output.logs import EPOCH_COLUMNS, LogWriter
+from tracker.report import live
 from tracker.report.live import RunFollower, _Tail, follow, render, run_dir_of
 from tracker.units import J_PER_KWH, utc_label
 
@@ -94,6 +95,17 @@ def test_energy_so_far_is_the_finished_epochs_plus_the_open_one_from_the_timelin
     assert run.ended and run.elapsed_s == pytest.approx(14.0)
     assert (run.facility_energy_kwh, run.co2_g) == (0.0013, 0.65)
     assert run.end_line() == "run r: finished, 2 epochs, 14.0 s, 0.0013 kWh, 0.65 gCO2e"
+
+
+def test_a_poll_reads_a_long_file_to_its_end_a_piece_at_a_time(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "MAX_READ_BYTES", 100)  # a few rows per read
+    for epoch in range(1, 201):
+        append_epoch(run_dir, epoch_row(epoch, 10.0 * epoch, 0.001, 0.5))
+    run = RunFollower(run_dir).poll()
+    assert [e.epoch for e in run.epochs] == list(range(1, 201))
+    assert run.facility_energy_kwh == pytest.approx(0.2)
 
 
 def test_a_file_replaced_or_cut_is_read_again_from_its_start(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from tracker.units import J_PER_KWH, figure, parse_utc
 __all__ = ["LiveRun", "RunFollower", "follow", "render", "run_dir_of"]
 
 RUN_FILES = ("run.json", "epochs.csv", "samples.csv")
-MAX_READ_BYTES = 8 << 20  # per file and poll: a long run's timeline is caught up over a few polls
+MAX_READ_BYTES = 8 << 20  # read at once: a long run's timeline is parsed a piece at a time
 REFRESH_PER_SECOND = 4
 _PREDICTION_FIELDS = {f.name for f in dataclasses.fields(Prediction)}
 
@@ -142,16 +142,16 @@ class RunFollower:
     def poll(self) -> LiveRun:
         """Read what was written since the last poll."""
         self._read_run_json()
-        rows, restarted = self._epochs_file.read()
-        if restarted:
-            self._epochs = []
-        for row in rows:
-            self._add_epoch(current_names(row))
-        rows, restarted = self._samples_file.read()
-        if restarted:
-            self._previous_s, self._open, self._open_j = {}, deque(), 0.0
-        for row in rows:
-            self._add_sample(row)
+        for rows, restarted in self._epochs_file.chunks():
+            if restarted:
+                self._epochs = []
+            for row in rows:
+                self._add_epoch(current_names(row))
+        for rows, restarted in self._samples_file.chunks():
+            if restarted:
+                self._previous_s, self._open, self._open_j = {}, deque(), 0.0
+            for row in rows:
+                self._add_sample(row)
         return self._state()
 
     def _read_run_json(self) -> None:
@@ -333,9 +333,19 @@ class _Tail:
         self._offset = 0
         self._partial = b""
         self._header: list[str] | None = None
+        self._more = False  # the last read stopped short of the end of the file
+
+    def chunks(self) -> Iterator[tuple[list[dict[str, str]], bool]]:
+        """``read`` until the end of the file, at most ``MAX_READ_BYTES`` in memory at once."""
+        while True:
+            rows, restarted = self.read()
+            yield rows, restarted
+            if not self._more:
+                return
 
     def read(self) -> tuple[list[dict[str, str]], bool]:
         """(new whole rows, whether the file was replaced or cut so earlier rows are void)."""
+        self._more = False
         try:
             with open(self.path, "rb") as handle:
                 status = os.fstat(handle.fileno())
@@ -350,6 +360,7 @@ class _Tail:
         restarted = restarted and self._identity is not None
         self._identity = identity
         self._offset += len(data)
+        self._more = len(data) == MAX_READ_BYTES
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         whole, self._partial = data[:cut], data[cut:]
