@@ -216,6 +216,9 @@ def test_a_path_that_is_not_a_run_is_refused_naming_it(tmp_path: Path, run_dir: 
     assert run_dir_of(run_dir) == run_dir  # its CSVs are there, run.json not yet
     write_run_json(run_dir)
     assert run_dir_of(tmp_path / "p") == run_dir  # a project: its newest run
-    (run_dir / "run.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match=r"run\.json is not a wattprint run\.json"):
-        run_dir_of(run_dir)
+    for text in ("[1, 2]", "{}"):
+        (run_dir / "run.json").write_text(text)
+        with pytest.raises(ValueError, match=r"run\.json is not a wattprint run\.json"):
+            run_dir_of(run_dir)
+    with pytest.raises(ValueError, match="RUN_DIR must be a non-empty path"):
+        run_dir_of("")

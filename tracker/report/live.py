@@ -34,6 +34,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from tracker.arguments import directory
 from tracker.measure.predict import duration_text, prediction_line
 from tracker.output.logs import current_names, read_run_json
 from tracker.records import Prediction
@@ -109,12 +110,12 @@ def run_dir_of(path: str | os.PathLike[str]) -> Path:
     Raises ``FileNotFoundError`` naming ``path`` where it is not a directory or holds no run, and
     ``ValueError`` naming the run.json that is not a run's (the tracker writes it whole, always).
     """
-    root = Path(path)
+    root = directory("RUN_DIR", path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
     run_dir = root if any((root / name).is_file() for name in RUN_FILES) else find_run_dir(root)
-    if (run_dir / "run.json").is_file():
-        read_run_json(run_dir / "run.json")
+    if (run_dir / "run.json").is_file() and "totals" not in read_run_json(run_dir / "run.json"):
+        raise ValueError(f"{run_dir / 'run.json'} is not a wattprint run.json (no totals)")
     return run_dir
 
 
