@@ -2,10 +2,11 @@
 
 The public API. ``Tracker``, ``track``, ``load_run`` and the records load with the package;
 ``CarbonTracker`` (the carbontracker drop-in) and ``estimate`` (estimates before a run) load on
-first use, so ``import tracker`` stays light.
+first use, so ``import tracker`` stays light. ``%load_ext tracker`` gives IPython the
+``%%wattprint`` magic (``tracker.notebook``, which imports IPython only then).
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracker.decorator import track
 from tracker.output.logs import load_run
@@ -25,9 +26,17 @@ __all__ = [
     "Tracker",
     "__version__",
     "estimate",
+    "load_ipython_extension",
     "load_run",
     "track",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext tracker``: register the ``%%wattprint`` and ``%wattprint`` magics."""
+    from tracker.notebook import load_ipython_extension
+
+    load_ipython_extension(ipython)
 
 
 def __getattr__(name: str) -> object:

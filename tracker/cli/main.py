@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import compare, devices, estimate, locations, merge, report, run
+from tracker.cli import compare, devices, estimate, locations, merge, report, run, watch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +38,6 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure and estimate the energy and carbon of machine-learning runs.",
     )
     subparsers = parser.add_subparsers(title="commands")
-    for command in (devices, run, locations, estimate, report, merge, compare):
+    for command in (devices, run, locations, estimate, report, merge, compare, watch):
         command.register(subparsers)
     return parser

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from types import FrameType
 
-from tracker.cli import Subparsers
+from tracker.cli import Subparsers, watch
 from tracker.tracker import Tracker
 
 
@@ -36,6 +36,11 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--interval", type=float, default=0.5, help="sampler period in seconds")
     parser.add_argument("--gpus", help="comma-separated GPU indices (>= 0) or UUIDs")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch and summary lines")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="show power, energy, gCO2e and the prediction live on stderr (a terminal)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     parser.set_defaults(handler=handle)
 
@@ -63,10 +68,10 @@ def handle(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet else 1,
     )
     tracker.record_command(command)  # run.json says what ran from its first write on
-    with tracker:
+    with watch.live_run(tracker.run_dir, args.live) as output, tracker:
         tracker.epoch_start()
         try:
-            child = subprocess.Popen(command)
+            child = subprocess.Popen(command, **output)
         except OSError as error:
             raise ValueError(f"cannot start {command[0]!r}: {error}") from error
 

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 TimelinePoint = tuple[float, str, float]
 
 _TIMELINE_FLUSH_ROWS = 512
+_TIMELINE_FLUSH_S = 1.0  # samples.csv at most this far behind, for a live view of a long epoch
 _MIN_RATE_SPAN_S = 0.01
 # A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
 _STALE_INTERVALS = 3
@@ -85,6 +86,7 @@ class Sampler:
         self._timeline_period_s = timeline_period_s
         self._on_timeline = on_timeline
         self._timeline: list[TimelinePoint] = []
+        self._flushed_s = time.monotonic()
         self._jobs: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -153,7 +155,8 @@ class Sampler:
                 with self._lock:
                     if not followed(state):  # a follower may have locked on meanwhile
                         self._apply(state, reading, hint)
-        if len(self._timeline) >= _TIMELINE_FLUSH_ROWS:
+        due = time.monotonic() - self._flushed_s >= _TIMELINE_FLUSH_S
+        if len(self._timeline) >= _TIMELINE_FLUSH_ROWS or (self._timeline and due):
             self.flush_timeline()
 
     def snapshot(self) -> tuple[float, dict[str, MeterSnapshot]]:
@@ -222,9 +225,14 @@ class Sampler:
                 )
 
     def flush_timeline(self) -> None:
-        """Hand the buffered power timeline to ``on_timeline`` now (at epoch edges and stop)."""
+        """Hand the buffered power timeline to ``on_timeline`` now (at epoch edges and stop).
+
+        The sampler thread also hands it over once a second, so ``wattprint watch`` sees a long
+        epoch's power as it goes.
+        """
         with self._lock:
             points, self._timeline = self._timeline, []
+            self._flushed_s = time.monotonic()
         if points:
             self._on_timeline(points)
 
