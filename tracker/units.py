@@ -121,13 +121,14 @@ _PER_COUNTS = ((1.0, ""), (1e3, "1k"), (1e6, "1M"), (1e9, "1B"))
 """How many units of work a per-unit figure is written for: one, a thousand, a million, ..."""
 
 
-def format_energy_per(joules: float | None, unit: str) -> str:
+def format_energy_per(joules: float | None, unit: str, like: float | None = None) -> str:
     """Energy per unit of work as it reads best: ``3.2 J/sample``, ``41.5 J per 1k tokens``.
 
     The figure is written for one ``unit``, or the fewest thousands of them that reach 1 J, in
-    J, Wh or kWh; ``-`` when unknown.
+    J, Wh or kWh; ``-`` when unknown. ``like`` picks the count and unit in place of ``joules``,
+    so figures set side by side (``wattprint compare``) share them.
     """
-    return _per(joules, unit, (("kWh", J_PER_KWH), ("Wh", 3600.0), ("J", 1.0)))
+    return _per(joules, unit, (("kWh", J_PER_KWH), ("Wh", 3600.0), ("J", 1.0)), like)
 
 
 def format_co2_per(grams: float | None, unit: str) -> str:
@@ -135,23 +136,30 @@ def format_co2_per(grams: float | None, unit: str) -> str:
     return _per(grams, unit, (("tCO2e", 1e6), ("kgCO2e", 1e3), ("gCO2e", 1.0)))
 
 
-def _per(value: float | None, unit: str, sizes: tuple[tuple[str, float], ...]) -> str:
+def _per(
+    value: float | None, unit: str, sizes: tuple[tuple[str, float], ...], like: float | None = None
+) -> str:
     if value is None or not math.isfinite(value) or value < 0:
         return "-"
+    ref = value if like is None or not math.isfinite(like) or like < 0 else like
     count, label = next(
-        ((c, n) for c, n in _PER_COUNTS if value == 0 or value * c >= sizes[-1][1]),
+        ((c, n) for c, n in _PER_COUNTS if ref == 0 or ref * c >= sizes[-1][1]),
         _PER_COUNTS[-1],
     )
-    amount = _scaled(value * count, 4, sizes)
+    amount = _scaled(value * count, 4, sizes, ref * count)
     return f"{amount}/{unit}" if count == 1 else f"{amount} per {label} {unit}s"
 
 
-def _scaled(value: float, digits: int, units: tuple[tuple[str, float], ...]) -> str:
+def _scaled(
+    value: float, digits: int, units: tuple[tuple[str, float], ...], like: float | None = None
+) -> str:
     """``value`` in the largest of ``units`` it reaches (the last below them all); ``-`` if unknown.
 
-    ``units`` are (name, size in ``value``'s unit) pairs, largest first.
+    ``units`` are (name, size in ``value``'s unit) pairs, largest first; ``like``, where given,
+    picks the unit in place of ``value``.
     """
     if not math.isfinite(value):
         return "-"
-    unit, size = next(((u, s) for u, s in units if abs(value) >= s), units[-1])
+    ref = abs(value if like is None else like)
+    unit, size = next(((u, s) for u, s in units if ref >= s), units[-1])
     return f"{format_number(value / size, digits)} {unit}"

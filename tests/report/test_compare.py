@@ -187,3 +187,15 @@ def test_the_ci_gate_in_a_shell(tmp_path: Path) -> None:
     assert "gate +5%: FAIL" in failing.stdout
     passing = wattprint(*args, "--fail-above", "10", env=env)
     assert passing.returncode == 0 and "gate +10%: pass" in passing.stdout
+
+
+def test_a_row_gives_every_run_in_the_same_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded_run(tmp_path, "light", [(0.9, 1000, None)] * 2)  # 0.9 mJ per sample
+    recorded_run(tmp_path, "heavy", [(2.0, 1000, None)] * 2)  # 2 mJ per sample
+    code, out, _ = run_cli(tmp_path / "light", tmp_path / "heavy", capsys=capsys)
+    assert code == 0
+    lines = {line.split("  ")[0]: line for line in out.splitlines()}
+    per_sample = lines["IT per sample"].split()[3:]
+    assert per_sample == ["900", "J", "per", "1M", "samples", "2,000", "J", "per", "1M", "samples"]

@@ -362,7 +362,7 @@ def _table(comparison: Comparison) -> list[list[str]]:
         ["samples", *(f"{r.samples:,}" if r.samples is not None else "-" for r in runs)],
         ["tokens", *(f"{r.tokens:,}" if r.tokens is not None else "-" for r in runs)],
         *(
-            [f"IT per {u}", *(format_energy_per(r.per_j[u], u) for r in runs)]
+            [f"IT per {u}", *(format_energy_per(r.per_j[u], u, _smallest(runs, u)) for r in runs)]
             for u in ("sample", "token", "epoch")
         ),
         [f"vs baseline (IT per {per})", *(_ratio(v, i == 0) for i, v in enumerate(verdicts))],
@@ -427,3 +427,9 @@ def _count(value: object) -> int | None:
     """A work count from epochs.csv; None where it is empty or not a count (a hand-edited file)."""
     count = number(value)
     return int(count) if math.isfinite(count) and count >= 0 else None
+
+
+def _smallest(runs: Sequence[RunFigures], unit: Per) -> float | None:
+    """The smallest known energy per ``unit`` of ``runs``: one scale for the whole table row."""
+    known = [j for r in runs if (j := r.per_j[unit]) is not None and math.isfinite(j)]
+    return min(known, default=None)
