@@ -1,0 +1,100 @@
+"""hwmon and iio trees in a temporary directory, shaped like the kernel's, with live values.
+
+``build_hwmon`` lays out ``class/hwmon/hwmonN`` under a sysfs root (Linux
+``Documentation/ABI/testing/sysfs-class-hwmon``): the ``name`` file, the given attributes and,
+for a PCI device, the ``device`` link into ``devices/pci0000:00/<bus id>`` with its ``vendor``
+and ``device`` ids. Point readers at it with env ``WATTPRINT_SYSFS_ROOT``.
+
+A real sysfs value is produced when it is read. ``LiveSysfs`` gives a file that behaviour: it
+wraps ``backends.sysfs.read_attribute`` (every reader's only way to read a file) so that a
+registered path answers with a function of the monotonic time of the read; the file stays in
+the tree, so listings and permissions behave as the kernel's. ``IntelEnergy`` is the i915/xe
+driver's ``energy1_input``: a 32-bit register of 2^-14 J units widened to 64 bits only when read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backends import sysfs
+from tests.fake_nvml import StepProfile
+
+
+def build_hwmon(
+    root: Path,
+    number: int,
+    name: str,
+    attributes: dict[str, object],
+    bus_id: str | None = None,
+    pci_ids: tuple[str, str] = ("0x8086", "0x56a0"),
+) -> Path:
+    """``class/hwmon/hwmon<number>`` under ``root`` with ``name`` and ``attributes`` (as text)."""
+    hwmon = root / "class" / "hwmon" / f"hwmon{number}"
+    hwmon.mkdir(parents=True)
+    (hwmon / "name").write_text(f"{name}\n")
+    for attribute, value in attributes.items():
+        (hwmon / attribute).write_text(f"{value}\n")
+    if bus_id is not None:
+        pci = root / "devices" / "pci0000:00" / bus_id
+        pci.mkdir(parents=True, exist_ok=True)
+        (pci / "vendor").write_text(f"{pci_ids[0]}\n")
+        (pci / "device").write_text(f"{pci_ids[1]}\n")
+        (hwmon / "device").symlink_to(pci)
+    return hwmon
+
+
+class LiveSysfs:
+    """Files whose text is computed at each read, as sysfs attributes are."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._values: dict[Path, Callable[[float], str]] = {}
+        self._lock = threading.Lock()
+        real_read = sysfs.read_attribute
+
+        def read_live(path: Path) -> str:
+            text = real_read(path)  # the file's own checks: it exists, is readable, is regular
+            with self._lock:
+                value = self._values.get(Path(path))
+                return value(time.monotonic()) + "\n" if value is not None else text
+
+        monkeypatch.setattr(sysfs, "read_attribute", read_live)
+
+    def serve(self, path: Path, value: Callable[[float], str]) -> None:
+        """Answer reads of ``path`` (an existing file) with ``value(monotonic time)``."""
+        with self._lock:
+            self._values[path] = value
+
+
+class IntelEnergy:
+    """The i915/xe driver's ``energy1_input`` for a card drawing ``power_w``, in µJ.
+
+    The hardware counts in 2^-14 J units into a 32-bit register; on each read of the file the
+    driver adds the register's change since its previous read (``reg - prev``, or
+    ``UINT_MAX - prev + reg`` past a wrap) to a 64-bit total: a wrap between two reads more
+    than one wrap period apart is lost, as on the hardware.
+    """
+
+    UNIT_J = 2.0**-14
+
+    def __init__(self, power_w: StepProfile, start_s: float) -> None:
+        self.power_w = power_w
+        self._start_s = start_s
+        self._previous = self._register(start_s)
+        self._total_units = 0
+
+    def _register(self, t_s: float) -> int:
+        return int(self.power_w.energy_j(self._start_s, t_s) / self.UNIT_J) % 2**32
+
+    def __call__(self, t_s: float) -> str:
+        register = self._register(t_s)
+        if register >= self._previous:
+            self._total_units += register - self._previous
+        else:
+            self._total_units += 0xFFFFFFFF - self._previous + register
+        self._previous = register
+        return str(int(self._total_units * self.UNIT_J * 1e6))
