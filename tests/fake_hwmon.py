@@ -98,3 +98,43 @@ class IntelEnergy:
             self._total_units += 0xFFFFFFFF - self._previous + register
         self._previous = register
         return str(int(self._total_units * self.UNIT_J * 1e6))
+
+
+RAIL_MV = 5000  # the INA3221 sits on the 5 V side of each Jetson rail's regulator
+
+
+def build_ina3221(root: Path, number: int, labels: tuple[str, str, str]) -> Path:
+    """A mainline ``ina3221`` hwmon chip (JetPack 5/6): ``in[123]_label``, mV and mA per channel.
+
+    Each channel reads ``RAIL_MV`` and 0 mA until ``serve_rail`` gives it a load.
+    """
+    attributes: dict[str, object] = {}
+    for channel, label in enumerate(labels, start=1):
+        attributes |= {
+            f"in{channel}_label": label,
+            f"in{channel}_input": RAIL_MV,
+            f"curr{channel}_input": 0,
+            f"in{channel}_enable": 1,
+        }
+    return build_hwmon(root, number, "ina3221", attributes | {"update_interval": 1}, None)
+
+
+def build_ina3221x(root: Path, address: str, labels: tuple[str, str, str]) -> Path:
+    """L4T's ``ina3221x`` iio device (JetPack 4): ``rail_name_N`` and ``in_power<N>_input`` (mW)."""
+    device = root / "bus" / "i2c" / "drivers" / "ina3221x" / address / "iio:device0"
+    device.mkdir(parents=True)
+    (device.parents[1] / "uevent").write_text("DRIVER=ina3221x\n")
+    for channel, label in enumerate(labels):
+        (device / f"rail_name_{channel}").write_text(f"{label}\n")
+        (device / f"in_power{channel}_input").write_text("0\n")
+        (device / f"in_current{channel}_input").write_text("0\n")
+        (device / f"in_voltage{channel}_input").write_text(f"{RAIL_MV}\n")
+    return device
+
+
+def serve_rail(live: LiveSysfs, chip: Path, channel: int, power_w: StepProfile) -> None:
+    """Give a rail the load ``power_w``: mA at ``RAIL_MV`` on hwmon, mW on iio (channel from 1)."""
+    if (chip / "name").exists():
+        live.serve(chip / f"curr{channel}_input", lambda t: str(round(power_w(t) * 1e6 / RAIL_MV)))
+    else:
+        live.serve(chip / f"in_power{channel - 1}_input", lambda t: str(round(power_w(t) * 1e3)))
