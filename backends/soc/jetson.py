@@ -141,6 +141,10 @@ def find_jetson() -> Found:
             continue
         kind, feeds = scope
         if kind == "input":
+            found.notes.append(
+                f"Jetson rail {rail.name} is the {feeds}, the whole module: it is not added to "
+                "the components, which it already holds"
+            )
             continue
         component: Component = "gpu" if kind == "combined" else kind
         device = f"{component}{counts.get(component, 0)}"

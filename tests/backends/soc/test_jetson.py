@@ -56,6 +56,7 @@ def test_agx_orin_rails_are_gpu_cpu_and_dram_and_the_5v_input_is_no_component(ro
     assert "GPU and SoC" in models(meters)["gpu0"]  # the rail's scope is in its name
     assert "CPU and CV" in models(meters)["cpu0"]
     assert all(m.info.host_level for m in meters) and not found.missing
+    assert any("VIN_SYS_5V0" in n and "not added to the components" in n for n in found.notes)
     assert [r.name for r in board_input_rails()] == ["VIN_SYS_5V0"]
 
 
