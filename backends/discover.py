@@ -7,8 +7,9 @@ A system on a chip (a Jetson board's INA3221 rails, Apple Silicon's energy model
 own GPU, CPU and DRAM: where it does, no estimate is added for them.
 
 A ``Missing`` whose device is the bare component name (``gpu``: "NVML not found") says an
-interface is absent altogether; it is dropped where another interface measures that component,
-so an Intel-only or Jetson host does not read as measured in part.
+interface is absent altogether; it is dropped where another interface measures that component
+or names its devices, so an Intel-only or Jetson host does not read as measured in part, nor
+get advice for hardware it does not have.
 """
 
 from __future__ import annotations
@@ -83,9 +84,13 @@ def _take(found: Found, soc: Found, component: Component) -> bool:
 
 
 def _settle_absent(found: Found) -> Found:
-    """Drop "interface absent" entries for components another interface measures."""
-    measured = {m.info.component for m in found.meters if m.info.method != "estimate"}
+    """Drop "interface absent" entries for components another interface speaks for.
+
+    It does with a meter (not an estimate) or a ``Missing`` that names a device of its own.
+    """
+    spoken = {m.info.component for m in found.meters if m.info.method != "estimate"}
+    spoken |= {m.component for m in found.missing if m.device != m.component}
     found.missing = [
-        m for m in found.missing if not (m.device == m.component and m.component in measured)
+        m for m in found.missing if not (m.device == m.component and m.component in spoken)
     ]
     return found

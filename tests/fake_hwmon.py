@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ def build_hwmon(
     root: Path,
     number: int,
     name: str,
-    attributes: dict[str, object],
+    attributes: Mapping[str, object],
     bus_id: str | None = None,
     pci_ids: tuple[str, str] = ("0x8086", "0x56a0"),
 ) -> Path:

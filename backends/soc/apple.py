@@ -118,11 +118,12 @@ class AppleSiliconMeter(Meter):
 
     def read(self) -> Reading:
         """The field's energy since the monitor's fixed origin (mJ), in joules."""
+        started_s = time.monotonic()
         try:
             value = getattr(self._monitor.metrics(), self._field)
         except Exception as exc:
             raise MeterReadError(f"{self.info.device}: zeus-apple-silicon failed: {exc!r}") from exc
-        t_s = time.monotonic()
+        t_s = (started_s + time.monotonic()) / 2  # the sample is taken somewhere in the call
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value) and value >= 0):
             raise MeterReadError(f"{self.info.device}: {self._field} is {value!r}, not mJ")

@@ -18,6 +18,7 @@ from tracker import DeviceEnergy, EpochRecord, Tracker
 from tracker.cli.main import main
 
 FIELDS = ("cpu_total_mj", "gpu_mj", "ane_mj", "dram_mj")
+STOPPED = "stopped working"
 
 
 @dataclass
@@ -206,4 +207,4 @@ def test_epochs_match_the_chip_s_energy_and_a_lost_monitor_fails_each_meter_once
         )
     for name in ("cpu0", "gpu0", "ane0", "dram0"):
         assert device(lost, name).method == "failed"
-        assert len([w for w in tracker.summary.warnings if f"{name}" in w]) == 1
+        assert len([w for w in tracker.summary.warnings if f"{name} (" in w and STOPPED in w]) == 1
