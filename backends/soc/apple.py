@@ -74,6 +74,10 @@ def find_apple_silicon() -> Found:
     except ImportError as exc:
         reason = f"Apple Silicon energy needs zeus-apple-silicon ({exc})"
         return Found(missing=[Missing(c, c, reason, INSTALL_FIX) for c in components])
+    except Exception as exc:  # a broken install (its native part fails to load)
+        reason = f"zeus-apple-silicon failed to load: {exc!r}"
+        fix = "reinstall it: pip install --force-reinstall 'wattprint[apple]'"
+        return Found(missing=[Missing(c, c, reason, fix) for c in components])
     try:
         monitor = _Monitor(module.AppleEnergyMonitor())
         metrics = monitor.metrics()

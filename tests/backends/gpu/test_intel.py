@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -168,3 +169,11 @@ def test_the_32_bit_register_wrap_is_caught_by_reading_within_its_period(
     assert truth_j > REGISTER_WRAP_J  # the register really wrapped within the epoch
     assert device(record, "xpu0").energy_j == pytest.approx(truth_j, rel=1e-3)
     assert [w for w in t.summary.warnings if "xpu0's counter can wrap every" in w]
+
+
+def test_a_fifo_in_place_of_the_counter_is_missing_and_nothing_blocks(root: Path) -> None:
+    hwmon = card(root, 0, "xe", "0000:03:00.0")
+    (hwmon / "energy1_input").unlink()
+    os.mkfifo(hwmon / "energy1_input")
+    (missing,) = find_intel_gpus().missing  # a blocking open would hang here
+    assert "not a regular file" in missing.reason

@@ -208,3 +208,20 @@ def test_epochs_match_the_chip_s_energy_and_a_lost_monitor_fails_each_meter_once
     for name in ("cpu0", "gpu0", "ane0", "dram0"):
         assert device(lost, name).method == "failed"
         assert len([w for w in tracker.summary.warnings if f"{name} (" in w and STOPPED in w]) == 1
+
+
+def test_a_package_that_fails_to_load_is_missing_with_a_reinstall_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install(monkeypatch, chip())
+    monkeypatch.delitem(sys.modules, "zeus_apple_silicon")
+
+    def broken_import(name: str) -> types.ModuleType:
+        raise OSError(f"dlopen {name}: image not found")
+
+    monkeypatch.setattr("backends.soc.apple.importlib.import_module", broken_import)
+
+    found = discover()
+
+    assert sorted(m.info.method for m in found.meters) == ["estimate", "estimate"]
+    assert any("failed to load" in m.reason and "reinstall" in m.fix for m in found.missing)
