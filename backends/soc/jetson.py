@@ -147,16 +147,14 @@ def find_jetson() -> Found:
             )
             continue
         component: Component = "gpu" if kind == "combined" else kind
-        device = f"{component}{counts.get(component, 0)}"
-        counts[component] = counts.get(component, 0) + 1
+        device = _next_device(counts, component)
         opened = _open(device, component, rail, feeds)
         if isinstance(opened, Missing):
             found.missing.append(opened)
         else:
             found.meters.append(opened)
         if kind == "combined":
-            cpu = f"cpu{counts.get('cpu', 0)}"
-            counts["cpu"] = counts.get("cpu", 0) + 1
+            cpu = _next_device(counts, "cpu")
             reason = (
                 f"counted in {device}: rail {rail.name} feeds {feeds}; no part is measured alone"
             )
@@ -167,10 +165,17 @@ def find_jetson() -> Found:
             )
     if unattributed:
         found.notes.append(
-            f"Jetson rails {', '.join(unattributed)} feed no single component and are not "
-            "counted (the module input rail holds them)"
+            f"Jetson rail(s) {', '.join(unattributed)}: no single component, not counted (the "
+            "module input rail holds them)"
         )
     return found
+
+
+def _next_device(counts: dict[Component, int], component: Component) -> str:
+    """The next device name of ``component`` (``gpu0``, ``gpu1``, ...), counted in ``counts``."""
+    number = counts.get(component, 0)
+    counts[component] = number + 1
+    return f"{component}{number}"
 
 
 def board_input_rails() -> list[Rail]:
