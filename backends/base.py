@@ -132,7 +132,8 @@ class Meter(abc.ABC):
     completed from ``power_hint_w``: the NVML energy counter (~4 ms a read). ``wrap_j`` is the
     value in J at which a counter wraps to zero (RAPL), or None. ``max_power_w`` is the most power
     the device can draw, in W, where the hardware (or an estimate's model) says, else None: it
-    bounds how fast a counter can wrap, ``wrap_j / max_power_w`` seconds at the least.
+    bounds how fast a counter can wrap, ``wrap_j / max_power_w`` seconds at the least
+    (``max_read_gap_s``, which the sampler keeps its period under).
     """
 
     info: MeterInfo
@@ -147,6 +148,17 @@ class Meter(abc.ABC):
         Raises a ``MeterError`` subclass when the hardware cannot be read: ``MeterUnavailable``,
         ``MeterPermissionError`` or ``MeterReadError``.
         """
+
+    def max_read_gap_s(self) -> float | None:
+        """The longest this meter may go unread without losing energy, in s; None: no limit.
+
+        A counter that wraps at ``wrap_j`` wraps no faster than every ``wrap_j / max_power_w``
+        s. A meter whose driver widens a narrower hardware counter only when it is read (Intel
+        GPU hwmon) overrides this with that hardware counter's wrap time.
+        """
+        if self.wrap_j and self.max_power_w and self.max_power_w > 0:
+            return self.wrap_j / self.max_power_w
+        return None
 
     def power_hint_w(self) -> float | None:
         """A cheap current power figure for a slow counter meter, or None where there is none."""

@@ -51,10 +51,8 @@ from backends.base import (
     Found,
     Meter,
     MeterInfo,
-    MeterReadError,
     Missing,
     Reading,
-    os_meter_error,
 )
 from backends.cpu.cpuinfo import cpu_info
 
@@ -279,21 +277,8 @@ def _open_zone(zone: RaplZone, zones_dir: Path, model: str) -> RaplMeter | Missi
 
 
 def _sysfs_reader(device: str, path: Path) -> Callable[[], float]:
-    """A reader for one ``energy_uj`` file that turns every failure into a ``MeterError``.
-
-    The file's errno says which (``os_meter_error``): a vanished zone is unavailable, a
-    root-only counter a permission error; text that is not a counter is a read error.
-    """
-
-    def read_uj() -> float:
-        try:
-            return sysfs.read_uint(path)
-        except OSError as exc:
-            raise os_meter_error(device, "cannot read its RAPL counter", exc) from exc
-        except ValueError as exc:
-            raise MeterReadError(f"{device}: bad RAPL counter: {exc}") from exc
-
-    return read_uj
+    """A reader for one ``energy_uj`` file that turns every failure into a ``MeterError``."""
+    return lambda: sysfs.read_meter_uint(device, "RAPL counter", path)
 
 
 def _dram_zone(package: RaplZone, device: str, zones_dir: Path) -> RaplZone | Missing:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.shell import wattprint
+from tests.fake_hwmon import build_hwmon, build_ina3221
 from tests.fake_nvml import install_no_nvml
 from tests.fake_powercap import build_powercap, honour_file_modes
 from tracker.cli.main import main
@@ -81,3 +82,34 @@ def test_devices_on_an_amd_host_measures_the_packages_and_estimates_dram(
     assert "cpu   measured on cpu0 (rapl), cpu1 (rapl)" in lines
     dram = lines[lines.index("dram  estimated (dram)") :]
     assert "        why: dram0 cannot be measured directly: no DRAM RAPL zone on this CPU" in dram
+
+
+def test_devices_lists_intel_gpus_and_jetson_rails_with_method_and_scope(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "sys"
+    intel = {"energy1_input": 123_000_000, "power1_rated_max": 225_000_000}
+    build_hwmon(root, 0, "i915", intel, bus_id="0000:03:00.0")
+    build_ina3221(root, 1, ("VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"))
+    result = wattprint("devices", env=env | {"WATTPRINT_SYSFS_ROOT": str(root)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "gpu   measured on xpu0 (counter), gpu0 (power)" in lines
+    assert any(
+        line.startswith("        xpu0: counter, Intel GPU [8086:56a0] - pci 0000:03")
+        for line in lines
+    )
+    assert any(
+        "gpu0: power, Jetson rail VDD_CPU_GPU_CV (CPU, GPU and CV cores together)" in line
+        for line in lines
+    )
+    assert any(line.startswith("note  gpu0 is the Jetson rail VDD_CPU_GPU_CV") for line in lines)
+    assert [line for line in lines if "VDD_IN" in line] == [
+        "note  Jetson rail VDD_IN is the module input, the whole module: it is not added to the "
+        "components, which it already holds"
+    ]
+    machine = json.loads(
+        wattprint("devices", "--json", env=env | {"WATTPRINT_SYSFS_ROOT": str(root)}).stdout
+    )
+    assert {m["device"] for m in machine["meters"] if m["component"] == "gpu"} == {"xpu0", "gpu0"}
+    assert any("VDD_SOC" in note for note in machine["notes"])

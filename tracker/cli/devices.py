@@ -1,6 +1,7 @@
 """``wattprint devices``: what can be measured here, how, and what is missing with its fix.
 
-Each component's state is ``tracker.measure.coverage``'s, as a run's first lines give it.
+Each component's state is ``tracker.measure.coverage``'s, as a run's first lines give it;
+discovery's notes (a Jetson rail that feeds CPU and GPU together) follow.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def handle(args: argparse.Namespace) -> int:
             "components": {c.component: _summary(c) for c in states},
             "meters": [dataclasses.asdict(m.info) for m in found.meters],
             "missing": [dataclasses.asdict(m) for m in found.missing],
+            "notes": found.notes,
         }
         print(json.dumps(document, indent=2))
         return 0
@@ -46,6 +48,8 @@ def handle(args: argparse.Namespace) -> int:
             print(f"        {_gap(c, missing)}")
             if missing.fix:
                 print(f"        fix: {missing.fix}")
+    for note in found.notes:  # what a figure covers, where a meter's scope is unusual
+        print(f"note  {note}")
     return 0
 
 

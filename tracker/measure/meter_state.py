@@ -66,15 +66,12 @@ class MeterState:
 def wrap_safe_interval(meters: Sequence[Meter], interval_s: float, notices: Notices) -> float:
     """The sampling period, shortened where a counter could wrap more than once between reads.
 
-    A wrapping counter (RAPL) read a whole range or more apart loses wraps that no later read
-    can recover; at its hardware's maximum power it wraps every ``wrap_j / max_power_w`` s,
-    so it is read at least ``_READS_PER_WRAP`` times in that span.
+    A wrapping counter (RAPL, or the hardware register behind Intel GPU hwmon) read a whole
+    range or more apart loses wraps that no later read can recover; at its hardware's maximum
+    power it wraps every ``Meter.max_read_gap_s()`` s, so it is read at least
+    ``_READS_PER_WRAP`` times in that span.
     """
-    bounds = [
-        (m.wrap_j / m.max_power_w, m.info.device)
-        for m in meters
-        if m.wrap_j and m.max_power_w and m.max_power_w > 0
-    ]
+    bounds = [(gap_s, m.info.device) for m in meters if (gap_s := m.max_read_gap_s()) is not None]
     if not bounds:
         return interval_s
     wrap_s, device = min(bounds)
