@@ -26,7 +26,11 @@ def register(subparsers: Subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    """One state per component: measured (on which devices), estimated (and why), not measured."""
+    """One state per component: measured (on which devices), estimated (and why), not measured.
+
+    Each meter's line gives its method and detail (for a GPU, what its figure covers: ``scope=``);
+    the discovery notes (a GPU counted on another's meter, a counter dropped) follow the list.
+    """
     found = discover(rapl_reader=args.rapl_reader)
     states = coverage(found.meters, found.missing, COMPONENTS)
     if args.json:
@@ -34,6 +38,7 @@ def handle(args: argparse.Namespace) -> int:
             "components": {c.component: _summary(c) for c in states},
             "meters": [dataclasses.asdict(m.info) for m in found.meters],
             "missing": [dataclasses.asdict(m) for m in found.missing],
+            "notes": found.notes,
         }
         print(json.dumps(document, indent=2))
         return 0
@@ -46,6 +51,8 @@ def handle(args: argparse.Namespace) -> int:
             print(f"        {_gap(c, missing)}")
             if missing.fix:
                 print(f"        fix: {missing.fix}")
+    for note in found.notes:
+        print(f"note: {note}")
     return 0
 
 
