@@ -92,7 +92,7 @@ def _pick(found: Found, gpus: Sequence[int | str]) -> Found:
     picked: list[str] = []
     for item in gpus:
         entry = str(item).strip()
-        if entry.isdigit():
+        if entry.isascii() and entry.isdigit():
             matches = [name for name in names if name == f"gpu{int(entry)}"]
         else:
             prefix = entry.lower()

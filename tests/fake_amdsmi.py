@@ -38,22 +38,22 @@ POWER_FIELDS = ("socket_power", "current_socket_power", "average_socket_power")
 
 
 class AmdSmiRetCode(enum.IntEnum):
-    """The status codes of ``amdsmi_status_t`` (amdsmi.h) a test needs, by their Python names."""
+    """The ``amdsmi_status_t`` codes (amdsmi.h) a test needs, named as amdsmi 6.x and later do."""
 
     SUCCESS = 0
-    ERR_INVAL = 1
-    ERR_NOT_SUPPORTED = 2
-    NOT_IMPLEMENTED = 3
-    FAIL_LOAD_MODULE = 4
-    TIMEOUT = 8
-    RETRY = 9
-    ERR_NO_PERM = 10
-    ERR_IO = 12
-    INIT_ERROR = 18
-    ERR_BUSY = 30
-    ERR_NOT_FOUND = 31
-    NOT_INIT = 32
-    UNKNOWN_ERROR = 0xFFFFFFFF
+    STATUS_INVAL = 1
+    STATUS_NOT_SUPPORTED = 2
+    STATUS_NOT_YET_IMPLEMENTED = 3
+    STATUS_FAIL_LOAD_MODULE = 4
+    STATUS_TIMEOUT = 8
+    STATUS_RETRY = 9
+    STATUS_NO_PERM = 10
+    STATUS_IO = 12
+    STATUS_INIT_ERROR = 18
+    STATUS_BUSY = 30
+    STATUS_NOT_FOUND = 31
+    STATUS_NOT_INIT = 32
+    STATUS_UNKNOWN_ERROR = 0xFFFFFFFF
 
 
 class AmdSmiException(Exception):
@@ -101,7 +101,7 @@ class SimulatedAmdGpu:
     counter_origin_s: float = 0.0
     power_field: str | None = "current_socket_power"
     fail_after_s: float | None = None
-    fail_with: AmdSmiRetCode = AmdSmiRetCode.ERR_NOT_FOUND
+    fail_with: AmdSmiRetCode = AmdSmiRetCode.STATUS_NOT_FOUND
     fail_power_only: bool = False
     reset_at_s: float | None = None
     call_delay_s: float = 0.0
@@ -198,7 +198,7 @@ class SimulatedAmdSmi:
 
     def _energy_count(self, gpu: SimulatedAmdGpu) -> dict[str, Any]:
         if gpu.energy_key is None:
-            raise AmdSmiLibraryException(AmdSmiRetCode.ERR_NOT_SUPPORTED)
+            raise AmdSmiLibraryException(AmdSmiRetCode.STATUS_NOT_SUPPORTED)
         t_s = time.monotonic()
         gpu.counter_reads_s.append(t_s)
         return {
@@ -220,7 +220,7 @@ class SimulatedAmdSmi:
     def _library(self, call: Callable[[], Any]) -> Callable[[], Any]:
         def library_call() -> Any:
             if not self.initialized:
-                raise AmdSmiLibraryException(AmdSmiRetCode.NOT_INIT)
+                raise AmdSmiLibraryException(AmdSmiRetCode.STATUS_NOT_INIT)
             return call()
 
         return library_call
@@ -234,9 +234,9 @@ class SimulatedAmdSmi:
                 self.max_concurrent = max(self.max_concurrent, self._in_flight)
             try:
                 if not self.initialized:
-                    raise AmdSmiLibraryException(AmdSmiRetCode.NOT_INIT)
+                    raise AmdSmiLibraryException(AmdSmiRetCode.STATUS_NOT_INIT)
                 if not any(handle is gpu for gpu in self.gpus):
-                    raise AmdSmiLibraryException(AmdSmiRetCode.ERR_INVAL)
+                    raise AmdSmiLibraryException(AmdSmiRetCode.STATUS_INVAL)
                 gpu: SimulatedAmdGpu = handle
                 if gpu.call_delay_s:
                     time.sleep(gpu.call_delay_s)

@@ -91,6 +91,8 @@ COUNTER_CHECK_S = 0.25
 """The window over which the energy counter is compared with the power reading at start."""
 COUNTER_RATIO = 10.0
 """The counter's average power must lie within this factor of the power reading, either way."""
+LOCK_WAIT_S = 2.0
+"""The longest a read waits for another amdsmi call (the library is serialised) before failing."""
 VISIBILITY_VARIABLES = ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 
 INSTALL_FIX = (
@@ -113,19 +115,24 @@ _DUAL_DIE = re.compile(r"MI250", re.IGNORECASE)
 _NEWER_GENERATION = re.compile(r"MI3\d\d", re.IGNORECASE)
 _UJ_PER_J = 1e6
 
-# AMD SMI status names (amdsmi.AmdSmiRetCode) and what each means for a meter; any other
-# status (busy, retry, timeout, I/O, unknown) is a failed read.
+# AMD SMI statuses (``amdsmi_status_t``, amdsmi.h) and what each means for a meter; any other
+# (BUSY, RETRY, TIMEOUT, IO, UNKNOWN_ERROR, ...) is a failed read.
 _STATUS_ERRORS: dict[str, type[MeterError]] = {
-    "ERR_NO_PERM": MeterPermissionError,
-    "ERR_NOT_SUPPORTED": MeterUnavailable,
-    "NOT_IMPLEMENTED": MeterUnavailable,
-    "ERR_NOT_FOUND": MeterUnavailable,
-    "NOT_INIT": MeterUnavailable,
-    "INIT_ERROR": MeterUnavailable,
-    "FAIL_LOAD_MODULE": MeterUnavailable,
-    "FAIL_LOAD_SYMBOL": MeterUnavailable,
-    "DRIVER_NOT_LOADED": MeterUnavailable,
+    "AMDSMI_STATUS_NO_PERM": MeterPermissionError,
+    "AMDSMI_STATUS_NOT_SUPPORTED": MeterUnavailable,
+    "AMDSMI_STATUS_NOT_YET_IMPLEMENTED": MeterUnavailable,
+    "AMDSMI_STATUS_NOT_FOUND": MeterUnavailable,
+    "AMDSMI_STATUS_NOT_INIT": MeterUnavailable,
+    "AMDSMI_STATUS_INIT_ERROR": MeterUnavailable,
+    "AMDSMI_STATUS_FAIL_LOAD_MODULE": MeterUnavailable,
+    "AMDSMI_STATUS_FAIL_LOAD_SYMBOL": MeterUnavailable,
+    "AMDSMI_STATUS_DRIVER_NOT_LOADED": MeterUnavailable,
 }
+NO_PERM = "AMDSMI_STATUS_NO_PERM"
+# ``AmdSmiRetCode`` member names differ between releases (``ERR_NO_PERM`` and ``NOT_IMPLEMENTED``
+# in early ones, ``STATUS_NO_PERM`` and ``STATUS_NOT_YET_IMPLEMENTED`` later): all give the C name.
+_RETCODE_NAME = re.compile(r"^(?:ERR_|STATUS_)?")
+_RETCODE_ALIASES = {"NOT_IMPLEMENTED": "NOT_YET_IMPLEMENTED"}
 
 
 def find_amd_gpus(
@@ -150,13 +157,13 @@ def find_amd_gpus(
             _session.acquire(smi)
         except _SMI_FAILURES as error:
             why_not = f"amdsmi could not start: {_describe_error(smi, error)}"
-            denied = _status_name(smi, error) == "ERR_NO_PERM"
+            denied = _status_name(smi, error) == NO_PERM
         else:
             try:
                 handles = list(_session.call(smi, "amdsmi_get_processor_handles"))
             except _SMI_FAILURES as error:
                 why_not = f"amdsmi could not list the GPUs: {_describe_error(smi, error)}"
-                denied = _status_name(smi, error) == "ERR_NO_PERM"
+                denied = _status_name(smi, error) == NO_PERM
                 handles = []
             try:
                 if handles:
@@ -173,7 +180,9 @@ def find_amd_gpus(
 
 # -- loading amdsmi ------------------------------------------------------------------------------
 
-_IMPORT_FAILURES = (ImportError, OSError, AttributeError, KeyError)
+# ImportError (no package), OSError (no libamd_smi.so), AttributeError or KeyError (a package
+# that does not match its library), or whatever else a third-party package's import raises.
+_IMPORT_FAILURES = (Exception,)
 
 
 def _load_amdsmi() -> tuple[ModuleType | None, str]:
@@ -254,9 +263,17 @@ class _Session:
                 logger.debug("amdsmi_shut_down failed: %r", error)
 
     def call(self, smi: ModuleType, function: str, *args: Any) -> Any:
-        """One AMD SMI call, holding the lock (the library was not thread-safe before 7.2)."""
-        with self.lock:
+        """One AMD SMI call, holding the lock (the library was not thread-safe before 7.2).
+
+        Waits at most ``LOCK_WAIT_S`` for another call to finish: a call stuck in the driver
+        raises ``TimeoutError`` here (a failed read) instead of stalling every other caller.
+        """
+        if not self.lock.acquire(timeout=LOCK_WAIT_S):
+            raise TimeoutError(f"another amdsmi call has not returned for {LOCK_WAIT_S:g} s")
+        try:
             return getattr(smi, function)(*args)
+        finally:
+            self.lock.release()
 
 
 _session = _Session()
@@ -283,15 +300,17 @@ def amdsmi_meter_error(smi: ModuleType, where: str, function: str, error: Except
 
 
 def _status_name(smi: ModuleType, error: BaseException) -> str | None:
-    """The AMD SMI status name (``ERR_NO_PERM``, ...) an ``AmdSmiLibraryException`` carries."""
+    """The C status name (``AMDSMI_STATUS_NO_PERM``, ...) an ``AmdSmiLibraryException`` carries."""
     code = getattr(error, "err_code", None)
-    if not isinstance(code, int):
-        return None
     codes = getattr(smi, "AmdSmiRetCode", None)
-    try:
-        return str(codes(code).name) if codes is not None else None
-    except ValueError:
+    if not isinstance(code, int) or codes is None:
         return None
+    try:
+        member = str(codes(code).name)
+    except (ValueError, TypeError):
+        return None
+    core = _RETCODE_NAME.sub("", member, count=1)
+    return f"AMDSMI_STATUS_{_RETCODE_ALIASES.get(core, core)}"
 
 
 def _describe_error(smi: ModuleType, error: BaseException) -> str:
@@ -375,7 +394,7 @@ def _apply_visibility(
 
 def _match(entry: str, gpus: Sequence[_Gpu]) -> tuple[_Gpu | None, str]:
     """The GPU that a position in ``gpus`` or (a prefix of) a ``GPU-`` UUID names."""
-    if entry.isdigit():
+    if entry.isascii() and entry.isdigit():
         position = int(entry)
         return (gpus[position], "") if position < len(gpus) else (None, "names no GPU")
     if not entry.upper().startswith("GPU-"):
@@ -452,9 +471,9 @@ def _identify(smi: ModuleType, handles: list[Any]) -> list[_Gpu]:
         kfd_nodes.append(
             _int_or_none(_optional(smi, "amdsmi_get_gpu_kfd_info", handle).get("node_id"))
         )
+        model = str(_optional(smi, "amdsmi_get_gpu_asic_info", handle).get("market_name") or "")
         try:
             bdf = str(_session.call(smi, "amdsmi_get_gpu_device_bdf", handle)).lower()
-            model = str(_session.call(smi, "amdsmi_get_gpu_asic_info", handle)["market_name"])
         except _SMI_FAILURES as error:
             listed.append(
                 _Gpu(order, order, f"amd-smi GPU {order}", "AMD GPU", handle=handle,
@@ -653,8 +672,8 @@ def _probe(smi: ModuleType, device: str, gpu: _Gpu, detail: str) -> _Probe:
             _session.call(smi, "amdsmi_get_power_info", gpu.handle), gpu.model
         )
     except _SMI_FAILURES as error:
-        if _status_name(smi, error) == "ERR_NO_PERM":
-            probe.problem = _unreadable(device, gpu, _describe_error(smi, error), "ERR_NO_PERM")
+        if _status_name(smi, error) == NO_PERM:
+            probe.problem = _unreadable(device, gpu, _describe_error(smi, error), NO_PERM)
             return probe
     try:
         energy_uj = _energy_uj(_session.call(smi, "amdsmi_get_energy_count", gpu.handle))
@@ -717,7 +736,7 @@ def _check_counter(smi: ModuleType, probe: _Probe) -> str | None:
 def _unreadable(device: str, gpu: _Gpu, error: str, status: str) -> Missing:
     """The ``Missing`` for a GPU amdsmi cannot query: a permission fix, or a device check."""
     reason = f"amdsmi cannot query {gpu.model} ({gpu.label()}): {error}"
-    if status == "ERR_NO_PERM":
+    if status == NO_PERM:
         return Missing("gpu", device, reason, PERMISSION_FIX)
     return Missing(
         "gpu", device, reason, "check the GPU and this user's access with `amd-smi list`"

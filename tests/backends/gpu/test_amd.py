@@ -3,6 +3,7 @@ energy per epoch, HIP numbering, MI250X pairs, failures and permissions."""
 
 from __future__ import annotations
 
+import enum
 import itertools
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 from backends import sysfs
 from backends.base import Found, Meter, MeterPermissionError, MeterReadError, MeterUnavailable
 from backends.discover import discover as discover_all
+from backends.gpu import amd
 from backends.gpu.amd import INSTALL_FIX, PERMISSION_FIX, find_amd_gpus
 from tests.fake_amdsmi import (
     MI100,
@@ -410,7 +412,7 @@ def test_a_tracker_measures_each_amd_gpu_per_epoch_and_flags_one_lost_mid_run(
         stays.energy_j(after.start_s, after.end_s), rel=1e-3
     )
     warned = [w for w in tracker.summary.warnings if w.startswith("gpu0 (")]
-    assert len(warned) == 1 and "ERR_NOT_FOUND" in warned[0]
+    assert len(warned) == 1 and "AMDSMI_STATUS_NOT_FOUND" in warned[0]
 
 
 # --- errors and what they mean ----------------------------------------------------------------
@@ -419,11 +421,11 @@ def test_a_tracker_measures_each_amd_gpu_per_epoch_and_flags_one_lost_mid_run(
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (AmdSmiRetCode.ERR_NO_PERM, MeterPermissionError),
-        (AmdSmiRetCode.ERR_NOT_FOUND, MeterUnavailable),
-        (AmdSmiRetCode.NOT_INIT, MeterUnavailable),
-        (AmdSmiRetCode.ERR_BUSY, MeterReadError),
-        (AmdSmiRetCode.ERR_IO, MeterReadError),
+        (AmdSmiRetCode.STATUS_NO_PERM, MeterPermissionError),
+        (AmdSmiRetCode.STATUS_NOT_FOUND, MeterUnavailable),
+        (AmdSmiRetCode.STATUS_NOT_INIT, MeterUnavailable),
+        (AmdSmiRetCode.STATUS_BUSY, MeterReadError),
+        (AmdSmiRetCode.STATUS_IO, MeterReadError),
     ],
 )
 def test_an_amdsmi_error_mid_run_raises_the_meter_error_its_status_means(
@@ -439,7 +441,7 @@ def test_an_amdsmi_error_mid_run_raises_the_meter_error_its_status_means(
     assert str(error.value).startswith(
         f"gpu0 (bdf={BDFS[0]} hip_id=0 scope=GPU): amdsmi_get_energy_count failed"
     )
-    assert status.name in str(error.value)
+    assert f"AMDSMI_{status.name}" in str(error.value)
     assert meter.power_hint_w() is None
 
 
@@ -543,17 +545,17 @@ def test_amdsmi_refusing_this_user_falls_back_to_hwmon_with_the_group_fix(
     sysfs_root: Path, find: Opened, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_amdgpu_sysfs(sysfs_root, [BDFS[0]])
-    install_fake_amdsmi(monkeypatch, [], init_error=AmdSmiRetCode.ERR_NO_PERM)
+    install_fake_amdsmi(monkeypatch, [], init_error=AmdSmiRetCode.STATUS_NO_PERM)
     found = find()
     assert [m.info.method for m in found.meters] == ["power"]
     [note] = found.notes
-    assert "ERR_NO_PERM" in note and PERMISSION_FIX in note
+    assert "AMDSMI_STATUS_NO_PERM" in note and PERMISSION_FIX in note
 
 
 def test_amdsmi_refusing_this_user_without_hwmon_is_missing_with_the_group_fix(
     find: Opened, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install_fake_amdsmi(monkeypatch, [], init_error=AmdSmiRetCode.ERR_NO_PERM)
+    install_fake_amdsmi(monkeypatch, [], init_error=AmdSmiRetCode.STATUS_NO_PERM)
     [missing] = find().missing
     assert missing.fix == PERMISSION_FIX and "amdsmi could not start" in missing.reason
 
@@ -572,7 +574,9 @@ def test_a_machine_without_amd_gpus_gives_nothing_at_all(
     find: Opened, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert find() == Found()
-    install_fake_amdsmi(monkeypatch, [], init_error=AmdSmiRetCode.INIT_ERROR)  # an NVIDIA box
+    install_fake_amdsmi(
+        monkeypatch, [], init_error=AmdSmiRetCode.STATUS_INIT_ERROR
+    )  # an NVIDIA box
     assert find() == Found()
 
 
@@ -660,3 +664,64 @@ def test_nvidia_and_amd_gpus_on_one_machine_get_distinct_names_and_gpus_picks_ea
     finally:
         for meter in everything.meters + picked.meters:
             meter.close()
+
+
+def test_status_names_of_early_amdsmi_releases_mean_the_same(
+    monkeypatch: pytest.MonkeyPatch, find: Opened
+) -> None:
+    class Early(enum.IntEnum):  # AmdSmiRetCode as the first releases named it
+        SUCCESS = 0
+        NOT_IMPLEMENTED = 3
+        ERR_NO_PERM = 10
+
+    gpu = SimulatedAmdGpu(BDFS[0], 0, fail_with=AmdSmiRetCode.STATUS_NO_PERM)
+    install_fake_amdsmi(monkeypatch, [gpu])
+    monkeypatch.setattr(sys.modules["amdsmi"], "AmdSmiRetCode", Early)
+    [meter] = find().meters
+    gpu.fail_after_s = time.monotonic()
+    with pytest.raises(MeterPermissionError, match="AMDSMI_STATUS_NO_PERM"):
+        meter.read()
+    gpu.fail_with = AmdSmiRetCode.STATUS_NOT_YET_IMPLEMENTED
+    with pytest.raises(MeterUnavailable, match="AMDSMI_STATUS_NOT_YET_IMPLEMENTED"):
+        meter.read()
+
+
+def test_a_call_stuck_in_the_library_fails_other_reads_instead_of_stalling_them(
+    monkeypatch: pytest.MonkeyPatch, find: Opened
+) -> None:
+    gpus = four_gpus()[:2]
+    install_fake_amdsmi(monkeypatch, gpus)
+    stuck, waiting = find().meters
+    monkeypatch.setattr(amd, "LOCK_WAIT_S", 0.05)
+    gpus[which(Found(meters=[stuck]))[0]].call_delay_s = 0.5  # its driver call hangs
+    reader = threading.Thread(target=stuck.read)
+    reader.start()
+    time.sleep(0.1)
+    try:
+        with pytest.raises(MeterReadError, match="has not returned"):
+            waiting.read()
+    finally:
+        reader.join()
+
+
+def test_a_gpu_whose_asic_info_fails_is_still_measured_under_a_generic_name(
+    monkeypatch: pytest.MonkeyPatch, find: Opened
+) -> None:
+    install_fake_amdsmi(monkeypatch, [SimulatedAmdGpu(BDFS[0], 0)])
+
+    def refuse(handle: object) -> None:
+        raise RuntimeError("asic info unavailable")
+
+    monkeypatch.setattr(sys.modules["amdsmi"], "amdsmi_get_gpu_asic_info", refuse)
+    [meter] = find().meters
+    assert (meter.info.model, meter.info.method) == ("AMD GPU", "counter")
+
+
+def test_a_hwmon_power_file_that_vanishes_mid_run_makes_the_meter_unavailable(
+    sysfs_root: Path, find: Opened
+) -> None:
+    [card] = build_amdgpu_sysfs(sysfs_root, [BDFS[0]])
+    [meter] = find().meters
+    (card.hwmon_dir / "power1_average").unlink()
+    with pytest.raises(MeterUnavailable, match="gpu0: reading hwmon power"):
+        meter.read()
