@@ -32,7 +32,8 @@ and nothing reaches the user's stdout.
 
 Which GPUs: HIP numbers devices in ROCr's order, which is not amd-smi's (PCI bus order; on an
 MI350X "HIP index 0 may be amd-smi GPU 3"). Each GPU's physical HIP index is
-``amdsmi_get_gpu_enumeration_info(h)["hip_id"]`` (ROCm 6.4+), else its KFD node
+``amdsmi_get_gpu_enumeration_info(h)["hip_id"]`` (ROCm 6.4+; taken to be the index HIP gives
+with no visibility variable set, as Zeus takes it), else its KFD node
 (``amdsmi_get_gpu_kfd_info(h)["node_id"]``, ROCr's enumeration), else PCI bus order; the hwmon
 fallback uses PCI bus order. ``ROCR_VISIBLE_DEVICES`` picks among the physical GPUs (indices,
 or ``GPU-`` UUIDs), then ``HIP_VISIBLE_DEVICES`` (or, when unset, ``CUDA_VISIBLE_DEVICES``,
@@ -174,8 +175,9 @@ def find_amd_gpus(
                 _session.release()
             if not why_not:  # the kernel may list GPUs that this user cannot open
                 why_not = "amdsmi sees no GPU: this user may not open /dev/kfd and /dev/dri"
-                denied = True
-    return _find_with_hwmon(why_not, denied, wanted, first_index, env)
+                return _find_with_hwmon(why_not, PERMISSION_FIX, False, wanted, first_index, env)
+    fix = PERMISSION_FIX if denied else INSTALL_FIX
+    return _find_with_hwmon(why_not, fix, denied, wanted, first_index, env)
 
 
 # -- loading amdsmi ------------------------------------------------------------------------------
@@ -801,21 +803,20 @@ def _open_all(plan: _Plan, pairs: dict[int, tuple[_Gpu, _Gpu]], opener: _Opener)
 
 def _find_with_hwmon(
     why_no_amdsmi: str,
-    denied: bool,
+    fix: str,
+    refused: bool,
     wanted: Sequence[int | str] | None,
     first_index: int,
     env: Mapping[str, str],
 ) -> Found:
     """Power meters on amdgpu's hwmon files, for when amdsmi cannot be used, and why not.
 
-    ``denied`` says amdsmi was refused this user, so the fix is the groups, not the package.
+    ``fix`` is what would let amdsmi work; ``refused`` says amdsmi refused this user, which is
+    reported even where sysfs shows no GPU (a container without the host's /sys).
     """
-    fix = PERMISSION_FIX if denied else INSTALL_FIX
     gpus = _hwmon_gpus()
     if not gpus:
-        if denied:
-            return Found(missing=[Missing("gpu", "gpu", why_no_amdsmi, fix)])
-        return Found()
+        return Found(missing=[Missing("gpu", "gpu", why_no_amdsmi, fix)]) if refused else Found()
     plan = _plan(gpus, wanted, first_index, env)
     opener: _Opener = lambda slots: [_open_hwmon(*slot, fix) for slot in slots]  # noqa: E731
     found = _open_all(plan, _pairs(gpus), opener)

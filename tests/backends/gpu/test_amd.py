@@ -574,10 +574,10 @@ def test_a_machine_without_amd_gpus_gives_nothing_at_all(
     find: Opened, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert find() == Found()
-    install_fake_amdsmi(
-        monkeypatch, [], init_error=AmdSmiRetCode.STATUS_INIT_ERROR
-    )  # an NVIDIA box
-    assert find() == Found()
+    install_fake_amdsmi(monkeypatch, [], init_error=AmdSmiRetCode.STATUS_INIT_ERROR)
+    assert find() == Found()  # amdsmi installed on a machine without AMD GPUs
+    install_fake_amdsmi(monkeypatch, [])
+    assert find() == Found()  # ... or one whose amdsmi starts and lists nothing
 
 
 @pytest.mark.parametrize(
