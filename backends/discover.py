@@ -3,7 +3,8 @@
 GPUs come from NVML (NVIDIA) and from amdsmi or amdgpu's hwmon files (AMD); a machine may have
 both. CPU packages and DRAM come from RAPL (powercap files, or pyRAPL when chosen); where RAPL
 cannot be read, the labelled estimates take over, and the reason RAPL failed is kept among the
-``missing`` entries so the user learns the fix.
+``missing`` entries so the user learns the fix. An AMD APU's figure is its whole socket's
+(``scope=APU``, CPU cores included): the CPU is then left to it, counted once.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from backends.base import COMPONENTS, Component, Found
+from backends.base import COMPONENTS, Component, Found, Missing
 from backends.cpu.estimate import find_cpu_estimate
 from backends.cpu.pyrapl import find_pyrapl
 from backends.cpu.rapl import find_rapl
-from backends.gpu.amd import find_amd_gpus
+from backends.gpu.amd import APU_SCOPE, find_amd_gpus
 from backends.gpu.nvidia import find_gpus
 from backends.memory.estimate import find_memory_estimate
 
@@ -41,8 +42,13 @@ def discover(
         "cpu": find_cpu_estimate,
         "dram": find_memory_estimate,
     }
+    apus = [m.info.device for m in found.meters if APU_SCOPE in m.info.detail.split()]
     for component, fallback in fallbacks.items():
         if component not in components:
+            continue
+        if component == "cpu" and apus:  # an APU's socket figure holds its CPU cores
+            reason = f"the CPU cores are counted in the APU socket figure of {', '.join(apus)}"
+            found.missing.append(Missing("cpu", "cpu", reason))
             continue
         found.missing.extend(m for m in rapl.missing if m.component == component)
         measured = [m for m in rapl.meters if m.info.component == component]

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT_ENV = "WATTPRINT_SYSFS_ROOT"
 DEFAULT_ROOT = "/sys"
 
-_ATTRIBUTE_MAX_BYTES = 256
+_ATTRIBUTE_MAX_BYTES = 4096  # a sysfs attribute is at most one page (KFD properties: ~1 KiB)
 _NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISCHR, "a character device"),

@@ -312,3 +312,29 @@ def build_amdgpu_sysfs(
         card.set_power_w(100.0, power_file)
         cards.append(card)
     return cards
+
+
+def build_kfd_topology(root: Path, gpus: Sequence[tuple[str, int]]) -> None:
+    """The KFD topology under ``root`` (``class/kfd/kfd/topology/nodes``), as ROCr reads it.
+
+    Node 0 is the CPU; nodes 1, 2, ... the GPUs in the order given, each ``(bdf, cpu_cores)``:
+    an APU's node has CPU cores as well as SIMDs. Each ``properties`` file holds ``key value``
+    lines, the address as ``domain`` and ``location_id`` (bus << 8 | device << 3 | function).
+    """
+    nodes = root / "class" / "kfd" / "kfd" / "topology" / "nodes"
+    cpu = nodes / "0"
+    cpu.mkdir(parents=True)
+    (cpu / "properties").write_text("cpu_cores_count 64\nsimd_count 0\nlocation_id 0\ndomain 0\n")
+    for node, (bdf, cores) in enumerate(gpus, start=1):
+        domain, bus, rest = bdf.split(":")
+        device, function = rest.split(".")
+        location = int(bus, 16) << 8 | int(device, 16) << 3 | int(function)
+        (nodes / str(node)).mkdir()
+        (nodes / str(node) / "properties").write_text(
+            f"cpu_cores_count {cores}\nsimd_count 304\nmem_banks_count 1\ncaches_count 0\n"
+            f"io_links_count 1\ncpu_core_id_base 0\nsimd_id_base 2147487744\nmax_waves_per_simd 8\n"
+            f"lds_size_in_kb 64\ngds_size_in_kb 0\nwave_front_size 64\narray_count 32\n"
+            f"simd_arrays_per_engine 1\ncu_per_simd_array 10\nsimd_per_cu 4\nvendor_id 4098\n"
+            f"device_id 29856\nlocation_id {location}\ndomain {int(domain, 16)}\n"
+            f"drm_render_minor {127 + node}\nhive_id 0\nnum_sdma_engines 2\nunique_id 9{node}\n"
+        )

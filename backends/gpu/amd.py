@@ -48,6 +48,11 @@ this process, a ``Missing`` naming the partner when it is not. MI300 parts are m
 its own, as Zeus does (CodeCarbon applies the two-die rule to MI3xx too; no source shows an
 MI300 GPU reading 0).
 
+APUs (an MI300A, or a Ryzen's integrated GPU: a KFD topology node with CPU cores and SIMDs):
+their power is the whole socket's, CPU cores included ("On APUs this includes the CPU",
+amdgpu_pm.c), so the meter's detail says ``scope=APU`` and discovery then leaves the CPU to it
+rather than count those cores twice (``backends.discover``).
+
 AMD SMI was not thread-safe before ROCm 7.2 (ROCm/amdsmi#115: the counter went backwards under
 concurrent calls), so every call here holds one process-wide lock; ``amdsmi_init`` is called
 once for all meters and ``amdsmi_shut_down`` when the last one closes.
@@ -114,6 +119,9 @@ _CARD = re.compile(r"card\d+")
 _HWMON = re.compile(r"hwmon\d+")
 _DUAL_DIE = re.compile(r"MI250", re.IGNORECASE)
 _NEWER_GENERATION = re.compile(r"MI3\d\d", re.IGNORECASE)
+_APU_MODEL = re.compile(r"MI300A", re.IGNORECASE)
+APU_SCOPE = "scope=APU"
+"""In a meter's detail: its figure is a whole APU socket's, the CPU cores included."""
 _UJ_PER_J = 1e6
 
 # AMD SMI statuses (``amdsmi_status_t``, amdsmi.h) and what each means for a meter; any other
@@ -341,6 +349,7 @@ class _Gpu:
     handle: Any = None
     error: str = ""
     error_status: str = ""
+    apu: bool = False
 
     def label(self) -> str:
         """``bdf=... hip_id=N`` for messages."""
@@ -486,8 +495,10 @@ def _identify(smi: ModuleType, handles: list[Any]) -> list[_Gpu]:
             str(u) for u in (enumeration.get("hip_uuid"), _uuid(smi, handle)) if u and u != "N/A"
         )
         listed.append(_Gpu(order, order, bdf, model.strip() or "AMD GPU", uuids, handle))
+    kfd = _kfd_gpus()
     return [
-        replace(gpu, index=i) for gpu, i in zip(listed, _hip_order(hip_ids, kfd_nodes), strict=True)
+        replace(gpu, index=i, apu=bool(_APU_MODEL.search(gpu.model)) or kfd.get(gpu.bdf, _GPU)[1])
+        for gpu, i in zip(listed, _hip_order(hip_ids, kfd_nodes), strict=True)
     ]
 
 
@@ -759,7 +770,7 @@ def _open_all(plan: _Plan, pairs: dict[int, tuple[_Gpu, _Gpu]], opener: _Opener)
         pair = pairs.get(gpu.index)
         detail = " ".join((gpu.label(), *(f"uuid={u}" for u in gpu.uuids[:1])))
         if pair is None:
-            to_open.append((device, gpu, f"{detail} scope=GPU"))
+            to_open.append((device, gpu, f"{detail} {APU_SCOPE if gpu.apu else 'scope=GPU'}"))
             continue
         carrier, partner = pair
         if carrier is not gpu:  # the second GCD: its power is in its partner's sensor
@@ -829,25 +840,69 @@ def _find_with_hwmon(
 
 
 def _hwmon_gpus() -> list[_Gpu]:
-    """Every amdgpu card under ``class/drm`` with a hwmon directory, in PCI bus order."""
+    """Every card under ``class/drm`` with an amdgpu hwmon directory, numbered as HIP does.
+
+    Cards of other drivers (an old Radeon on ``radeon``) have no such directory and are left out.
+    """
     drm = sysfs.sysfs_path("class", "drm")
     try:
         cards = sorted(name for name in sysfs.list_entries(drm) if _CARD.fullmatch(name))
     except OSError:
         return []
-    found: dict[str, tuple[str, Path | None, str]] = {}
+    found: dict[str, _Gpu] = {}
     for card in cards:
         device = drm / card / "device"
         bdf = os.path.basename(os.path.realpath(device)).lower()
         if not _BDF.fullmatch(bdf) or bdf in found or _text(device / "vendor") != _AMD_VENDOR:
             continue
+        hwmon = _hwmon_dir(device)
+        if hwmon is None:
+            continue
         model = _text(device / "product_name") or f"AMD GPU {_text(device / 'device')}".strip()
         uuid = _text(device / "unique_id")
-        found[bdf] = (model, _hwmon_dir(device), f"GPU-{uuid}" if uuid else "")
+        found[bdf] = _Gpu(0, 0, bdf, model, (f"GPU-{uuid}",) if uuid else (), hwmon)
+    listed = [replace(gpu, order=i) for i, gpu in enumerate(sorted(found.values(), key=_by_bdf))]
+    kfd = _kfd_gpus()
+    nodes = [kfd[gpu.bdf][0] if gpu.bdf in kfd else None for gpu in listed]
     return [
-        _Gpu(i, i, bdf, model, (uuid,) if uuid else (), hwmon)
-        for i, (bdf, (model, hwmon, uuid)) in enumerate(sorted(found.items()))
+        replace(gpu, index=index, apu=kfd.get(gpu.bdf, _GPU)[1])
+        for gpu, index in zip(listed, _hip_order(nodes, nodes), strict=True)
     ]
+
+
+def _by_bdf(gpu: _Gpu) -> str:
+    return gpu.bdf
+
+
+_GPU = (0, False)  # what ``_kfd_gpus`` says of a GPU it does not list: not an APU
+
+
+def _kfd_gpus() -> dict[str, tuple[int, bool]]:
+    """Each GPU of the KFD topology (ROCr's own list) by PCI address: its node, and if an APU.
+
+    ``class/kfd/kfd/topology/nodes/N/properties`` holds ``key value`` lines; a GPU node has SIMDs
+    (``simd_count``), an APU's node CPU cores as well (``cpu_cores_count``), and its address is
+    ``domain`` and ``location_id`` (bus << 8 | device << 3 | function). ROCr enumerates GPUs in
+    node order, which is therefore HIP's.
+    """
+    nodes = sysfs.sysfs_path("class", "kfd", "kfd", "topology", "nodes")
+    try:
+        names = [name for name in sysfs.list_entries(nodes) if name.isascii() and name.isdigit()]
+    except OSError:
+        return {}
+    gpus: dict[str, tuple[int, bool]] = {}
+    for name in names:
+        properties: dict[str, int] = {}
+        for line in _text(nodes / name / "properties").splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isascii() and value.strip().isdigit():
+                properties[key] = int(value)
+        if not properties.get("simd_count") or "location_id" not in properties:
+            continue  # a CPU node, or one this reader cannot place
+        location, domain = properties["location_id"], properties.get("domain", 0)
+        bdf = f"{domain:04x}:{location >> 8 & 0xFF:02x}:{location >> 3 & 0x1F:02x}.{location & 7}"
+        gpus[bdf] = (int(name), properties.get("cpu_cores_count", 0) > 0)
+    return gpus
 
 
 def _hwmon_dir(device: Path) -> Path | None:
@@ -892,10 +947,7 @@ class HwmonPowerMeter(Meter):
 
 def _open_hwmon(device: str, gpu: _Gpu, detail: str, fix: str) -> Meter | Missing:
     """A power meter on the first hwmon power file that reads, else why not (with ``fix``)."""
-    hwmon: Path | None = gpu.handle
-    if hwmon is None:
-        reason = f"{gpu.model} ({gpu.label()}) has no amdgpu hwmon directory to read power from"
-        return Missing("gpu", device, reason, fix)
+    hwmon: Path = gpu.handle
     errors: list[OSError | ValueError] = []
     for name in HWMON_POWER_FILES:
         try:

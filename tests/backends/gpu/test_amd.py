@@ -24,10 +24,11 @@ from tests.fake_amdsmi import (
     AmdSmiRetCode,
     SimulatedAmdGpu,
     build_amdgpu_sysfs,
+    build_kfd_topology,
     install_fake_amdsmi,
 )
 from tests.fake_nvml import SimulatedGPU, constant_power, install_fake_nvml, install_no_nvml
-from tests.fake_powercap import honour_file_modes
+from tests.fake_powercap import build_powercap, honour_file_modes
 from tests.measure.test_invariants import T0_S, simulated
 from tracker import DeviceEnergy, EpochRecord, Tracker
 from tracker.carbon.intensity import Constant
@@ -725,3 +726,42 @@ def test_a_hwmon_power_file_that_vanishes_mid_run_makes_the_meter_unavailable(
     (card.hwmon_dir / "power1_average").unlink()
     with pytest.raises(MeterUnavailable, match="gpu0: reading hwmon power"):
         meter.read()
+
+
+# --- KFD topology: HIP order and APUs -----------------------------------------------------------
+
+
+def test_hwmon_gpus_are_numbered_in_kfd_node_order_as_hip_numbers_them(
+    sysfs_root: Path, find: Opened
+) -> None:
+    build_amdgpu_sysfs(sysfs_root, BDFS[:3])
+    build_kfd_topology(sysfs_root, [(BDFS[2], 0), (BDFS[0], 0), (BDFS[1], 0)])
+    found = find(environ={"HIP_VISIBLE_DEVICES": "0,2"})
+    assert [m.info.detail.split()[:2] for m in found.meters] == [
+        [f"bdf={BDFS[2]}", "hip_id=0"],
+        [f"bdf={BDFS[1]}", "hip_id=2"],
+    ]
+
+
+def test_an_apu_is_metered_for_its_whole_socket_and_the_cpu_is_left_to_it(
+    sysfs_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    build_amdgpu_sysfs(sysfs_root, [BDFS[0]])
+    build_kfd_topology(sysfs_root, [(BDFS[0], 8)])  # a Ryzen's integrated GPU
+    build_powercap(tmp_path / "powercap", sockets=1, vendor="amd")
+    monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    found = discover_all(("gpu", "cpu"))
+    try:
+        assert [(m.info.device, m.info.component) for m in found.meters] == [("gpu0", "gpu")]
+        assert "scope=APU" in found.meters[0].info.detail.split()
+        [cpu] = [m for m in found.missing if m.component == "cpu"]
+        assert "counted in the APU socket figure of gpu0" in cpu.reason
+    finally:
+        for meter in found.meters:
+            meter.close()
+
+
+def test_an_mi300a_through_amdsmi_is_an_apu(monkeypatch: pytest.MonkeyPatch, find: Opened) -> None:
+    install_fake_amdsmi(monkeypatch, [SimulatedAmdGpu(BDFS[0], 0, "AMD Instinct MI300A")])
+    [meter] = find().meters
+    assert "scope=APU" in meter.info.detail.split()
