@@ -107,8 +107,8 @@ def _pick(found: Found, gpus: Sequence[int | str]) -> Found:
             problem = "names no GPU" if not matches else f"matches {len(matches)} GPUs"
             available = ", ".join(f"{d} ({' '.join(ids) or 'no UUID'})" for d, ids in uuids.items())
             raise ValueError(
-                f"gpus: {item!r} {problem}; accepted: a gpuN number or a GPU- UUID of the NVIDIA "
-                f"and AMD GPUs here: {available}"
+                f"gpus: {item!r} {problem}; accepted: a gpuN number or a GPU- UUID of the GPUs "
+                f"here: {available}"
             )
         if matches[0] not in picked:
             picked.append(matches[0])
