@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 _HWMON_DIR = re.compile(r"hwmon(\d+)")
 
-_ATTRIBUTE_MAX_BYTES = 256
+_ATTRIBUTE_MAX_BYTES = 4096  # a sysfs attribute is at most one page (KFD properties: ~1 KiB)
 _NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISCHR, "a character device"),

@@ -31,7 +31,7 @@ def devices(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
     install_no_nvml(monkeypatch)
     assert main(["devices"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    headlines = [line for line in lines if not line.startswith(" ")]
+    headlines = [line for line in lines if not line.startswith((" ", "note  "))]
     assert [line.split()[0] for line in headlines] == ["gpu", "cpu", "dram"]  # one state each
     return lines
 
@@ -113,3 +113,49 @@ def test_devices_lists_intel_gpus_and_jetson_rails_with_method_and_scope(
     )
     assert {m["device"] for m in machine["meters"] if m["component"] == "gpu"} == {"xpu0", "gpu0"}
     assert any("VDD_SOC" in note for note in machine["notes"])
+
+
+def test_devices_lists_amd_gpus_by_method_and_scope_with_the_covered_gcd(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fake_amdsmi import MI250X, SimulatedAmdGpu, install_fake_amdsmi
+
+    install_fake_amdsmi(
+        monkeypatch,
+        [
+            SimulatedAmdGpu("0000:29:00.0", 0, MI250X, power_field="average_socket_power"),
+            SimulatedAmdGpu("0000:2c:00.0", 1, MI250X, power_field="average_socket_power"),
+            SimulatedAmdGpu("0000:c1:00.0", 2, energy_key=None),
+        ],
+    )
+    lines = devices(monkeypatch, capsys)
+    assert "gpu   measured on gpu0 (counter), gpu2 (power)" in lines
+    gpu0 = next(
+        line for line in lines if line.startswith("        gpu0: counter, AMD Instinct MI250X")
+    )
+    assert "scope=package (both GCDs: bdf=0000:29:00.0 and bdf=0000:2c:00.0)" in gpu0
+    assert any(line.startswith("note  gpu1 (AMD Instinct MI250X GCD") for line in lines)
+    assert not any("NVML not found" in line for line in lines)  # not an NVIDIA machine
+    assert main(["devices", "--json"]) == 0
+    machine = json.loads(capsys.readouterr().out)
+    assert [m["device"] for m in machine["meters"] if m["component"] == "gpu"] == ["gpu0", "gpu2"]
+    assert "gpu0 covers both GCDs" in machine["notes"][0]
+
+
+def test_devices_without_amdsmi_lists_hwmon_power_and_the_fix(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from tests.fake_amdsmi import build_amdgpu_sysfs
+
+    build_amdgpu_sysfs(tmp_path / "sys", ["0000:03:00.0"], product_name="AMD Radeon PRO W7900")
+    result = wattprint("devices", env=env | {"WATTPRINT_SYSFS_ROOT": str(tmp_path / "sys")})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "gpu   measured on gpu0 (power)" in lines
+    assert any(
+        line.startswith("        gpu0: power, AMD Radeon PRO W7900 - bdf=0000:03:00.0")
+        and line.endswith("hwmon=power1_average")
+        for line in lines
+    )
+    assert any(line.startswith("note  AMD GPUs measured by polling hwmon power") for line in lines)
+    assert any("pip install 'wattprint[amd]'" in line for line in lines)

@@ -27,7 +27,11 @@ def register(subparsers: Subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    """One state per component: measured (on which devices), estimated (and why), not measured."""
+    """One state per component: measured (on which devices), estimated (and why), not measured.
+
+    Each meter's line gives its method and detail (for a GPU, what its figure covers: ``scope=``);
+    the discovery notes (a GPU counted on another's meter, a counter dropped) follow the list.
+    """
     found = discover(rapl_reader=args.rapl_reader)
     states = coverage(found.meters, found.missing, COMPONENTS)
     if args.json:
