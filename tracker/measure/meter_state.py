@@ -100,6 +100,12 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
     wrap_j = state.meter.wrap_j
     device = state.meter.info.device
     expected_j = state.power_w * dt if state.power_w is not None else None
+    max_w = state.meter.max_power_w
+    if expected_j is not None and max_w is not None:
+        # The preceding power is itself a counter difference (noisy over short reads, and raised
+        # by any wrap inferred before): never expect more than the device can draw, or inferred
+        # wraps would feed on each other.
+        expected_j = min(expected_j, max_w * dt)
     if wrap_j:
         if delta_j < 0:
             delta_j += wrap_j
