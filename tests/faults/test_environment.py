@@ -188,8 +188,10 @@ FORKING_TRAINING = textwrap.dedent(
         with tracker.epoch():
             time.sleep(0.1)
         tracker.epoch_start()
-        with multiprocessing.get_context("fork").Pool(2) as pool:
-            workers = pool.map(worker, range(4))
+        pool = multiprocessing.get_context("fork").Pool(2)
+        workers = pool.map(worker, range(4))
+        pool.close()  # workers leave on their own: terminate()'s SIGTERM would race the user's
+        pool.join()   # handler in a worker blocked on the pool's queue lock, and hang it
         pid = os.fork()
         if pid == 0:  # a forked child that leaves through the with block, as sys.exit does
             handlers = own_handlers()
