@@ -33,7 +33,8 @@ except ImportError as error:  # pragma: no cover - the framework is an optional 
         "tracker.integrations.keras needs Keras 3: pip install 'wattprint[keras]'"
     ) from error
 
-from tracker.integrations._hooks import TrackerHooks, epoch_metrics
+from tracker.exporters.base import epoch_metrics
+from tracker.integrations._hooks import TrackerHooks
 from tracker.tracker import Tracker
 
 
