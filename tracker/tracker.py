@@ -373,7 +373,7 @@ class Tracker(lifecycle.SignalledRun):
             host=self._host,
             rank=self._rank,
             location=self._location.code if self._location is not None else None,
-            intensity_source=self._provenance().labelled_source,
+            intensity_source=self._intensity_source(),
             pue=self._carbon.pue,
             devices=tuple(m.info for m in meters),
         )
@@ -381,13 +381,17 @@ class Tracker(lifecycle.SignalledRun):
     def _provenance(self) -> Provenance:
         return self._carbon.source.provenance
 
-    def _summary(self) -> RunSummary:
+    def _intensity_source(self) -> str:
+        """The intensity's provenance in one line, as the summary gives it."""
         p = self._carbon.source.provenance
+        return f"{p.label}: {p.source} ({p.year}, {p.basis})"
+
+    def _summary(self) -> RunSummary:
         return summarise(
             self.run_id,
             str(self._run_dir),
             self._book.totals,
-            f"{p.label}: {p.source} ({p.year}, {p.basis})",
+            self._intensity_source(),
             missing=[f"{m.device}: {m.reason}" for m in self._gaps()],
             warnings=self._notices.messages(),
             pue=self._carbon.pue,

@@ -72,7 +72,8 @@ class Prometheus(Exporter):
             )
         self.job = arguments.name("job", job)
         require("prometheus_client", "prometheus", "Prometheus")
-        self.port = DEFAULT_PORT if port is None and pushgateway is None else port
+        self._port = DEFAULT_PORT if port is None and pushgateway is None else port
+        self.port = self._port  # the port bound, once started (``port=0``: the one picked)
         self.addr = addr
         self.pushgateway = pushgateway
         self._registry: CollectorRegistry | None = None
@@ -92,8 +93,8 @@ class Prometheus(Exporter):
             grouping = {"run_id": run.run_id, "rank": str(run.rank)}
             self._pusher = _Pusher(self.pushgateway, self.job, registry, grouping)
         else:
-            assert self.port is not None
-            self._server = start_http_server(self.port, self.addr, registry=registry)
+            assert self._port is not None
+            self._server = start_http_server(self._port, self.addr, registry=registry)
             self.port = self._server[0].server_port
         self._registry, self._metrics = registry, metrics
 
