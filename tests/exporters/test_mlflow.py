@@ -73,3 +73,19 @@ def test_figures_are_the_framework_callbacks_figures() -> None:
 def test_artifacts_must_be_a_bool() -> None:
     with pytest.raises(ValueError, match="artifacts"):
         MLflow(artifacts="yes")  # type: ignore[arg-type]
+
+
+def test_a_start_that_fails_half_way_leaves_no_mlflow_run_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracking server refused the tags")
+
+    monkeypatch.setattr(MlflowClient, "log_batch", refuse)
+    exporter = MLflow()
+    with make_tracker(tmp_path, [exporter]) as tracker:
+        run_epochs(tracker, 1)
+    assert mlflow.active_run() is None
+    assert mlflow.get_run(exporter.mlflow_run_id).info.status == "FINISHED"
+    (warning,) = tracker.summary.warnings
+    assert "refused the tags" in warning and "left out of this run" in warning

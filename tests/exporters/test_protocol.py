@@ -205,3 +205,20 @@ def test_bad_exporters_fail_when_a_callback_or_carbontracker_is_made(tmp_path: P
         TrackerHooks("test", None, {"log_dir": tmp_path, "exporters": ["mlflow"]})
     with pytest.raises(ValueError, match="exporters"):
         CarbonTracker(epochs=1, log_dir=tmp_path, exporters=[print])  # type: ignore[list-item]
+
+
+def test_an_exporter_held_by_a_running_tracker_is_left_out_of_a_second_one(
+    tmp_path: Path,
+) -> None:
+    shared = Recording()
+    with make_tracker(tmp_path, [shared], run_id="first") as first:
+        with make_tracker(tmp_path, [shared], run_id="second") as second:
+            run_epochs(second, 1)
+        run_epochs(first, 1)
+    assert [r.run_id for r in shared.runs] == ["first"]
+    assert [r.run_id for r in shared.records] == ["first"]
+    (warning,) = second.summary.warnings
+    assert "exporting another run" in warning and "left out" in warning
+    with make_tracker(tmp_path, [shared], run_id="third") as third:  # free again once stopped
+        run_epochs(third, 1)
+    assert [r.run_id for r in shared.runs] == ["first", "third"]

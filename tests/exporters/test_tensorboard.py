@@ -57,3 +57,9 @@ def test_a_second_run_writes_a_file_of_its_own_beside_the_first(tmp_path: Path) 
 def test_log_dir_must_be_a_path(log_dir: object) -> None:
     with pytest.raises(ValueError, match="log_dir"):
         TensorBoard(log_dir)  # type: ignore[arg-type]
+
+
+def test_log_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "tb").write_text("not a directory")
+    with pytest.raises(ValueError, match=r"log_dir .* is a file"):
+        TensorBoard(tmp_path / "tb")

@@ -24,6 +24,9 @@ from tracker.measure.sampler import TimelinePoint
 from tracker.notices import Notices
 from tracker.records import EpochRecord, RunSummary
 
+_BUSY: set[int] = set()  # ids of the exporters some run has started and not yet stopped
+_BUSY_LOCK = threading.Lock()
+
 LABELS = ("project", "run_id", "host", "rank", "device", "component", "method")
 """The labels (attributes) of every per-device figure an exporter publishes."""
 
@@ -110,9 +113,9 @@ class ExporterGroup:
         return bool(self._all)
 
     def start(self, run: RunInfo) -> None:
-        """Start every exporter; one whose start fails is left out of this run."""
-        left_out = "it is left out of this run"
-        started = [e for e in self._all if self._call(e, "start", partial(e.start, run), left_out)]
+        """Start every exporter; one whose start fails, or that another run holds, is left out."""
+        out = "it is left out of this run"
+        started = [e for e in self._all if self._call(e, "start", partial(_claim, e, run), out)]
         with self._lock:
             self._live = tuple(started)
 
@@ -133,6 +136,8 @@ class ExporterGroup:
             live, self._live = self._live, ()
         for exporter in live:
             self._call(exporter, "stop", partial(exporter.stop, summary))
+            with _BUSY_LOCK:
+                _BUSY.discard(id(exporter))
 
     def _call(
         self, exporter: Exporter, method: str, action: Callable[[], object], consequence: str = ""
@@ -152,6 +157,26 @@ FIGURES = (
     "duration_s",
 )
 """The figures experiment logs get, under the logs' column names (``epochs.csv``, run.json)."""
+
+
+def _claim(exporter: Exporter, run: RunInfo) -> None:
+    """Start ``exporter`` for ``run``, unless a run that has not stopped holds it already.
+
+    One instance holds one run's state (a server, an experiment run): two trackers running at
+    once need one each. A start that raises leaves it free.
+    """
+    with _BUSY_LOCK:
+        if id(exporter) in _BUSY:
+            raise RuntimeError(
+                "it is exporting another run that has not stopped; give each Tracker its own"
+            )
+        _BUSY.add(id(exporter))
+    try:
+        exporter.start(run)
+    except BaseException:
+        with _BUSY_LOCK:
+            _BUSY.discard(id(exporter))
+        raise
 
 
 def epoch_metrics(record: EpochRecord, prefix: str = "wattprint/") -> dict[str, float]:

@@ -60,8 +60,8 @@ class MLflow(Exporter):
         self._own = active is None
         if active is None:
             active = mlflow.start_run(run_name=run.run_id)
-        self._client, self._run = MlflowClient(), run
         self._mlflow_run_id, self._pending = active.info.run_id, []
+        client = MlflowClient()
         tags = {
             "wattprint.run_id": run.run_id,
             "wattprint.run_dir": str(run.run_dir),
@@ -70,7 +70,13 @@ class MLflow(Exporter):
             "wattprint.pue": f"{run.pue:g}",
             "wattprint.devices": ", ".join(f"{d.device}={d.method}" for d in run.devices),
         }
-        self._client.log_batch(self._mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        try:
+            client.log_batch(self._mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        except BaseException:
+            if self._own:  # no run of ours is left open
+                self._end(client)
+            raise
+        self._client, self._run = client, run
 
     def epoch(self, record: EpochRecord) -> None:
         """Log the epoch's figures at ``step=record.epoch`` (asynchronously)."""

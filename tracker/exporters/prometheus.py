@@ -85,8 +85,6 @@ class Prometheus(Exporter):
         """Register the run's metrics in a registry of its own; serve it or start pushing it."""
         from prometheus_client import CollectorRegistry, start_http_server
 
-        if self._registry is not None:
-            raise RuntimeError("this Prometheus exporter is serving another run; give each its own")
         registry = CollectorRegistry()
         metrics = _Metrics(registry, run)
         if self.pushgateway is not None:

@@ -26,6 +26,8 @@ class TensorBoard(Exporter):
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = arguments.directory("log_dir", log_dir)
+        if self.log_dir.exists() and not self.log_dir.is_dir():
+            raise ValueError(f"TensorBoard: log_dir {self.log_dir} is a file, not a directory")
         require("tensorboard", "tensorboard", "TensorBoard")
         self._writer: Any = None  # tensorboard ships no type hints
 

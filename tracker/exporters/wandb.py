@@ -43,8 +43,6 @@ class WandB(Exporter):
         self._own = active is None
         if active is None:
             active = wandb.init(project=run.project, name=run.run_id)
-        active.define_metric(STEP)
-        active.define_metric("wattprint/*", step_metric=STEP)
         self._config = {
             "run_id": run.run_id,
             "run_dir": str(run.run_dir),
@@ -53,7 +51,14 @@ class WandB(Exporter):
             "pue": run.pue,
             "devices": {d.device: d.method for d in run.devices},
         }
-        active.config.update({"wattprint": self._config}, allow_val_change=True)  # type: ignore[no-untyped-call]  # untyped upstream
+        try:
+            active.define_metric(STEP)
+            active.define_metric("wattprint/*", step_metric=STEP)
+            active.config.update({"wattprint": self._config}, allow_val_change=True)  # type: ignore[no-untyped-call]  # untyped upstream
+        except BaseException:
+            if self._own:  # no run of ours is left open
+                active.finish()
+            raise
         self._run = active
 
     def epoch(self, record: EpochRecord) -> None:
