@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.request
@@ -193,3 +194,15 @@ def test_a_gateway_that_refuses_pushes_is_warned_about_once_and_the_run_goes_on(
 def test_bad_arguments_are_refused_when_made(kwargs: dict[str, object], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         Prometheus(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_port_in_use_is_warned_about_and_the_run_goes_on(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        exporter = Prometheus(port=taken.getsockname()[1])
+        with make_tracker(tmp_path, [exporter]) as tracker:
+            run_epochs(tracker, 2)
+    assert len(tracker.epochs) == 2 and tracker.summary.it_energy_j is not None
+    (warning,) = tracker.summary.warnings
+    assert "exporter Prometheus (start) failed" in warning and "left out" in warning

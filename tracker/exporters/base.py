@@ -36,7 +36,8 @@ class RunInfo:
     """What an exporter learns at ``start``: the run, where it is written, what it measures.
 
     ``location`` is the location's code (None without one); ``intensity_source`` the intensity's
-    ``label: source``; ``pue`` the ratio applied to IT energy; ``devices`` the meters measured.
+    provenance as ``RunSummary.intensity_source`` gives it; ``pue`` the ratio applied to IT
+    energy; ``devices`` the meters measured.
     """
 
     project: str
