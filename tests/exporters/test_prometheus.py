@@ -188,7 +188,8 @@ def test_a_gateway_that_refuses_pushes_is_warned_about_once_and_the_run_goes_on(
         ({"addr": None}, "addr"),
         ({"pushgateway": ""}, "pushgateway"),
         ({"pushgateway": "gw:9091", "port": 9101}, "not both"),
-        ({"pushgateway": "gw:9091", "job": "a/b"}, "job"),
+        ({"pushgateway": "gw:9091", "job": ""}, "job"),
+        ({"pushgateway": "gw:9091", "job": 7}, "job"),
     ],
 )
 def test_bad_arguments_are_refused_when_made(kwargs: dict[str, object], named: str) -> None:

@@ -26,7 +26,6 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from tracker import arguments
 from tracker.exporters.base import LABELS, Exporter, RunInfo, require
 from tracker.records import EpochRecord, RunSummary
 
@@ -70,13 +69,14 @@ class Prometheus(Exporter):
             raise ValueError(
                 f"Prometheus: pushgateway must be a host:port or URL, got {pushgateway!r}"
             )
-        self.job = arguments.name("job", job)
+        if not isinstance(job, str) or not job.strip():
+            raise ValueError(f"Prometheus: job must be a non-empty label value, got {job!r}")
+        self.job = job
         require("prometheus_client", "prometheus", "Prometheus")
         self._port = DEFAULT_PORT if port is None and pushgateway is None else port
         self.port = self._port  # the port bound, once started (``port=0``: the one picked)
         self.addr = addr
         self.pushgateway = pushgateway
-        self._registry: CollectorRegistry | None = None
         self._metrics: _Metrics | None = None
         self._server: tuple[WSGIServer, threading.Thread] | None = None
         self._pusher: _Pusher | None = None
@@ -94,7 +94,7 @@ class Prometheus(Exporter):
             assert self._port is not None
             self._server = start_http_server(self._port, self.addr, registry=registry)
             self.port = self._server[0].server_port
-        self._registry, self._metrics = registry, metrics
+        self._metrics = metrics
 
     def interval(self, power_w: Mapping[str, float]) -> None:
         """Set each device's power gauge."""
@@ -111,7 +111,7 @@ class Prometheus(Exporter):
     def stop(self, summary: RunSummary) -> None:
         """Push the final figures (pushgateway) or stop serving; the registry goes with the run."""
         pusher, server = self._pusher, self._server
-        self._registry = self._metrics = self._pusher = self._server = None
+        self._metrics = self._pusher = self._server = None
         if server is not None:
             server[0].shutdown()
             server[0].server_close()
