@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.exporters.runs import POWER_W, boards, make_tracker, run_epochs
+from tests.fake_nvml import SimulatedGPU, install_fake_nvml, step_profile
 from tracker import CarbonTracker, EpochRecord, RunSummary, Tracker, track
 from tracker.exporters import (
     MLflow,
@@ -222,3 +223,25 @@ def test_an_exporter_held_by_a_running_tracker_is_left_out_of_a_second_one(
     with make_tracker(tmp_path, [shared], run_id="third") as third:  # free again once stopped
         run_epochs(third, 1)
     assert [r.run_id for r in shared.runs] == ["first", "third"]
+
+
+def test_live_power_reaches_exporters_from_a_followed_gpu_counter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NVML energy counter is read by its own follower thread, not the sampler's loop."""
+    install_fake_nvml(
+        monkeypatch,
+        [SimulatedGPU(power_w=step_profile([(0.0, 240.0)]), read_delay_s=0.004)],
+    )
+    recording = Recording()
+    tracker = Tracker(
+        "followed", tmp_path / "runs", components=["gpu"], intensity=400.0, verbose=0,
+        interval=0.05, sample_period=0.1, exporters=[recording],
+    )  # fmt: skip
+    with tracker, tracker.epoch():
+        deadline = time.monotonic() + 10
+        while len(recording.power) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [d.method for d in recording.runs[0].devices] == ["counter"]
+    assert recording.power, "no live power from the followed counter"
+    assert all(p == pytest.approx({"gpu0": 240.0}, rel=0.05) for _, p in recording.power[1:])
