@@ -39,7 +39,7 @@ PUSH_TIMEOUT_S = 10.0  # the last push, at stop, waits at most this long for the
 
 
 class Prometheus(Exporter):
-    """Serves ``/metrics`` on ``addr:port`` while the run lives, or pushes to ``pushgateway``.
+    """Serves ``/metrics`` on ``addr:port`` (9101) while the run lives, or pushes to a gateway.
 
     ``port=0`` picks a free port (``.port`` says which once started). ``pushgateway`` is the
     gateway's ``host:port`` or URL, and ``job`` its job label. Needs ``wattprint[prometheus]``.
