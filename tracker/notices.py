@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 _instances: weakref.WeakSet[Notices] = weakref.WeakSet()
@@ -37,6 +38,23 @@ class Notices:
             self._seen.add(key)
             self._messages.append(message)
         logger.log(self._level, "wattprint: %s", message)
+        return True
+
+    def shielded(
+        self, key: str, what: str, action: Callable[[], object], consequence: str = ""
+    ) -> bool:
+        """Run ``action``; an ``Exception`` from it is warned about once per ``key`` and kept here.
+
+        The message reads ``<what> failed: <error>[; <consequence>]``. True when ``action`` ran
+        through. This is how user code the tracker calls (epoch callbacks, exporters) fails
+        without reaching the training loop.
+        """
+        try:
+            action()
+        except Exception as error:
+            tail = f"; {consequence}" if consequence else ""
+            self.warn(key, f"{what} failed: {error!r}{tail}")
+            return False
         return True
 
     def messages(self) -> list[str]:

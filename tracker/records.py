@@ -15,7 +15,9 @@ class DeviceEnergy:
     """One device's energy over one epoch, and how it was obtained.
 
     ``method`` is the meter's method, or ``failed`` when the meter stopped working during or before
-    this epoch (then ``energy_j`` covers only the time it still worked, or is None).
+    this epoch (then ``energy_j`` covers only the time it still worked, or is None). ``co2_g`` is
+    this device's share of the epoch's emissions (its energy x PUE x intensity over time), None
+    where not measured or not recorded (rows read back from ``devices.csv``).
     """
 
     device: str
@@ -27,6 +29,7 @@ class DeviceEnergy:
     peak_w: float | None
     host: str
     rank: int
+    co2_g: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

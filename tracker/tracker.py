@@ -30,6 +30,7 @@ from tracker.distributed.process_group import (
     slurm_info,
     validated_mode,
 )
+from tracker.exporters.base import Exporter, ExporterGroup, RunInfo
 from tracker.measure import lifecycle
 from tracker.measure.book import EpochBook
 from tracker.measure.coverage import coverage_lines, not_measured, uncovered
@@ -54,6 +55,8 @@ class Tracker(lifecycle.SignalledRun):
     ``epochs=N``, the whole run is predicted once after ``epochs_before_pred`` epochs (0: never).
     ``distributed="auto"`` joins an initialised ``torch.distributed`` job at ``start`` (see
     ``tracker.distributed.process_group``); ``False`` measures this process alone.
+    ``exporters`` (``tracker.exporters``: Prometheus, OpenTelemetry, MLflow, W&B, TensorBoard)
+    each get every epoch, the live power and the totals; one that fails is warned about once.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Tracker(lifecycle.SignalledRun):
         epochs: int | None = None,
         epochs_before_pred: int = 1,
         distributed: bool | str = "auto",
+        exporters: Sequence[Exporter] = (),
     ) -> None:
         self.project = arguments.name("project", project)
         floor_s, ceiling_s = arguments.MIN_INTERVAL_S, arguments.MAX_INTERVAL_S
@@ -88,6 +92,7 @@ class Tracker(lifecycle.SignalledRun):
         arguments.check_gpus(gpus)
         self.verbose = arguments.verbosity(verbose)
         self._notices = Notices(quiet=not self.verbose)
+        self._exporters = ExporterGroup(exporters, self._notices)
         self._carbon, self._location, self._intensity_warnings = Carbon.for_run(
             location, intensity, pue, self._notices
         )
@@ -197,7 +202,9 @@ class Tracker(lifecycle.SignalledRun):
             self.interval_s,
             self.sample_period_s,
             self._log.timeline,
+            on_power=self._exporters.interval if self._exporters else None,
         )
+        self._exporters.start(self._run_info(meters))
         self._status = "running"
         self._sampler.start()
         self._started_s, self._start_snapshot = self._sampler.snapshot()
@@ -223,6 +230,8 @@ class Tracker(lifecycle.SignalledRun):
         if self._log is not None:
             with contextlib.suppress(Exception):
                 self._log.writer.close()
+        with contextlib.suppress(Exception):
+            self._exporters.stop(self._summary())
 
     @lifecycle.holding_signals
     def stop(self) -> RunSummary:
@@ -247,6 +256,7 @@ class Tracker(lifecycle.SignalledRun):
             self._log.writer.close()
             if self._job is not None:
                 self._job.finish(wait=self._status == "finished")
+            self._exporters.stop(self._summary())  # after the files are final (MLflow's copy)
             summary = self._summary()
             self._log.say(summary_line(summary))
             return summary
@@ -382,22 +392,41 @@ class Tracker(lifecycle.SignalledRun):
         assert self._log is not None
         prediction = self._predictor.observe(self._book.records)
         self._log.epoch(record, self._provenance(), prediction)
+        self._exporters.epoch(record)
         self._sampler.flush_timeline()  # a killed process keeps the timeline up to this edge
         if self._job is not None:
             self._job.submit(record)
         self._log.queue_run_json(self._sampler.call_soon)  # last: waking the thread costs GIL
         return record
 
+    def _run_info(self, meters: Sequence[Meter]) -> RunInfo:
+        """What the exporters learn at start: the run, its place and pricing, its meters."""
+        return RunInfo(
+            project=self.project,
+            run_id=self.run_id,
+            run_dir=self._run_dir,
+            host=self._host,
+            rank=self._rank,
+            location=self._location.code if self._location is not None else None,
+            intensity_source=self._intensity_source(),
+            pue=self._carbon.pue,
+            devices=tuple(m.info for m in meters),
+        )
+
     def _provenance(self) -> Provenance:
         return self._carbon.source.provenance
 
-    def _summary(self) -> RunSummary:
+    def _intensity_source(self) -> str:
+        """The intensity's provenance in one line, as the summary gives it."""
         p = self._carbon.source.provenance
+        return f"{p.label}: {p.source} ({p.year}, {p.basis})"
+
+    def _summary(self) -> RunSummary:
         return summarise(
             self.run_id,
             str(self._run_dir),
             self._book.totals,
-            f"{p.label}: {p.source} ({p.year}, {p.basis})",
+            self._intensity_source(),
             missing=[f"{m.device}: {m.reason}" for m in self._gaps()],
             warnings=self._notices.messages(),
             pue=self._carbon.pue,

@@ -16,6 +16,7 @@ import sys
 from types import FrameType
 
 from tracker.cli import Subparsers, watch
+from tracker.exporters.base import Exporter
 from tracker.tracker import Tracker
 
 
@@ -41,6 +42,18 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="show power, energy, gCO2e and the prediction live on stderr (a terminal)",
     )
+    parser.add_argument(
+        "--prometheus",
+        metavar="[ADDR:]PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics while the command runs "
+        "(ADDR defaults to 127.0.0.1; needs wattprint[prometheus])",
+    )
+    parser.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="push Prometheus metrics to this Pushgateway (host:port or URL) when the command "
+        "ends (needs wattprint[prometheus])",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     parser.set_defaults(handler=handle)
 
@@ -57,6 +70,7 @@ def handle(args: argparse.Namespace) -> int:
     if shutil.which(command[0]) is None:  # say so before a run directory is made
         raise ValueError(f"cannot start {command[0]!r}: no such executable file")
     gpus = _gpus(args.gpus) if args.gpus is not None else None
+    exporters = _exporters(args.prometheus, args.pushgateway)
     tracker = Tracker(
         project=args.project,
         log_dir=args.log_dir,
@@ -66,6 +80,7 @@ def handle(args: argparse.Namespace) -> int:
         interval=args.interval,
         gpus=gpus,
         verbose=0 if args.quiet else 1,
+        exporters=exporters,
     )
     tracker.record_command(command)  # run.json says what ran from its first write on
     with watch.live_run(tracker.run_dir, args.live) as output, tracker:
@@ -102,6 +117,31 @@ def _gpus(text: str) -> list[int | str]:
                 "them comma-separated, e.g. --gpus 0,1"
             )
     return [int(entry) if entry.isdecimal() else entry for entry in entries]
+
+
+def _exporters(serve: str | None, push: str | None) -> list[Exporter]:
+    """``--prometheus [ADDR:]PORT`` and ``--pushgateway URL`` as exporters (none without them).
+
+    A missing ``prometheus_client`` is a ``ValueError`` naming the extra, said before the run.
+    """
+    from tracker.exporters.prometheus import Prometheus
+
+    exporters: list[Exporter] = []
+    try:
+        if serve is not None:
+            addr, _, port = serve.rpartition(":")
+            if not port.isdecimal():
+                raise ValueError(
+                    f"--prometheus {serve!r}: give a port (9101) or an address and port "
+                    "(0.0.0.0:9101, [::1]:9101)"
+                )
+            addr = addr.removeprefix("[").removesuffix("]") or "127.0.0.1"
+            exporters.append(Prometheus(int(port), addr))
+        if push is not None:
+            exporters.append(Prometheus(pushgateway=push))
+    except ImportError as error:
+        raise ValueError(str(error)) from error
+    return exporters
 
 
 def _terminal_reached_child() -> bool:

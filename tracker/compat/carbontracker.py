@@ -28,8 +28,8 @@ run.json) rather than being silently ignored:
   carbontracker; here that warns.
 - PUE: carbontracker multiplies by a fixed 1.58 (Uptime Institute 2023 global average,
   ``constants.PUE_2023``); wattprint uses the cloud region's PUE, else 1.0. Pass ``pue=1.58`` to
-  compare like with like. Keyword-only extras ``project``, ``location``, ``intensity`` and
-  ``pue`` take wattprint's meaning.
+  compare like with like. Keyword-only extras ``project``, ``location``, ``intensity``, ``pue``
+  and ``exporters`` (``tracker.exporters``) take wattprint's meaning.
 - Work (a wattprint extra): ``epoch_end(samples=..., tokens=...)`` and ``add_work`` count the
   epoch's samples and tokens, for the IT energy per sample and per token in the run's files.
 """
@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from tracker.compat.arguments import (
     run_id_with,
     simulated_meters,
 )
+from tracker.exporters.base import Exporter
 from tracker.measure.predict import clock
 from tracker.records import Prediction, RunSummary
 from tracker.tracker import Tracker
@@ -101,6 +103,7 @@ class CarbonTracker:
         location: str | None = None,
         intensity: IntensityArg = None,
         pue: float | None = None,
+        exporters: Sequence[Exporter] = (),
     ) -> None:
         self.epochs = arguments.integer("epochs", epochs, 1)
         before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
@@ -147,6 +150,7 @@ class CarbonTracker:
             run_id=run_id_with(log_file_prefix),
             epochs=self.epochs,
             epochs_before_pred=self.epochs_before_pred,
+            exporters=exporters,
         )
         for note in notes:
             self._warn(note)

@@ -106,21 +106,3 @@ class TrackerHooks:
                     error,
                 )
             return False, None
-
-
-def epoch_metrics(record: EpochRecord, prefix: str = "wattprint/") -> dict[str, float]:
-    """An epoch's figures as flat metrics for a framework's logger (unmeasured ones left out)."""
-    values: dict[str, float | None] = {
-        "facility_energy_kwh": record.facility_energy_kwh,
-        "co2_g": record.co2_g,
-        "it_energy_j": record.it_energy_j,
-        "gpu_energy_j": record.gpu_energy_j,
-        "cpu_energy_j": record.cpu_energy_j,
-        "dram_energy_j": record.dram_energy_j,
-        "duration_s": record.duration_s,
-        "samples": record.samples,
-        "tokens": record.tokens,
-        "it_energy_j_per_sample": record.it_energy_j_per_sample,
-        "it_energy_j_per_token": record.it_energy_j_per_token,
-    }
-    return {f"{prefix}{name}": float(v) for name, v in values.items() if v is not None}

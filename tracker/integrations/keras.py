@@ -39,7 +39,8 @@ except ImportError as error:  # pragma: no cover - the framework is an optional 
     ) from error
 
 from tracker.arguments import integer
-from tracker.integrations._hooks import TrackerHooks, epoch_metrics
+from tracker.exporters.base import epoch_metrics
+from tracker.integrations._hooks import TrackerHooks
 from tracker.tracker import Tracker
 
 

@@ -37,7 +37,8 @@ except ImportError:  # pragma: no cover - the standalone package
             "pip install 'wattprint[lightning]'"
         ) from error
 
-from tracker.integrations._hooks import TrackerHooks, epoch_metrics
+from tracker.exporters.base import epoch_metrics
+from tracker.integrations._hooks import TrackerHooks
 from tracker.tracker import Tracker
 
 

@@ -34,7 +34,8 @@ except ImportError as error:  # pragma: no cover - the framework is an optional 
         "pip install 'wattprint[transformers]'"
     ) from error
 
-from tracker.integrations._hooks import TrackerHooks, epoch_metrics
+from tracker.exporters.base import epoch_metrics
+from tracker.integrations._hooks import TrackerHooks
 from tracker.records import EpochRecord
 from tracker.tracker import Tracker
 

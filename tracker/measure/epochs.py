@@ -311,4 +311,5 @@ def _device_energy(
         peak_w=peak_w if energy_j is not None else None,
         host=host,
         rank=rank,
+        co2_g=None if energy_j is None else end.co2_g - start.co2_g,
     )

@@ -65,7 +65,12 @@ class MeterSnapshot:
 
 
 class Sampler:
-    """Polls meters on a daemon thread and cuts exact epoch boundaries on the caller's thread."""
+    """Polls meters on a daemon thread and cuts exact epoch boundaries on the caller's thread.
+
+    ``on_timeline`` gets the power timeline in batches (at epoch edges, every few hundred rows
+    and at stop) to write; ``on_power``, when given, gets each new timeline point within one
+    ``interval_s``, on the sampler thread, for live views: it must return at once.
+    """
 
     def __init__(
         self,
@@ -76,6 +81,8 @@ class Sampler:
         timeline_period_s: float,
         on_timeline: Callable[[list[TimelinePoint]], None],
         follow_budget: FollowBudget | None = None,
+        *,
+        on_power: Callable[[list[TimelinePoint]], None] | None = None,
     ) -> None:
         self._states = [MeterState(m) for m in meters]
         self._follow_budget = follow_budget or grid.BUDGET
@@ -87,6 +94,8 @@ class Sampler:
         self._on_timeline = on_timeline
         self._timeline: list[TimelinePoint] = []
         self._flushed_s = time.monotonic()
+        self._on_power = on_power
+        self._fresh: list[TimelinePoint] = []  # timeline points not yet given to on_power
         self._jobs: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -126,6 +135,7 @@ class Sampler:
                 if state.t_s is not None and state.t_s > state.timeline_t_s:
                     self._add_timeline_point(state)
         self.flush_timeline()
+        self._hand_over_power()
         for state in self._states:
             try:
                 state.meter.close()
@@ -158,6 +168,7 @@ class Sampler:
         due = time.monotonic() - self._flushed_s >= _TIMELINE_FLUSH_S
         if len(self._timeline) >= _TIMELINE_FLUSH_ROWS or (self._timeline and due):
             self.flush_timeline()
+        self._hand_over_power()
 
     def snapshot(self) -> tuple[float, dict[str, MeterSnapshot]]:
         """Cut a boundary now: each meter's cumulative energy and CO2 at one monotonic instant.
@@ -235,6 +246,15 @@ class Sampler:
             self._flushed_s = time.monotonic()
         if points:
             self._on_timeline(points)
+
+    def _hand_over_power(self) -> None:
+        """Give ``on_power`` the timeline points added since its last call (followers' too)."""
+        if self._on_power is None:
+            return
+        with self._lock:
+            points, self._fresh = self._fresh, []
+        if points:
+            self._on_power(points)
 
     def _read(self, state: MeterState, hint: bool) -> tuple[Reading | None, float | None]:
         """Read a meter (and its power hint), timing the read; a failure disables the meter."""
@@ -335,7 +355,10 @@ class Sampler:
         """The meter's average power since its previous timeline point (never below 0 W)."""
         assert state.t_s is not None
         average_w = (state.energy_j - state.timeline_j) / (state.t_s - state.timeline_t_s)
-        self._timeline.append((state.t_s, state.meter.info.device, max(average_w, 0.0)))
+        point = (state.t_s, state.meter.info.device, max(average_w, 0.0))
+        self._timeline.append(point)
+        if self._on_power is not None:
+            self._fresh.append(point)
         state.timeline_t_s, state.timeline_j = state.t_s, state.energy_j
 
     def _cut(

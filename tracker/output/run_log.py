@@ -8,6 +8,7 @@ and never reaches the training loop).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,11 +60,10 @@ class RunLog:
             if prediction is not None:
                 say(prediction_line(prediction))
         for callback in self._callbacks:
-            try:
-                callback(record)
-            except Exception as error:
-                name = getattr(callback, "__qualname__", repr(callback))
-                self._notices.warn(f"callback:{name}", f"epoch callback {name} failed: {error!r}")
+            name = getattr(callback, "__qualname__", repr(callback))
+            self._notices.shielded(
+                f"callback:{name}", f"epoch callback {name}", functools.partial(callback, record)
+            )
 
     def queue_run_json(self, call_soon: Callable[[Callable[[], None]], None]) -> None:
         """Rewrite run.json on the sampler thread, unless a rewrite is already waiting there."""
