@@ -75,3 +75,30 @@ def read_uint(path: Path) -> int:
 def list_entries(directory: Path) -> list[str]:
     """The names in one sysfs directory. Raises ``OSError``."""
     return os.listdir(directory)
+
+
+def hwmon_devices() -> list[tuple[Path, str]]:
+    """Every hwmon device as ``(directory, name)``, in ``hwmonN`` order; none where absent.
+
+    ``class/hwmon/hwmonN`` under the sysfs root, with the driver's ``name`` attribute (``""`` where
+    it cannot be read). Readers pick theirs by name (``power_meter``, ``amdgpu``, ``i915``, ...).
+    """
+    base = sysfs_path("class", "hwmon")
+    try:
+        entries = list_entries(base)
+    except OSError:
+        return []
+    numbered = sorted(
+        (int(entry[5:]), entry)
+        for entry in entries
+        if entry.startswith("hwmon") and entry[5:].isdigit()
+    )
+    devices = []
+    for _, entry in numbered:
+        directory = base / entry
+        try:
+            name = read_attribute(directory / "name").strip()
+        except OSError:
+            name = ""
+        devices.append((directory, name))
+    return devices

@@ -34,9 +34,11 @@ class EpochRecord:
     """Energy and emissions of one epoch, as returned by ``Tracker.epoch_end()``.
 
     Component energies and ``it_energy_j`` are IT energy (before PUE); ``facility_energy_kwh`` is
-    facility energy (after PUE); both are None when no component was measured (never a silent 0);
-    ``co2_g`` integrates power x intensity over the epoch, times PUE. ``start_s``/``end_s`` are the
-    monotonic boundary times; ``partial`` marks an epoch closed by a signal or an exception.
+    facility energy (after PUE); both are None when no component was measured (never a silent 0).
+    ``other_energy_j`` is the rest of the node that a whole-node meter saw beyond the other
+    components, None where there is no such meter. ``co2_g`` integrates power x intensity over
+    the epoch, times PUE. ``start_s``/``end_s`` are the monotonic boundary times; ``partial``
+    marks an epoch closed by a signal or an exception.
     """
 
     run_id: str
@@ -59,6 +61,7 @@ class EpochRecord:
     methods: str
     devices: tuple[DeviceEnergy, ...] = ()
     partial: bool = False
+    other_energy_j: float | None = None
 
     def component_energy_j(self, component: Component) -> float | None:
         """The energy of one component this epoch, or None where it was not measured."""
@@ -91,6 +94,7 @@ class RunSummary:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     prediction: Prediction | None = None  # made after epochs_before_pred epochs, when epochs=N
     prediction_check: PredictionCheck | None = None  # the actual epochs against it
+    other_energy_j: float | None = None  # the rest of the node, where a whole-node meter exists
 
 
 PREDICTION_METHOD = (

@@ -342,6 +342,7 @@ class Tracker(lifecycle.SignalledRun):
             rank=self._rank,
             partial=partial or split,
             uncovered=self._uncovered,
+            notices=self._notices,
         )
         self._book.keep(record)
         assert self._log is not None

@@ -145,7 +145,18 @@ def _header(files: RunFiles) -> str:
 def _epoch_table(files: RunFiles) -> str:
     if not files.epochs:
         return "Epochs: none completed"
-    head = ("epoch", "time", "GPU Wh", "CPU Wh", "DRAM Wh", "IT Wh", "kWh", "g/kWh", "gCO2e")
+    head = (
+        "epoch",
+        "time",
+        "GPU Wh",
+        "CPU Wh",
+        "DRAM Wh",
+        "other Wh",
+        "IT Wh",
+        "kWh",
+        "g/kWh",
+        "gCO2e",
+    )
     rows = [
         (
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
@@ -187,6 +198,8 @@ def _components(files: RunFiles) -> str:
     for component in COMPONENTS:
         value = totals.get(f"{component}_energy_j")
         names = sorted({r["device"] for r in files.devices if r.get("kind") == component})
+        if value is None and component == "other":
+            continue  # no whole-node meter: no rest of the node to report
         if value is None:
             lines.append(f"  {component:<5} not measured")
             continue
