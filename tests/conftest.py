@@ -9,7 +9,8 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Point RAPL at an empty tree and clear variables that would leak the host into a test."""
+    """Point RAPL and sysfs at empty trees; clear variables that would leak the host into a test."""
     monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path / "no-sysfs"))
     for name in ("WATTPRINT_LOCATION", "CUDA_VISIBLE_DEVICES", "RANK", "ELECTRICITYMAPS_TOKEN"):
         monkeypatch.delenv(name, raising=False)

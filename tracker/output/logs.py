@@ -38,7 +38,6 @@ EPOCH_COLUMNS = (
     "gpu_energy_j",
     "cpu_energy_j",
     "dram_energy_j",
-    "other_energy_j",
     "it_energy_j",
     "pue",
     "facility_energy_kwh",
@@ -51,6 +50,8 @@ EPOCH_COLUMNS = (
     "intensity_source",
     "intensity_year",
     "intensity_basis",
+    # the rest of the node beyond the components, where a whole-node meter exists (else empty)
+    "other_energy_j",
 )
 DEVICE_COLUMNS = (
     "run_id",
@@ -159,7 +160,6 @@ class LogWriter:
                         record.gpu_energy_j,
                         record.cpu_energy_j,
                         record.dram_energy_j,
-                        record.other_energy_j,
                         record.it_energy_j,
                         record.pue,
                         record.facility_energy_kwh,
@@ -172,6 +172,7 @@ class LogWriter:
                         provenance.labelled_source,
                         provenance.year,
                         provenance.basis,
+                        record.other_energy_j,
                     )
                 )
             ],

@@ -145,23 +145,15 @@ def _header(files: RunFiles) -> str:
 def _epoch_table(files: RunFiles) -> str:
     if not files.epochs:
         return "Epochs: none completed"
-    head = (
-        "epoch",
-        "time",
-        "GPU Wh",
-        "CPU Wh",
-        "DRAM Wh",
-        "other Wh",
-        "IT Wh",
-        "kWh",
-        "g/kWh",
-        "gCO2e",
-    )
+    totals = files.run["totals"]
+    shown = [c for c in COMPONENTS if c != "other" or totals.get("other_energy_j") is not None]
+    names = {"gpu": "GPU Wh", "cpu": "CPU Wh", "dram": "DRAM Wh", "other": "other Wh"}
+    head = ("epoch", "time", *(names[c] for c in shown), "IT Wh", "kWh", "g/kWh", "gCO2e")
     rows = [
         (
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
             duration_text(number(row.get("duration_s"))),
-            *(_wh(row.get(f"{c}_energy_j")) for c in COMPONENTS),
+            *(_wh(row.get(f"{c}_energy_j")) for c in shown),
             _wh(row.get("it_energy_j")),
             _g(number(row.get("facility_energy_kwh"))),
             _g(number(row.get("intensity_g_per_kwh"))),
@@ -169,12 +161,11 @@ def _epoch_table(files: RunFiles) -> str:
         )
         for row in files.epochs
     ]
-    totals = files.run["totals"]
     rows.append(
         (
             "total",
             duration_text(number(totals.get("duration_s"))),
-            *(_wh(totals.get(f"{c}_energy_j")) for c in COMPONENTS),
+            *(_wh(totals.get(f"{c}_energy_j")) for c in shown),
             _wh(totals.get("it_energy_j")),
             _g(number(totals.get("facility_energy_kwh"))),
             _g(number(totals.get("intensity_g_per_kwh"))),
