@@ -312,3 +312,42 @@ def test_gh200_without_grace_meters_files_the_module_as_the_gpu_and_estimates_no
     run = json.loads((tracker.run_dir / "run.json").read_text())
     assert {m["component"] for m in run["missing"]} == {"cpu", "dram"}
     assert all("counted in gpu0" in m["reason"] for m in run["missing"])
+
+
+def test_a_controller_restart_mid_run_neither_loses_the_node_nor_makes_other_negative(
+    sysfs: Path, rapl: dict[str, FakeZone], tmp_path: Path
+) -> None:
+    node = FakePmCounters(sysfs, {"energy": 3_000_000})
+    with Tracker("cray", tmp_path / "runs", intensity=100.0, verbose=0, interval=0.1) as tracker:
+        tracker.epoch_start()
+        for _ in range(4):
+            time.sleep(0.1)
+            node.add(energy=100)  # ~1 kW
+        node.restart(energy=0)  # the counters start over at 0
+        for _ in range(4):
+            time.sleep(0.1)
+            node.add(energy=100)
+        record = tracker.epoch_end()
+    assert record.other_energy_j is not None
+    # 800 J spent; the read that sees the restart bridges the span since the one before at the
+    # power before it (so the figure is near 800 J), never the 3 MJ the counter fell by
+    assert 400.0 <= record.other_energy_j <= 1500.0
+
+
+def test_the_console_and_the_report_show_the_rest_of_the_node(
+    sysfs: Path, rapl: dict[str, FakeZone], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tracker.cli.main import main
+
+    node = FakePmCounters(sysfs, {"energy": 10_000})
+    with Tracker("cray", tmp_path / "runs", intensity=100.0) as tracker:
+        tracker.epoch_start()
+        rapl["cpu0"].add_energy_j(10.0)
+        node.add(energy=110)
+        tracker.epoch_end()
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("wattprint epoch 1")]
+    assert "other " in line and "W (residual)" in line
+    assert main(["report", str(tracker.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "other Wh" in out and "other" in out.split("Totals per component")[1]
