@@ -94,9 +94,10 @@ def _host_components(
         if measured:
             found.meters.extend(measured)
             found.missing.extend(m for m in rapl.missing if m.component == component)
-        elif shares:
+            continue
+        found.missing.extend(m for m in node.missing if m.component == component)
+        if shares:
             found.meters.extend(shares)
-            found.missing.extend(m for m in node.missing if m.component == component)
         elif modules or (component == "dram" and grace):
             holders = ", ".join(grace if component == "dram" and grace else modules)
             reason = f"{GRACE_REASON}: counted in {holders}"
@@ -131,6 +132,9 @@ def _node_gpus(found: Found, node: Found) -> None:
             share.info = dataclasses.replace(share.info, device=meter.info.device)
             found.meters[position] = share
             meter.close()
+    unread = [m for m in node.missing if m.component == "gpu"]
+    if any(m.component == "gpu" for m in found.missing):  # say why the node could not fill in
+        found.missing.extend(unread)
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return
     for gap in list(found.missing):

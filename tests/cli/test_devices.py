@@ -98,9 +98,9 @@ def test_devices_on_a_cray_node_says_what_each_figure_covers(
     lines = result.stdout.splitlines()
     other = lines[lines.index("other measured on node (counter)") :]
     assert other[1].startswith("        node: counter, HPE Cray EX node (pm_counters) - ")
-    assert other[2] == (
-        "          covers the whole node (accelerators, CPUs, memory, NIC, fans, regulator loss), "
-        "less every other device measured"
+    assert other[1].endswith(
+        "/cray/pm_counters/energy; covers the whole node (accelerators, CPUs, memory, NIC, "
+        "fans, regulator loss), less every other device measured"
     )
     assert "cpu   measured on cpu0 (rapl), cpu1 (rapl)" in lines  # RAPL beats cpu_energy
     machine = json.loads(wattprint("devices", "--json", env=cray).stdout)
@@ -128,9 +128,7 @@ def test_devices_on_a_gh200_shows_the_module_less_its_grace_socket(
     assert main(["devices"]) == 0
     lines = capsys.readouterr().out.splitlines()
     gpu = lines[lines.index("gpu   measured on gpu0 (counter)") :]
-    assert gpu[2].startswith("          covers the whole GH200 module") and gpu[2].endswith(
-        ", less cpu0"
-    )
+    assert "; covers the whole GH200 module" in gpu[1] and gpu[1].endswith(", less cpu0")
     assert "cpu   measured on cpu0 (power)" in lines
     assert (
         "        dram: part of a GH200 module or Grace socket figure, which covers its CPU and "

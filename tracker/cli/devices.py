@@ -7,6 +7,7 @@ each meter says what its figure covers (its scope; ``minus``: the devices taken 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 
@@ -34,6 +35,9 @@ def register(subparsers: Subparsers) -> None:
 def handle(args: argparse.Namespace) -> int:
     """One state per component: measured (on which devices), estimated (and why), not measured."""
     found = discover(rapl_reader=args.rapl_reader)
+    for meter in found.meters:  # only their descriptions are needed: give NVML back now
+        with contextlib.suppress(Exception):
+            meter.close()
     states = coverage(found.meters, found.missing, COMPONENTS)
     if args.json:
         document = {
@@ -47,9 +51,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"{c.component:<5} {_headline(c)}")
         for info in c.meters:
             detail = f" - {info.detail}" if info.detail else ""
-            print(f"        {info.device}: {info.method}, {info.model}{detail}")
-            if info.scope:
-                print(f"          covers {info.scope}{_less(info.minus)}")
+            scope = f"; covers {info.scope}{_less(info.minus)}" if info.scope else ""
+            print(f"        {info.device}: {info.method}, {info.model}{detail}{scope}")
         for missing in c.missing:
             print(f"        {_gap(c, missing)}")
             if missing.fix:
