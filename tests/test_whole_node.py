@@ -351,3 +351,4 @@ def test_the_console_and_the_report_show_the_rest_of_the_node(
     assert main(["report", str(tracker.run_dir)]) == 0
     out = capsys.readouterr().out
     assert "other Wh" in out and "other" in out.split("Totals per component")[1]
+    assert "node: energy counter of HPE Cray EX node (pm_counters), less every other device" in out

@@ -108,6 +108,7 @@ def epoch_metrics(record: EpochRecord, prefix: str = "wattprint/") -> dict[str, 
         "gpu_energy_j": record.gpu_energy_j,
         "cpu_energy_j": record.cpu_energy_j,
         "dram_energy_j": record.dram_energy_j,
+        "other_energy_j": record.other_energy_j,  # only where a whole-node meter exists
         "duration_s": record.duration_s,
     }
     return {f"{prefix}{name}": float(v) for name, v in values.items() if v is not None}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.base import COMPONENTS
+from backends.base import COMPONENTS, EVERY_OTHER_DEVICE
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
@@ -27,8 +27,9 @@ __all__ = ["RunFiles", "find_run_dir", "markdown_statement", "read_run", "text_r
 
 J_PER_WH = 3600.0
 _METHOD_WORDS = {
-    "counter": "NVML total-energy counter",
-    "power": "NVML power readings, integrated over time",
+    "counter": "energy counter",
+    "power": "power readings, integrated over time",
+    "node-share": "the node controller's meter of it",
     "rapl": "RAPL energy counters",
     "estimate": "estimated",
     "failed": "lost during the run",
@@ -295,9 +296,14 @@ def _hardware_text(run: dict[str, Any]) -> str:
 def _method_text(run: dict[str, Any]) -> str:
     parts = []
     for h in run.get("hardware", []):
-        how = _METHOD_WORDS.get(str(h.get("method")), str(h.get("method")))
-        detail = f" ({h['detail']})" if h.get("method") == "estimate" and h.get("detail") else ""
-        parts.append(f"{h.get('device')}: {how}{detail}")
+        method = str(h.get("method"))
+        how = _METHOD_WORDS.get(method, method)
+        if method in ("counter", "power", "node-share"):
+            how += f" of {h.get('model', '?')}"
+        detail = f" ({h['detail']})" if method == "estimate" and h.get("detail") else ""
+        minus = ["every other device" if d == EVERY_OTHER_DEVICE else d for d in h.get("minus", [])]
+        less = f", less {', '.join(map(str, minus))}" if minus else ""
+        parts.append(f"{h.get('device')}: {how}{detail}{less}")
     version = run.get("wattprint_version", "?")
     return f"wattprint {version}; " + ("; ".join(parts) or "no meter")
 
