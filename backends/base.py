@@ -13,10 +13,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-Component = Literal["gpu", "cpu", "dram"]
-Method = Literal["counter", "power", "rapl", "estimate"]
+Component = Literal["gpu", "cpu", "dram", "other"]
+Method = Literal["counter", "power", "rapl", "node-share", "estimate"]
 
-COMPONENTS: tuple[Component, ...] = ("gpu", "cpu", "dram")
+COMPONENTS: tuple[Component, ...] = ("gpu", "cpu", "dram", "other")
+"""``other`` is the rest of a node (fans, NIC, storage, regulator loss): measured only where a
+whole-node meter exists, as that meter's reading less every component measured beside it."""
+
+EVERY_OTHER_DEVICE = "*"
+"""In ``MeterInfo.minus``: the meter's reading contains every other device measured (a node)."""
 
 
 class MeterError(RuntimeError):
@@ -83,6 +88,9 @@ class MeterInfo:
 
     ``device`` is the stable name used in logs (``gpu0``, ``cpu1``, ``dram0``); ``host_level`` marks
     meters shared by every process on the host (CPU package, DRAM), which one rank per host reads.
+    ``scope`` says in words what the figure covers. ``minus`` names devices whose energy the
+    meter's reading also contains (``EVERY_OTHER_DEVICE``: all of them, a whole-node meter): the
+    device's figure is then its reading less theirs, so no joule is counted twice.
     """
 
     device: str
@@ -91,6 +99,8 @@ class MeterInfo:
     method: Method
     host_level: bool
     detail: str = ""
+    scope: str = ""
+    minus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

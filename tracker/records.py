@@ -37,9 +37,11 @@ class EpochRecord:
     """Energy and emissions of one epoch, as returned by ``Tracker.epoch_end()``.
 
     Component energies and ``it_energy_j`` are IT energy (before PUE); ``facility_energy_kwh`` is
-    facility energy (after PUE); both are None when no component was measured (never a silent 0);
-    ``co2_g`` integrates power x intensity over the epoch, times PUE. ``start_s``/``end_s`` are the
-    monotonic boundary times; ``partial`` marks an epoch closed by a signal or an exception.
+    facility energy (after PUE); both are None when no component was measured (never a silent 0).
+    ``other_energy_j`` is the rest of the node that a whole-node meter saw beyond the other
+    components, None where there is no such meter. ``co2_g`` integrates power x intensity over
+    the epoch, times PUE. ``start_s``/``end_s`` are the monotonic boundary times; ``partial``
+    marks an epoch closed by a signal or an exception.
     """
 
     run_id: str
@@ -62,6 +64,7 @@ class EpochRecord:
     methods: str
     devices: tuple[DeviceEnergy, ...] = ()
     partial: bool = False
+    other_energy_j: float | None = None
     # Work done in the epoch (``Tracker.add_work``, ``epoch_end(samples=, tokens=)``) and the IT
     # energy per unit of it, in J; None where it was not counted or no energy was measured.
     samples: int | None = None
@@ -100,6 +103,7 @@ class RunSummary:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     prediction: Prediction | None = None  # made after epochs_before_pred epochs, when epochs=N
     prediction_check: PredictionCheck | None = None  # the actual epochs against it
+    other_energy_j: float | None = None  # the rest of the node, where a whole-node meter exists
     # Work over the epochs that counted it, and the IT energy (J) and gCO2e per unit over those
     # of them that were measured; None where no epoch counted it.
     samples: int | None = None

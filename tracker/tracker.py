@@ -387,6 +387,7 @@ class Tracker(lifecycle.SignalledRun):
             uncovered=self._uncovered,
             samples=self._book.samples,
             tokens=self._book.tokens,
+            notices=self._notices,
         )
         self._book.keep(record)
         assert self._log is not None

@@ -47,7 +47,8 @@ class CpuEstimateMeter(EstimateMeter):
     """
 
     def __init__(self, tdp_w: float, model: str, detail: str, utilisation: float | None) -> None:
-        info = MeterInfo("cpu", "cpu", model, "estimate", host_level=True, detail=detail)
+        scope = "an estimate of every CPU package of the host (TDP x utilisation)"
+        info = MeterInfo("cpu", "cpu", model, "estimate", True, detail=detail, scope=scope)
         super().__init__(info, max_power_w=tdp_w)
         self.tdp_w = tdp_w
         self.utilisation = utilisation

@@ -165,7 +165,14 @@ def rapl_info(
     zone's name alone where ``/proc/cpuinfo`` gives no model.
     """
     model = f"{zone_name} ({cpu_model})" if cpu_model else zone_name
-    return MeterInfo(device, component, model, "rapl", host_level=True, detail=detail)
+    scope = RAPL_SCOPES[component]
+    return MeterInfo(device, component, model, "rapl", True, detail=detail, scope=scope)
+
+
+RAPL_SCOPES: dict[Component, str] = {
+    "cpu": "the CPU package: cores, caches and uncore (not its DRAM)",
+    "dram": "the DRAM attached to the package",
+}
 
 
 @dataclass(frozen=True, slots=True)

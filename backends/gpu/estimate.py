@@ -31,5 +31,6 @@ class GpuEstimateMeter(ConstantPowerMeter):
             method="estimate",
             host_level=False,
             detail=detail or f"{watts:g} W x utilisation {utilisation:g} (given)",
+            scope="an estimate of the GPU board (W x utilisation)",
         )
         super().__init__(info, power_w)

@@ -85,13 +85,17 @@ def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = N
 
 
 class NvmlMeter(Meter):
-    """One GPU read through NVML; holds a share of the process-wide NVML session until closed."""
+    """One GPU read through NVML; holds a share of the process-wide NVML session until closed.
+
+    ``nvml_index`` is the device's NVML index (PCI bus order), whatever CUDA calls it.
+    """
 
     method: ClassVar[Method]
 
-    def __init__(self, info: MeterInfo, handle: Any) -> None:
+    def __init__(self, info: MeterInfo, handle: Any, nvml_index: int) -> None:
         _session.acquire()
         self.info = info
+        self.nvml_index = nvml_index
         self._handle = handle
         self._closed = False
         self._close_lock = threading.Lock()
@@ -334,8 +338,26 @@ def _open(device: str, gpu: _PhysicalGpu) -> Meter | Missing:
     except pynvml.NVMLError as err:
         reason = f"NVML cannot read {gpu.model} ({detail}): {err}"
         return Missing("gpu", device, reason, CHECK_GPU_FIX)
-    info = MeterInfo(device, "gpu", gpu.model, meter_class.method, host_level=False, detail=detail)
-    return meter_class(info, gpu.handle)
+    info = MeterInfo(
+        device, "gpu", gpu.model, meter_class.method, False, detail=detail, scope=_scope(gpu.model)
+    )
+    return meter_class(info, gpu.handle, gpu.index)
+
+
+def module_scoped(model: str) -> bool:
+    """Whether NVML's figures for this model cover a whole module, not the GPU alone (GH200).
+
+    On a Grace Hopper superchip the energy counter covers the whole module: GPU, HBM, the Grace
+    CPU socket and its memory (Zeus, PR #172).
+    """
+    return "GH200" in model.upper()
+
+
+def _scope(model: str) -> str:
+    """What a GPU's NVML figure covers, in words."""
+    if module_scoped(model):
+        return "the whole GH200 module: GPU, HBM, the Grace socket and regulator loss"
+    return "the GPU board: GPU chip, its memory and the board's circuitry"
 
 
 def _mig_enabled(handle: Any) -> bool:

@@ -33,7 +33,8 @@ class MemoryEstimateMeter(ConstantPowerMeter):
     """Host DRAM energy in J since creation: ``power_w`` (watts_per_gb x installed GB) x time."""
 
     def __init__(self, power_w: float, detail: str) -> None:
-        info = MeterInfo("dram", "dram", "DRAM", "estimate", host_level=True, detail=detail)
+        scope = "an estimate of the host's installed DRAM (W per GB x GB)"
+        info = MeterInfo("dram", "dram", "DRAM", "estimate", True, detail=detail, scope=scope)
         super().__init__(info, power_w)
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from tests.cli.shell import wattprint
 from tests.fake_hwmon import build_hwmon, build_ina3221
-from tests.fake_nvml import install_no_nvml
+from tests.fake_node import FakePmCounters, build_grace
+from tests.fake_nvml import SimulatedGPU, install_fake_nvml, install_no_nvml
 from tests.fake_powercap import build_powercap, honour_file_modes
+from tracker.cli.devices import NO_NODE_METER
 from tracker.cli.main import main
 
 
@@ -32,7 +34,7 @@ def devices(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
     assert main(["devices"]) == 0
     lines = capsys.readouterr().out.splitlines()
     headlines = [line for line in lines if not line.startswith((" ", "note  "))]
-    assert [line.split()[0] for line in headlines] == ["gpu", "cpu", "dram"]  # one state each
+    assert [line.split()[0] for line in headlines] == ["gpu", "cpu", "dram", "other"]  # each once
     return lines
 
 
@@ -159,3 +161,54 @@ def test_devices_without_amdsmi_lists_hwmon_power_and_the_fix(
     )
     assert any(line.startswith("note  AMD GPUs measured by polling hwmon power") for line in lines)
     assert any("pip install 'wattprint[amd]'" in line for line in lines)
+
+
+# -- whole-node meters: HPE Cray EX pm_counters, NVIDIA Grace/GH200 -------------------------------
+
+
+def test_devices_on_a_cray_node_says_what_each_figure_covers(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    FakePmCounters(tmp_path / "sys", {"energy": 10**6, "cpu_energy": 10**5})
+    cray = env | {"WATTPRINT_SYSFS_ROOT": str(tmp_path / "sys")}
+    result = wattprint("devices", env=cray)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    other = lines[lines.index("other measured on node (counter)") :]
+    assert other[1].startswith("        node: counter, HPE Cray EX node (pm_counters) - ")
+    assert other[1].endswith(
+        "/cray/pm_counters/energy; covers the whole node (accelerators, CPUs, memory, NIC, "
+        "fans, regulator loss), less every other device measured"
+    )
+    assert "cpu   measured on cpu0 (rapl), cpu1 (rapl)" in lines  # RAPL beats cpu_energy
+    machine = json.loads(wattprint("devices", "--json", env=cray).stdout)
+    assert machine["components"]["other"] == {"state": "measured", "measured": ["node"]}
+    (meter,) = [m for m in machine["meters"] if m["device"] == "node"]
+    assert meter["minus"] == ["*"] and meter["method"] == "counter"
+
+
+def test_devices_without_a_node_meter_says_other_is_not_measured_and_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = devices(monkeypatch, capsys)
+    assert lines[-1] == f"other not measured: {NO_NODE_METER}"
+    assert main(["devices", "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)["components"]["other"]
+    assert other == {"state": "not measured", "why": [NO_NODE_METER]}
+
+
+def test_devices_on_a_gh200_shows_the_module_less_its_grace_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_fake_nvml(monkeypatch, [SimulatedGPU(name="NVIDIA GH200 480GB")])
+    build_grace(tmp_path / "sys")
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path / "sys"))
+    assert main(["devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    gpu = lines[lines.index("gpu   measured on gpu0 (counter)") :]
+    assert "; covers the whole GH200 module" in gpu[1] and gpu[1].endswith(", less cpu0")
+    assert "cpu   measured on cpu0 (power)" in lines
+    assert (
+        "        dram: part of a GH200 module or Grace socket figure, which covers its CPU and "
+        "memory: counted in cpu0" in lines
+    )

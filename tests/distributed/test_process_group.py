@@ -15,14 +15,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pytest
 
+from backends.base import Found
+from backends.discover import discover
+from tests.fake_node import FakePmCounters, build_grace
+from tests.fake_nvml import SimulatedGPU, install_fake_nvml
 from tests.fake_powercap import build_powercap
 from tracker import load_run
 from tracker.cli.main import main as wattprint
+from tracker.distributed.process_group import SPLIT_NODE_FIX, JobLink
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_GPU_W = [200.0, 300.0]  # every host's GPUs; local rank i trains on GPU i
@@ -219,3 +224,60 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+# -- whole-node meters in a job: the node's rest is told apart only where it can be ---------------
+
+
+def whole_node_meters(
+    root: Path, monkeypatch: pytest.MonkeyPatch, gpu_name: str = "NVIDIA H100 80GB HBM3"
+) -> Found:
+    """Two GPUs and a Cray node meter (or GH200 modules and Grace sockets) on one host."""
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(root))
+    install_fake_nvml(monkeypatch, [SimulatedGPU(name=gpu_name), SimulatedGPU(name=gpu_name)])
+    return discover(("gpu", "cpu", "other"))
+
+
+@pytest.mark.parametrize("local", [0, 1])
+def test_a_rank_reading_one_of_the_hosts_gpus_leaves_the_node_meter_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: int
+) -> None:
+    FakePmCounters(tmp_path / "sys", {"energy": 10**6})
+    found = whole_node_meters(tmp_path / "sys", monkeypatch)
+    monkeypatch.setenv("LOCAL_RANK", str(local))
+    link = JobLink(cast(Any, None), rank=local, world_size=2, run_id="r", host_rank=0)
+    kept, missing = link.select(found.meters, found.missing, gpus_given=False)
+    assert [m.info.device for m in kept] == [f"gpu{local}"] + (["cpu"] if local == 0 else [])
+    gaps = [m for m in missing if m.component == "other"]
+    assert [(m.device, m.fix) for m in gaps] == ([("node", SPLIT_NODE_FIX)] if local == 0 else [])
+    for meter in kept:
+        meter.close()
+
+
+def test_a_rank_reading_every_gpu_of_the_host_keeps_the_node_meter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakePmCounters(tmp_path / "sys", {"energy": 10**6})
+    found = whole_node_meters(tmp_path / "sys", monkeypatch)
+    link = JobLink(cast(Any, None), rank=0, world_size=1, run_id="r", host_rank=0)
+    kept, missing = link.select(found.meters, found.missing, gpus_given=True)
+    assert {m.info.device for m in kept} == {"gpu0", "gpu1", "cpu", "node"}
+    assert not [m for m in missing if m.component == "other"]
+    for meter in kept:
+        meter.close()
+
+
+def test_a_gh200_ranks_grace_socket_goes_with_its_gpu_so_its_module_rest_is_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_grace(tmp_path / "sys", sockets=2)
+    found = whole_node_meters(tmp_path / "sys", monkeypatch, "NVIDIA GH200 480GB")
+    kept_by_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        link = JobLink(cast(Any, None), rank=rank, world_size=2, run_id="r", host_rank=0)
+        kept, _ = link.select(found.meters, found.missing, gpus_given=False)
+        kept_by_rank.append({m.info.device: m.info.minus for m in kept})
+    assert kept_by_rank == [{"gpu0": ("cpu0",), "cpu0": ()}, {"gpu1": ("cpu1",), "cpu1": ()}]
+    for meter in found.meters:
+        meter.close()

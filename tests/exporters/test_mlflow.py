@@ -66,8 +66,8 @@ def test_the_active_run_is_logged_to_and_left_open(tmp_path: Path) -> None:
 def test_figures_are_the_framework_callbacks_figures() -> None:
     assert FIGURES == (
         "facility_energy_kwh", "co2_g", "it_energy_j", "gpu_energy_j", "cpu_energy_j",
-        "dram_energy_j", "duration_s", "samples", "tokens", "it_energy_j_per_sample",
-        "it_energy_j_per_token",
+        "dram_energy_j", "other_energy_j", "duration_s", "samples", "tokens",
+        "it_energy_j_per_sample", "it_energy_j_per_token",
     )  # fmt: skip
 
 

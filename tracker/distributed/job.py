@@ -145,6 +145,7 @@ def combine(
         gpu_energy_j=gpu_j,
         cpu_energy_j=by_component["cpu"],
         dram_energy_j=by_component["dram"],
+        other_energy_j=by_component["other"],
         it_energy_j=it_energy_j,
         pue=pue,
         facility_energy_kwh=facility_kwh,

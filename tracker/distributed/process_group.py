@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from backends.base import Component, Meter, Missing
+from backends.base import EVERY_OTHER_DEVICE, Component, Meter, Missing
 from tracker.carbon.intensity import Provenance
 from tracker.distributed.job import RankEpoch
 from tracker.distributed.store import Channel, Collector, DocumentFn, Sender
@@ -42,7 +42,12 @@ from tracker.notices import Notices
 from tracker.output.logs import LogWriter
 from tracker.records import EpochRecord
 
-HOST_LEVEL_COMPONENTS: tuple[Component, ...] = ("cpu", "dram")
+HOST_LEVEL_COMPONENTS: tuple[Component, ...] = ("cpu", "dram", "other")
+SPLIT_NODE = (
+    "the node's GPUs are read by several processes of this job, so the rest of the node "
+    "cannot be told apart in one of them"
+)
+SPLIT_NODE_FIX = "measure the node from one process that reads all its GPUs (distributed=False)"
 
 _CLAIM_WAIT_S = 10.0
 _joined: dict[str, int] = {}  # trackers joined per project in this process: the key namespace
@@ -169,14 +174,23 @@ class JobLink:
         """Keep this rank's GPU (unless ``gpus`` chose) and the host's meters on its measuring rank.
 
         Meters left out are closed; what is missing for host-level components is another rank's
-        to report.
+        to report. A host meter inside a GPU's figure (a GH200's Grace socket) goes with that
+        GPU's rank, so the module's rest is taken from it; a whole-node meter stays only where
+        this rank also reads every GPU of the host (else its rest would hold other ranks' GPUs).
         """
         kept_missing = [m for m in missing if self.measures_host or m.component == "gpu"]
         gpus = [m for m in meters if m.info.component == "gpu" and not m.info.host_level]
         chosen = gpus if gpus_given else self._own_gpus(gpus, kept_missing)
+        inside_gpus = {name for m in gpus for name in m.info.minus}
+        inside_own = {name for m in chosen for name in m.info.minus}
         kept: list[Meter] = []
         for meter in meters:
             wanted = meter in chosen if meter in gpus else self.measures_host
+            if meter.info.device in inside_gpus:
+                wanted = meter.info.device in inside_own
+            elif EVERY_OTHER_DEVICE in meter.info.minus and wanted and len(chosen) < len(gpus):
+                wanted = False
+                kept_missing.append(Missing("other", meter.info.device, SPLIT_NODE, SPLIT_NODE_FIX))
             if wanted or not (meter in gpus or meter.info.host_level):
                 kept.append(meter)
             else:

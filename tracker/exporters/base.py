@@ -155,6 +155,7 @@ FIGURES = (
     "gpu_energy_j",
     "cpu_energy_j",
     "dram_energy_j",
+    "other_energy_j",
     "duration_s",
     "samples",
     "tokens",

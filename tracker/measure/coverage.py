@@ -40,11 +40,17 @@ class Coverage:
 def coverage(
     meters: Sequence[Meter], missing: Sequence[Missing], components: Sequence[Component]
 ) -> list[Coverage]:
-    """The state of each of ``components``, in their order."""
+    """The state of each of ``components``, in their order.
+
+    ``other`` is left out where nothing measures it and nothing says why: no whole-node meter
+    exists here, so there is no rest of the node to report.
+    """
     result = []
     for component in components:
         infos = tuple(m.info for m in meters if m.info.component == component)
         gaps = tuple(m for m in missing if m.component == component)
+        if component == "other" and not infos and not gaps:
+            continue
         state: State
         if not infos:
             state = "not measured"

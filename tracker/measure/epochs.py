@@ -3,17 +3,26 @@
 Pure arithmetic on what the sampler cut: the difference of each meter's cumulative figures. A meter
 that had failed before the epoch began contributes ``None`` (not measured), never 0; one that failed
 during it keeps what it measured and is marked ``failed``.
+
+A meter whose reading contains other devices (``MeterInfo.minus``: a GH200 module holds its Grace
+socket, a whole-node meter holds everything) gives its device only the rest: its reading less
+theirs, method ``residual``. Module residuals are taken first, the whole node's last, so each
+joule is counted once and the components plus ``other`` add up to the node's energy. A rest
+below 0 (the meters disagree, e.g. a component's meter reads high) is 0, with a warning naming
+both figures once per run; one whose own meter failed during the epoch is None (``failed``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from backends.base import COMPONENTS, Component, Meter
+from backends.base import COMPONENTS, EVERY_OTHER_DEVICE, Component, Meter
 from tracker.carbon.pricing import Carbon
 from tracker.measure.sampler import MeterSnapshot
+from tracker.notices import Notices
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.units import J_PER_KWH, utc_label
 
@@ -38,23 +47,26 @@ def build_record(
     uncovered: Collection[Component] = (),
     samples: int | None = None,
     tokens: int | None = None,
+    notices: Notices | None = None,
 ) -> EpochRecord:
     """The record of the epoch between two snapshots of the same meters.
 
     ``uncovered``: components some of whose devices have no meter (``methods`` then says
     ``+missing``, e.g. ``cpu=rapl+missing`` when only one of two packages can be read).
     ``samples``/``tokens``: the work counted in the epoch (None: not counted).
+    ``notices`` gets the warning when a meter's reading falls short of the devices it contains.
     """
     (start_s, first), (end_s, last) = start, end
     duration_s = end_s - start_s
-    devices = tuple(
+    measured = [
         _device_energy(m, first[m.info.device], last[m.info.device], duration_s, host, rank)
         for m in meters
-    )
+    ]
+    devices = residuals(measured, meters, epoch, duration_s, notices)
     co2_g = sum_optional(
-        last[m.info.device].co2_g - first[m.info.device].co2_g
-        for m in meters
-        if first[m.info.device].failed_at_s is None
+        _co2_share(last[d.device].co2_g - first[d.device].co2_g, raw, d)
+        for raw, d in zip(measured, devices, strict=True)
+        if first[d.device].failed_at_s is None
     )
     by_component = {c: component_total(devices, c) for c in COMPONENTS}
     it_energy_j = sum_optional(by_component.values())
@@ -75,6 +87,7 @@ def build_record(
         gpu_energy_j=by_component["gpu"],
         cpu_energy_j=by_component["cpu"],
         dram_energy_j=by_component["dram"],
+        other_energy_j=by_component["other"],
         it_energy_j=it_energy_j,
         pue=carbon.pue,
         facility_energy_kwh=facility_kwh,
@@ -208,6 +221,7 @@ def summarise(
         gpu_energy_j=totals.component_j["gpu"],
         cpu_energy_j=totals.component_j["cpu"],
         dram_energy_j=totals.component_j["dram"],
+        other_energy_j=totals.component_j["other"],
         it_energy_j=it_energy_j,
         pue=pue,
         facility_energy_kwh=facility_kwh,
@@ -276,15 +290,80 @@ def methods(
     """How each component was measured, e.g. ``gpu=counter;cpu=rapl+missing;dram=estimate``.
 
     ``missing`` joins the methods of a component in ``uncovered`` (some of its devices have no
-    meter), so a total over part of a component never passes for the whole.
+    meter), so a total over part of a component never passes for the whole. ``other`` is left
+    out where no whole-node meter exists (there is nothing of it to measure).
     """
     parts = []
     for component in components:
         found = sorted({str(d.method) for d in devices if d.component == component})
+        if component == "other" and not found and component not in uncovered:
+            continue
         if found and component in uncovered:
             found.append("missing")
         parts.append(f"{component}={'+'.join(found) if found else 'none'}")
     return ";".join(parts)
+
+
+def residuals(
+    devices: Sequence[DeviceEnergy],
+    meters: Sequence[Meter],
+    epoch: int,
+    duration_s: float,
+    notices: Notices | None = None,
+) -> tuple[DeviceEnergy, ...]:
+    """``devices`` with each containing meter's figure reduced to what the others did not measure.
+
+    Explicit ``minus`` lists (a module less its socket) first, ``EVERY_OTHER_DEVICE`` (the node
+    less everything else) last, each from the figures as they stand by then.
+    """
+    result = {d.device: d for d in devices}
+    containing = sorted(
+        (m.info for m in meters if m.info.minus), key=lambda i: EVERY_OTHER_DEVICE in i.minus
+    )
+    for info in containing:
+        own = result[info.device]
+        if EVERY_OTHER_DEVICE in info.minus:
+            parts = [d for d in result.values() if d.device != info.device]
+        else:
+            parts = [result[name] for name in info.minus if name in result]
+        result[info.device] = _rest(own, parts, epoch, duration_s, notices)
+    return tuple(result[d.device] for d in devices)
+
+
+def _rest(
+    own: DeviceEnergy,
+    parts: Sequence[DeviceEnergy],
+    epoch: int,
+    duration_s: float,
+    notices: Notices | None,
+) -> DeviceEnergy:
+    """``own``'s energy less the ``parts`` measured in it, never below 0 (see module docstring)."""
+    if own.energy_j is None or own.method == "failed":
+        return dataclasses.replace(own, method="failed", energy_j=None, avg_w=None, peak_w=None)
+    measured = [d for d in parts if d.energy_j is not None]
+    inside_j = sum(d.energy_j for d in measured if d.energy_j is not None)
+    rest_j = own.energy_j - inside_j
+    if rest_j < 0 and notices is not None:
+        names = ", ".join(d.device for d in measured)
+        notices.warn(
+            f"residual:{own.device}",
+            f"epoch {epoch}: {own.device} ({own.model}) measured {own.energy_j:.1f} J, but the "
+            f"devices inside it ({names}) measured {inside_j:.1f} J together; the meters "
+            f"disagree, so {own.device}'s rest is 0 J in such epochs (said once per run)",
+        )
+    rest_j = max(rest_j, 0.0)
+    return dataclasses.replace(
+        own, method="residual", energy_j=rest_j, avg_w=rate(rest_j, duration_s), peak_w=None
+    )
+
+
+def _co2_share(co2_g: float, measured: DeviceEnergy, kept: DeviceEnergy) -> float | None:
+    """A device's gCO2e: all of its meter's where its figure is the meter's, else in proportion."""
+    if kept is measured:
+        return co2_g
+    if kept.energy_j is None or measured.energy_j is None:
+        return None
+    return co2_g * kept.energy_j / measured.energy_j if measured.energy_j > 0 else 0.0
 
 
 def _device_energy(

@@ -53,6 +53,8 @@ EPOCH_COLUMNS = (
     "intensity_source",
     "intensity_year",
     "intensity_basis",
+    # the rest of the node beyond the components, where a whole-node meter exists (else empty)
+    "other_energy_j",
     *WORK_COLUMNS,
 )
 DEVICE_COLUMNS = (
@@ -174,6 +176,7 @@ class LogWriter:
                         provenance.labelled_source,
                         provenance.year,
                         provenance.basis,
+                        record.other_energy_j,
                         record.samples,
                         record.tokens,
                         record.it_energy_j_per_sample,

@@ -22,11 +22,12 @@ __all__ = ["INSTALL_HINT", "plot_format", "plot_run", "require_matplotlib"]
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'wattprint[plot]'"
 J_PER_WH = 3600.0
-_COMPONENT_COLOURS = {"gpu": "#2a7ab0", "cpu": "#e08a1e", "dram": "#6a9f3a"}
+_COMPONENT_COLOURS = {"gpu": "#2a7ab0", "cpu": "#e08a1e", "dram": "#6a9f3a", "other": "#8c8c8c"}
 _SHADES = {  # further devices of a component: darker and lighter shades of its colour
     "gpu": ("#2a7ab0", "#15486b", "#6fb0dc", "#0b2a40"),
     "cpu": ("#e08a1e", "#9c5a0a", "#f2b766", "#5e3604"),
     "dram": ("#6a9f3a", "#426b1f", "#a3cc7c", "#233d0e"),
+    "other": ("#8c8c8c", "#5a5a5a", "#b8b8b8", "#333333"),  # a whole-node meter: the node's power
 }
 _LINESTYLES = ("-", "--", "-.", ":")
 

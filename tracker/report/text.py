@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.base import COMPONENTS
+from backends.base import COMPONENTS, EVERY_OTHER_DEVICE
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
@@ -35,8 +35,9 @@ __all__ = [
 
 J_PER_WH = 3600.0
 _METHOD_WORDS = {
-    "counter": "NVML total-energy counter",
-    "power": "NVML power readings, integrated over time",
+    "counter": "energy counter",
+    "power": "power readings, integrated over time",
+    "node-share": "the node controller's meter of it",
     "rapl": "RAPL energy counters",
     "estimate": "estimated",
     "failed": "lost during the run",
@@ -158,12 +159,15 @@ def _header(files: RunFiles) -> str:
 def _epoch_table(files: RunFiles) -> str:
     if not files.epochs:
         return "Epochs: none completed"
-    head = ("epoch", "time", "GPU Wh", "CPU Wh", "DRAM Wh", "IT Wh", "kWh", "g/kWh", "gCO2e")
+    totals = files.run["totals"]
+    shown = [c for c in COMPONENTS if c != "other" or totals.get("other_energy_j") is not None]
+    names = {"gpu": "GPU Wh", "cpu": "CPU Wh", "dram": "DRAM Wh", "other": "other Wh"}
+    head = ("epoch", "time", *(names[c] for c in shown), "IT Wh", "kWh", "g/kWh", "gCO2e")
     rows = [
         (
             row.get("epoch", "?") + ("*" if row.get("partial") == "true" else ""),
             duration_text(number(row.get("duration_s"))),
-            *(_wh(row.get(f"{c}_energy_j")) for c in COMPONENTS),
+            *(_wh(row.get(f"{c}_energy_j")) for c in shown),
             _wh(row.get("it_energy_j")),
             _g(number(row.get("facility_energy_kwh"))),
             _g(number(row.get("intensity_g_per_kwh"))),
@@ -171,12 +175,11 @@ def _epoch_table(files: RunFiles) -> str:
         )
         for row in files.epochs
     ]
-    totals = files.run["totals"]
     rows.append(
         (
             "total",
             duration_text(number(totals.get("duration_s"))),
-            *(_wh(totals.get(f"{c}_energy_j")) for c in COMPONENTS),
+            *(_wh(totals.get(f"{c}_energy_j")) for c in shown),
             _wh(totals.get("it_energy_j")),
             _g(number(totals.get("facility_energy_kwh"))),
             _g(number(totals.get("intensity_g_per_kwh"))),
@@ -262,6 +265,8 @@ def _components(files: RunFiles) -> str:
     for component in COMPONENTS:
         value = totals.get(f"{component}_energy_j")
         names = sorted({r["device"] for r in files.devices if r.get("kind") == component})
+        if value is None and component == "other":
+            continue  # no whole-node meter: no rest of the node to report
         if value is None:
             lines.append(f"  {component:<5} not measured")
             continue
@@ -367,9 +372,14 @@ def hardware_text(run: dict[str, Any]) -> str:
 def _method_text(run: dict[str, Any]) -> str:
     parts = []
     for h in run.get("hardware", []):
-        how = _METHOD_WORDS.get(str(h.get("method")), str(h.get("method")))
-        detail = f" ({h['detail']})" if h.get("method") == "estimate" and h.get("detail") else ""
-        parts.append(f"{h.get('device')}: {how}{detail}")
+        method = str(h.get("method"))
+        how = _METHOD_WORDS.get(method, method)
+        if method in ("counter", "power", "node-share"):
+            how += f" of {h.get('model', '?')}"
+        detail = f" ({h['detail']})" if method == "estimate" and h.get("detail") else ""
+        minus = ["every other device" if d == EVERY_OTHER_DEVICE else d for d in h.get("minus", [])]
+        less = f", less {', '.join(map(str, minus))}" if minus else ""
+        parts.append(f"{h.get('device')}: {how}{detail}{less}")
     version = run.get("wattprint_version", "?")
     return f"wattprint {version}; " + ("; ".join(parts) or "no meter")
 
