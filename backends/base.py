@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -83,6 +84,8 @@ class MeterInfo:
 
     ``device`` is the stable name used in logs (``gpu0``, ``cpu1``, ``dram0``); ``host_level`` marks
     meters shared by every process on the host (CPU package, DRAM), which one rank per host reads.
+    ``attribution`` says how the job's share of a shared device was taken (``process``,
+    ``attributed``, ``estimate``; see ``backends.attribution``), empty for the whole device.
     """
 
     device: str
@@ -91,6 +94,7 @@ class MeterInfo:
     method: Method
     host_level: bool
     detail: str = ""
+    attribution: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,17 @@ class Meter(abc.ABC):
 
     def power_hint_w(self) -> float | None:
         """A cheap current power figure for a slow counter meter, or None where there is none."""
+        return None
+
+    def process_share(
+        self, pids: Callable[[], frozenset[int]]
+    ) -> Callable[[], float | None] | None:
+        """Where other processes use this device too, the share of ``pids``'s in its use, else None.
+
+        The returned callable gives the share (0..1) over the span since its previous call, or
+        None where it cannot be said; ``backends.attribution`` applies it. Most meters have no
+        per-process view and return None.
+        """
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing

@@ -11,5 +11,13 @@ import pytest
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Point RAPL at an empty tree and clear variables that would leak the host into a test."""
     monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
-    for name in ("WATTPRINT_LOCATION", "CUDA_VISIBLE_DEVICES", "RANK", "ELECTRICITYMAPS_TOKEN"):
+    for name in (
+        "WATTPRINT_LOCATION",
+        "CUDA_VISIBLE_DEVICES",
+        "RANK",
+        "ELECTRICITYMAPS_TOKEN",
+        "WATTPRINT_ATTRIBUTION",
+        "SLURM_CPUS_ON_NODE",
+        "SLURM_JOB_CPUS_PER_NODE",
+    ):
         monkeypatch.delenv(name, raising=False)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from backends.base import COMPONENTS, Component, Meter
+from backends.base import COMPONENTS, Component, Meter, MeterInfo
 from tracker.carbon.pricing import Carbon
 from tracker.measure.sampler import MeterSnapshot
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
@@ -214,7 +214,10 @@ def methods(
     components: Sequence[Component],
     uncovered: Collection[Component] = (),
 ) -> str:
-    """How each component was measured, e.g. ``gpu=counter;cpu=rapl+missing;dram=estimate``.
+    """How each component was measured, e.g. ``gpu=counter;cpu=rapl@process;dram=estimate``.
+
+    A meter giving the job's share of a shared device says how after ``@`` (``process``,
+    ``attributed``, ``estimate``: see ``backends.attribution``).
 
     ``missing`` joins the methods of a component in ``uncovered`` (some of its devices have no
     meter), so a total over part of a component never passes for the whole.
@@ -226,6 +229,11 @@ def methods(
             found.append("missing")
         parts.append(f"{component}={'+'.join(found) if found else 'none'}")
     return ";".join(parts)
+
+
+def method_label(info: MeterInfo) -> str:
+    """A meter's method with the job's attribution, if any: ``rapl``, ``rapl@process``."""
+    return f"{info.method}@{info.attribution}" if info.attribution else info.method
 
 
 def _device_energy(
@@ -246,7 +254,7 @@ def _device_energy(
         device=info.device,
         component=info.component,
         model=info.model,
-        method="failed" if end.failed_at_s is not None else info.method,
+        method="failed" if end.failed_at_s is not None else method_label(info),
         energy_j=energy_j,
         avg_w=avg_w,
         peak_w=peak_w if energy_j is not None else None,
