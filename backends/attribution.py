@@ -204,7 +204,8 @@ class SharedMeter(Meter):
         self.max_power_w = inner.max_power_w
         self._share_of = share
         self._lock = threading.Lock()
-        self._share = 1.0  # until one is measured: the whole device, never less than the job
+        first = share()  # until a share is measured: the whole device, never less than the job
+        self._share = _clamped(first) if first is not None else 1.0
         self._last: Reading | None = None
         self.host_energy_j = 0.0
         self.job_energy_j = 0.0
@@ -321,10 +322,9 @@ def _cgroup_part(host_cpus: int) -> str:
     cpus = _cpuset_size(directory / "cpuset.cpus.effective")
     if cpus is not None and cpus < host_cpus:
         return f"the cgroup's cpuset holds {cpus} of the host's {host_cpus} CPUs"
-    quota = min(
-        (q for d in (directory, *directory.parents) if (q := _cpu_quota(d / "cpu.max"))),
-        default=None,
-    )
+    root = sysfs.sysfs_path("fs", "cgroup")
+    levels = [directory, *(d for d in directory.parents if d.is_relative_to(root))]
+    quota = min((q for d in levels if (q := _cpu_quota(d / "cpu.max"))), default=None)
     if quota is not None and quota < host_cpus:
         return f"the cgroup's cpu quota is {quota:g} of the host's {host_cpus} CPUs"
     return ""
