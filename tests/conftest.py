@@ -11,6 +11,7 @@ import pytest
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Point RAPL at an empty tree and clear variables that would leak the host into a test."""
     monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path / "no-sysfs"))  # no host cgroup limits
     for name in (
         "WATTPRINT_LOCATION",
         "CUDA_VISIBLE_DEVICES",

@@ -28,8 +28,8 @@ run.json) rather than being silently ignored:
   carbontracker; here that warns.
 - PUE: carbontracker multiplies by a fixed 1.58 (Uptime Institute 2023 global average,
   ``constants.PUE_2023``); wattprint uses the cloud region's PUE, else 1.0. Pass ``pue=1.58`` to
-  compare like with like. Keyword-only extras ``project``, ``location``, ``intensity`` and
-  ``pue`` take wattprint's meaning.
+  compare like with like. Keyword-only extras ``project``, ``location``, ``intensity``, ``pue``
+  and ``attribution`` take wattprint's meaning.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class CarbonTracker:
         location: str | None = None,
         intensity: IntensityArg = None,
         pue: float | None = None,
+        attribution: str | None = None,
     ) -> None:
         self.epochs = arguments.integer("epochs", epochs, 1)
         before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
@@ -145,6 +146,7 @@ class CarbonTracker:
             run_id=run_id_with(log_file_prefix),
             epochs=self.epochs,
             epochs_before_pred=self.epochs_before_pred,
+            attribution=attribution,
         )
         for note in notes:
             self._warn(note)

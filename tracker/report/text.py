@@ -82,6 +82,7 @@ def text_report(files: RunFiles) -> str:
         _header(files),
         _epoch_table(files),
         _components(files),
+        _attribution(files),
         _prediction(files),
         _provenance(files),
         _warnings(files),
@@ -207,6 +208,22 @@ def _components(files: RunFiles) -> str:
     return "\n".join(lines)
 
 
+def _attribution(files: RunFiles) -> str:
+    """Whose energy the run counts and why; per shared device the job's, the host's, the share."""
+    attribution = files.run.get("attribution")
+    if not isinstance(attribution, dict):
+        return ""  # a run from before attribution: the host's, as then
+    lines = [f"Attribution: {attribution.get('mode', '?')} ({attribution.get('reason', '?')})"]
+    for device, figures in (attribution.get("devices") or {}).items():
+        share = number(figures.get("share"))
+        lines.append(
+            f"  {device:<5} job {_wh(figures.get('job_energy_j'))} Wh of host "
+            f"{_wh(figures.get('host_energy_j'))} Wh "
+            f"({f'{share:.1%}' if math.isfinite(share) else '-'}, {figures.get('attribution')})"
+        )
+    return "\n".join(lines)
+
+
 def _prediction(files: RunFiles) -> str:
     p = files.run.get("prediction")
     if not p:
@@ -293,6 +310,8 @@ def _method_text(run: dict[str, Any]) -> str:
     for h in run.get("hardware", []):
         how = _METHOD_WORDS.get(str(h.get("method")), str(h.get("method")))
         detail = f" ({h['detail']})" if h.get("method") == "estimate" and h.get("detail") else ""
+        if h.get("attribution"):
+            detail += f", the job's share ({h['attribution']})"
         parts.append(f"{h.get('device')}: {how}{detail}")
     version = run.get("wattprint_version", "?")
     return f"wattprint {version}; " + ("; ".join(parts) or "no meter")
