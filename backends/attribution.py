@@ -104,9 +104,9 @@ class ProcessTree:
         self._memory_share: float | None = None
 
     def pids(self) -> frozenset[int]:
-        """The process ids of the tree now."""
+        """The process ids of the tree, listed at most ``TREE_REFRESH_S`` ago."""
         with self._lock:
-            self._list(force=True)
+            self._list()
             return frozenset(self._members)
 
     def cpu_share(self) -> float | None:

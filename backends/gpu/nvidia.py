@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 
 import pynvml
 
-from backends.attribution import FixedShare, SharedMeter
+from backends.attribution import SHARE_SPAN_S, FixedShare, SharedMeter
 from backends.base import (
     Found,
     Meter,
@@ -153,9 +154,18 @@ class _UtilisationShare:
         self._handle = handle
         self._pids = pids
         self._seen_us = 0  # NVML's timestamp (us) of the latest sample taken
+        self._asked_s = -math.inf
 
     def __call__(self) -> float | None:
-        """Those processes' SM utilisation over all processes', or None with no new samples."""
+        """Those processes' SM utilisation over all processes', or None with no new samples.
+
+        Asked at most every ``SHARE_SPAN_S`` (a driver call, and a follower reads the counter
+        every 100 ms); None between, which keeps the latest share.
+        """
+        now_s = time.monotonic()
+        if now_s - self._asked_s < SHARE_SPAN_S:
+            return None
+        self._asked_s = now_s
         try:
             samples = pynvml.nvmlDeviceGetProcessUtilization(self._handle, self._seen_us)
         except pynvml.NVMLError:  # Not Found: no sample since the last call

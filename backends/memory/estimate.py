@@ -109,7 +109,7 @@ def find_memory_estimate(watts_per_dimm: float = DEFAULT_WATTS_PER_DIMM) -> Foun
             return Found(missing=[Missing("dram", "dram", reason)])
         dimms = min(max(math.ceil(total_gb / TYPICAL_DIMM_GB - 1e-9), 1), MAX_DIMMS)
         detail = (
-            f"{total_gb:.1f} GB installed, assumed {dimms} DIMMs of {TYPICAL_DIMM_GB} GB "
+            f"{total_gb:.1f} GB installed, assumed {dimms} x {TYPICAL_DIMM_GB} GB DIMMs "
             f"x {watts_per_dimm:g} W"
         )
     return Found(meters=[MemoryEstimateMeter(dimms * watts_per_dimm, detail)])

@@ -393,7 +393,7 @@ def test_memory_estimate_assumes_32_gb_modules_at_3_w_each_without_edac(
     assert meter.info.method == "estimate"
     assert meter.info.host_level is True
     assert (meter.fast, meter.wrap_j) == (True, None)
-    assert meter.info.detail == "64.0 GB installed, assumed 2 DIMMs of 32 GB x 3 W"
+    assert meter.info.detail == "64.0 GB installed, assumed 2 x 32 GB DIMMs x 3 W"
     time.sleep(0.02)
     reading = meter.read()
     elapsed_s = reading.t_s - meter.start_s
