@@ -3,7 +3,7 @@
 RAPL, the CPU and DRAM estimates and a node meter measure every process on the host; a GPU
 time-sliced between jobs, or split into MIG slices, measures them all too. ``SharedMeter`` wraps
 such a meter and hands the sampler the job's share of it as an ordinary meter, keeping the host
-figure beside it (``host_energy_j``) so both can be reported.
+figure beside it (``totals``) so both can be reported.
 
 Formulas (each over the span between two share measurements, at most ``SHARE_SPAN_S`` apart while
 the sampler runs, so the share follows the load over time):
@@ -22,10 +22,12 @@ the sampler runs, so the share follows the load over time):
 * MIG slice: the parent GPU's energy x the slice's fixed share of the GPU's compute slices
   (``estimate``: the slice's real draw is not exposed by NVML).
 
-Limits: resident memory counts shared pages in every process that maps them; a process of the
-tree that lives shorter than ``TREE_REFRESH_S`` may be missed; inside a container NVML reports
-host PIDs, which match none of the tree's, so GPU attribution there gives the job 0; a GPU whose
-other users start after the run began is not attributed. Shares are clamped to 0..1.
+Limits: resident memory counts shared pages in every process that maps them; the CPU time of a
+process that leaves the tree unreaped (a daemon that detaches) is lost from then on; inside a
+container NVML reports host PIDs, which match none of the tree's, so GPU attribution there gives
+the job 0; a GPU whose other users start after the run began is not attributed; in a distributed
+job the rank that reads a host's meters counts its own tree, not the other ranks on the host.
+Shares are clamped to 0..1.
 """
 
 from __future__ import annotations
@@ -98,7 +100,6 @@ class ProcessTree:
         self._lock = threading.Lock()
         self._members: dict[int, psutil.Process] = {}
         self._listed_s = -float("inf")
-        self._cpu_s: dict[int, float] = {}  # each member's CPU seconds when last seen
         self._last = (time.monotonic(), self._tree_cpu_s(), busy_cpu_s())
         self._cpu_share: float | None = None
         self._memory_share: float | None = None
@@ -143,20 +144,22 @@ class ProcessTree:
         self._listed_s = now_s
 
     def _tree_cpu_s(self) -> float:
-        """CPU seconds of every member ever seen: the live ones now, the gone ones when last seen.
+        """CPU seconds of the tree: each member's own, and that of its children it has reaped.
 
-        Children's counts of reaped processes (``children_user``) are left out: they repeat the
-        time of members already counted while they lived.
+        A member that exits and is reaped moves its whole time, to its last tick, into its
+        parent's ``children_user``/``children_system``; so a DataLoader worker that lives
+        between two listings is counted all the same, and nothing is counted twice.
         """
         self._list()
+        total = 0.0
         for pid, process in list(self._members.items()):
             try:
-                times = process.cpu_times()
-            except psutil.Error:
+                t = process.cpu_times()
+            except psutil.Error:  # gone: its time is now its parent's children_*
                 del self._members[pid]
                 continue
-            self._cpu_s[pid] = times.user + times.system
-        return sum(self._cpu_s.values())
+            total += t.user + t.system + t.children_user + t.children_system
+        return total
 
     def _resident_share(self) -> float | None:
         resident = 0
@@ -191,7 +194,7 @@ class SharedMeter(Meter):
     (unwrapped at ``inner.wrap_j``) times the share, summed. It wraps where ``inner`` does, so the
     sampler reads it as often as the host counter needs (a share never runs faster than the
     host). A power meter gives the host power times the latest share. ``label`` joins the method
-    (``rapl@process``). ``host_energy_j`` and ``job_energy_j`` are totals over the same reads, so
+    (``rapl@process``). ``totals`` gives the job's and the host's energy over the same reads, so
     their ratio is the run's share. Reads come from the sampler thread and the training thread at
     epoch edges: a lock keeps each one whole.
     """
@@ -207,8 +210,13 @@ class SharedMeter(Meter):
         first = share()  # until a share is measured: the whole device, never less than the job
         self._share = _clamped(first) if first is not None else 1.0
         self._last: Reading | None = None
-        self.host_energy_j = 0.0
-        self.job_energy_j = 0.0
+        self._host_j = 0.0
+        self._job_j = 0.0
+
+    def totals(self) -> tuple[float, float]:
+        """The job's and the host's energy in J over the same reads since the first."""
+        with self._lock:
+            return self._job_j, self._host_j
 
     @property
     def share(self) -> float:
@@ -233,8 +241,8 @@ class SharedMeter(Meter):
         if reading.power_w is not None:
             if last is not None and last.power_w is not None and reading.t_s > last.t_s:
                 host_j = (last.power_w + reading.power_w) / 2 * (reading.t_s - last.t_s)
-                self.host_energy_j += host_j
-                self.job_energy_j += host_j * self._share
+                self._host_j += host_j
+                self._job_j += host_j * self._share
             return Reading(reading.t_s, power_w=reading.power_w * self._share)
         if reading.energy_j is None:
             return reading
@@ -242,9 +250,9 @@ class SharedMeter(Meter):
             delta_j = reading.energy_j - last.energy_j
             if delta_j < 0:  # a wrap; a counter without one was reset: nothing known of the gap
                 delta_j = delta_j + self.wrap_j if self.wrap_j else 0.0
-            self.host_energy_j += delta_j
-            self.job_energy_j += delta_j * self._share
-        value_j = self.job_energy_j % self.wrap_j if self.wrap_j else self.job_energy_j
+            self._host_j += delta_j
+            self._job_j += delta_j * self._share
+        value_j = self._job_j % self.wrap_j if self.wrap_j else self._job_j
         return Reading(reading.t_s, energy_j=value_j)
 
     def power_hint_w(self) -> float | None:

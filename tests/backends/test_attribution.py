@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -56,8 +58,8 @@ def test_a_shared_counter_adds_each_host_delta_times_its_share_across_a_wrap(
     assert meter.read().energy_j == pytest.approx(4.0)
     zone.add_energy_j(2.0)  # no share can be said now: the latest one holds
     assert meter.read().energy_j == pytest.approx(4.5)
-    assert meter.host_energy_j == pytest.approx(14.0)
-    assert meter.job_energy_j == pytest.approx(4.5)
+    job_j, host_j = meter.totals()
+    assert (job_j, host_j) == pytest.approx((4.5, 14.0))
 
 
 def test_a_shared_power_meter_gives_the_share_of_the_power(
@@ -69,7 +71,8 @@ def test_a_shared_power_meter_gives_the_share_of_the_power(
     try:
         assert meter.read().power_w == pytest.approx(75.0)
         assert meter.read().power_w == pytest.approx(75.0)
-        assert meter.job_energy_j == pytest.approx(meter.host_energy_j * 0.25)
+        job_j, host_j = meter.totals()
+        assert job_j == pytest.approx(host_j * 0.25)
     finally:
         meter.close()
 
@@ -142,6 +145,16 @@ def test_a_mig_uuid_that_names_no_slice_stays_missing(monkeypatch: pytest.Monkey
     found = find_gpus(visible="MIG-00000000-0000-0000-0000-000000000000")
     assert found.meters == []
     assert "MIG mode is enabled" in found.missing[0].reason
+
+
+def test_a_short_lived_child_counts_for_the_job_though_never_listed_alive() -> None:
+    """A worker that burns 0.5 s and exits between two listings still counts (reaped time)."""
+    tree = ProcessTree()
+    busy = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", busy], check=True)
+    share = tree.cpu_share()
+    assert share is not None
+    assert share > 0.2
 
 
 def cgroup_dir(root: Path) -> Path:

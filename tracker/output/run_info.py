@@ -101,16 +101,16 @@ def attribution_document(
     """
     if decision is None:
         return None
-    devices = {
-        m.info.device: {
-            "attribution": m.info.attribution,
-            "job_energy_j": m.job_energy_j,
-            "host_energy_j": m.host_energy_j,
-            "share": m.job_energy_j / m.host_energy_j if m.host_energy_j > 0 else None,
-        }
-        for m in meters
-        if isinstance(m, SharedMeter)
-    }
+    devices = {}
+    for meter in meters:
+        if isinstance(meter, SharedMeter):
+            job_j, host_j = meter.totals()
+            devices[meter.info.device] = {
+                "attribution": meter.info.attribution,
+                "job_energy_j": job_j,
+                "host_energy_j": host_j,
+                "share": job_j / host_j if host_j > 0 else None,
+            }
     return {
         "mode": decision.mode,
         "requested": decision.requested,
