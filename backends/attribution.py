@@ -71,6 +71,7 @@ shorter span says little; reads closer together (an epoch edge just after a samp
 the latest share, and cost a lock instead of a walk of the process tree."""
 TREE_REFRESH_S = 1.0
 """How often the process tree is listed again, in s (a listing reads every process's stat)."""
+_MIN_RATE_SPAN_S = 0.01  # reads closer than this (an edge just after a read) say little of power
 _FIRST_UID = 1000
 """The lowest user id of a person on Linux (``UID_MIN`` of login.defs); lower ones are system."""
 
@@ -90,9 +91,9 @@ class Decision:
 class ProcessTree:
     """This process and its descendants: their CPU time and resident memory, and the machine's.
 
-    ``shares()`` gives the tree's CPU share (its CPU seconds over the machine's busy CPU seconds)
-    and memory share (resident bytes over used bytes) since the previous measurement, measured at
-    most every ``SHARE_SPAN_S``. Thread-safe: one tree serves every meter of a run.
+    ``cpu_share`` gives the tree's CPU seconds over the machine's busy CPU seconds since the
+    previous measurement, and ``memory_share`` its resident bytes over the machine's used bytes,
+    both measured at most every ``SHARE_SPAN_S``. Thread-safe: one tree serves every meter.
     """
 
     def __init__(self, root_pid: int | None = None) -> None:
@@ -131,10 +132,10 @@ class ProcessTree:
             self._memory_share = self._resident_share()
             return self._cpu_share, self._memory_share
 
-    def _list(self, force: bool = False) -> None:
-        """Refresh the member list (at most every ``TREE_REFRESH_S`` unless ``force``)."""
+    def _list(self) -> None:
+        """Refresh the member list, at most every ``TREE_REFRESH_S``."""
         now_s = time.monotonic()
-        if not force and now_s - self._listed_s < TREE_REFRESH_S:
+        if now_s - self._listed_s < TREE_REFRESH_S:
             return
         try:
             children = self._root.children(recursive=True)
@@ -210,6 +211,7 @@ class SharedMeter(Meter):
         first = share()  # until a share is measured: the whole device, never less than the job
         self._share = _clamped(first) if first is not None else 1.0
         self._last: Reading | None = None
+        self._host_w: float | None = None  # the host's power over the previous interval
         self._host_j = 0.0
         self._job_j = 0.0
 
@@ -246,14 +248,32 @@ class SharedMeter(Meter):
             return Reading(reading.t_s, power_w=reading.power_w * self._share)
         if reading.energy_j is None:
             return reading
-        if last is not None and last.energy_j is not None:
-            delta_j = reading.energy_j - last.energy_j
-            if delta_j < 0:  # a wrap; a counter without one was reset: nothing known of the gap
-                delta_j = delta_j + self.wrap_j if self.wrap_j else 0.0
+        if last is not None and last.energy_j is not None and reading.t_s > last.t_s:
+            delta_j = self._host_delta_j(reading.energy_j - last.energy_j, reading.t_s - last.t_s)
             self._host_j += delta_j
             self._job_j += delta_j * self._share
         value_j = self._job_j % self.wrap_j if self.wrap_j else self._job_j
         return Reading(reading.t_s, energy_j=value_j)
+
+    def _host_delta_j(self, delta_j: float, dt: float) -> float:
+        """The host counter's energy between two reads, unwrapped.
+
+        Below zero, a wrapping counter wrapped (more than once where the previous interval's
+        power says so: a starved sampler) and one that does not wrap was reset, which leaves
+        nothing known of the gap. The job's counter built on it is then unwrapped by the sampler
+        like any other.
+        """
+        if self.wrap_j:
+            if delta_j < 0:
+                delta_j += self.wrap_j
+            if self._host_w is not None:
+                missed = round((self._host_w * dt - delta_j) / self.wrap_j)
+                delta_j += max(missed, 0) * self.wrap_j
+        elif delta_j < 0:
+            delta_j = 0.0
+        if dt >= _MIN_RATE_SPAN_S:
+            self._host_w = delta_j / dt
+        return delta_j
 
     def power_hint_w(self) -> float | None:
         """The inner meter's power hint times the latest share."""
@@ -276,21 +296,25 @@ def attribute(meters: Sequence[Meter], decision: Decision, tree: ProcessTree | N
         return list(meters)
     shared: list[Meter] = []
     for meter in meters:
-        share: Share | None = None
-        if isinstance(meter, SharedMeter):
-            share = None
-        elif meter.info.host_level and meter.info.component == "cpu":
-            share = tree.cpu_share
-        elif meter.info.host_level and meter.info.component == "dram":
-            share = tree.memory_share
-        elif meter.info.component == "gpu":
-            share = meter.process_share(tree.pids)
+        share = None if isinstance(meter, SharedMeter) else _share_of(meter, tree)
         if share is None:
             shared.append(meter)
         else:
             label = "process" if meter.info.host_level else "attributed"
             shared.append(SharedMeter(meter, share, label))
     return shared
+
+
+def _share_of(meter: Meter, tree: ProcessTree) -> Share | None:
+    """How the tree's share of ``meter``'s device is measured; None where it is the job's whole."""
+    info = meter.info
+    if info.host_level and info.component == "cpu":
+        return tree.cpu_share
+    if info.host_level and info.component == "dram":
+        return tree.memory_share
+    if info.component == "gpu":
+        return meter.process_share(tree.pids)
+    return None
 
 
 def decide(requested: Attribution) -> Decision:
@@ -302,7 +326,7 @@ def decide(requested: Attribution) -> Decision:
     the run starts; else ``host``.
     """
     if requested != "auto":
-        return Decision(requested, requested, f"{requested} attribution requested")
+        return Decision(requested, requested, "as requested")
     host_cpus = psutil.cpu_count(logical=True) or 0
     for reason in (_slurm_part(host_cpus), _cgroup_part(host_cpus), _others_running()):
         if reason:

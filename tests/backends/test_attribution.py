@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -230,3 +231,25 @@ def test_auto_with_another_persons_process_running_takes_the_process_share(
 @pytest.mark.parametrize("asked", ["host", "process"])
 def test_an_explicit_attribution_is_kept_whatever_the_machine(asked: Any) -> None:
     assert decide(asked).mode == asked
+
+
+def test_a_host_counter_that_wrapped_twice_between_reads_is_unwrapped_from_its_power(
+    tmp_path: Path,
+) -> None:
+    """A starved sampler: 25 J in a 10 J range between two reads, at the power seen before."""
+    zone = build_powercap(tmp_path, sockets=1, dram=False, max_energy_range_uj=10_000_000)["cpu0"]
+    zone.set_energy_uj(0)
+    (rapl,) = find_rapl(tmp_path).meters
+    meter = SharedMeter(rapl, FixedShare(0.5), "process")
+    added_j = 0.0
+    for pause_s in (0.0, 0.1, 0.5):  # the last interval: 25 J, two wraps and a half
+        then_s = meter.read().t_s
+        time.sleep(pause_s)
+        joules = 50.0 * (time.monotonic() - then_s) if pause_s else 0.0
+        zone.add_energy_j(joules)
+        added_j += joules
+    meter.read()
+    job_j, host_j = meter.totals()
+    assert added_j > 2 * 10.0 + 5.0
+    assert host_j == pytest.approx(added_j, rel=1e-3)
+    assert job_j == pytest.approx(host_j / 2)

@@ -45,7 +45,7 @@ def test_run_attributes_the_command_trees_share_when_asked(
     args = ["run", "--attribution", "process", "--log-dir", str(logs), "--location", "SE"]
     result = wattprint(*args, "--", *command, env=env)
     assert result.returncode == 0, result.stderr
-    assert "process attribution: process attribution requested" in result.stderr
+    assert "(process attribution: as requested)" in result.stderr
     (run_dir,) = (logs / "default").iterdir()
     assert load_run(run_dir)["methods"].iloc[0] == "gpu=none;cpu=rapl@process;dram=rapl@process"
     document = json.loads((run_dir / "run.json").read_text())

@@ -158,7 +158,7 @@ def test_text_report_shows_the_jobs_share_beside_the_host(
     capsys.readouterr()
     assert report(str(tracker.run_dir)) == 0
     out = capsys.readouterr().out
-    assert "Attribution: process (process attribution requested)" in out
+    assert "Attribution: process (as requested)" in out
     line = next(line for line in out.splitlines() if line.startswith("  cpu0  job "))
     job_wh, host_wh = float(line.split()[2]), float(line.split()[6])
     assert host_wh == pytest.approx(8 * 36.0 / 3600, rel=0.01)
