@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,6 +92,8 @@ class MeterInfo:
     ``scope`` says in words what the figure covers. ``minus`` names devices whose energy the
     meter's reading also contains (``EVERY_OTHER_DEVICE``: all of them, a whole-node meter): the
     device's figure is then its reading less theirs, so no joule is counted twice.
+    ``attribution`` says how the job's share of a shared device was taken (``process``,
+    ``attributed``, ``estimate``; see ``backends.attribution``), empty for the whole device.
     """
 
     device: str
@@ -101,6 +104,7 @@ class MeterInfo:
     detail: str = ""
     scope: str = ""
     minus: tuple[str, ...] = ()
+    attribution: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,17 @@ class Meter(abc.ABC):
 
     def power_hint_w(self) -> float | None:
         """A cheap current power figure for a slow counter meter, or None where there is none."""
+        return None
+
+    def process_share(
+        self, pids: Callable[[], frozenset[int]]
+    ) -> Callable[[], float | None] | None:
+        """Where other processes use this device too, the share of ``pids``'s in its use, else None.
+
+        The returned callable gives the share (0..1) over the span since its previous call, or
+        None where it cannot be said; ``backends.attribution`` applies it. Most meters have no
+        per-process view and return None.
+        """
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing

@@ -23,5 +23,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         "ROCR_VISIBLE_DEVICES",
         "RANK",
         "ELECTRICITYMAPS_TOKEN",
+        "WATTPRINT_ATTRIBUTION",
+        "SLURM_CPUS_ON_NODE",
+        "SLURM_JOB_CPUS_PER_NODE",
     ):
         monkeypatch.delenv(name, raising=False)

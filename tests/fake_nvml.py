@@ -120,6 +120,9 @@ class SimulatedGPU:
     call on the device raises the NVML error code ``fail_with`` (GPU_IS_LOST unless set); set it
     during a run to lose the GPU there.
     ``counter_reads_s`` and ``power_reads_s`` record the moment each value was taken.
+    ``processes`` maps the PID of each process NVML lists on the board to its SM utilisation in
+    percent, which every per-process utilisation sample reports; ``mig_slices`` are the board's
+    MIG slices (with ``mig=True``), of ``MIG_SLICES`` compute slices in all.
 
     Hopper's NVML is modelled by ``counter_step_s`` (the counter changes only at
     ``grid_origin_s + k * counter_step_s``), ``power_average_s`` (power usage is the mean over that
@@ -143,6 +146,8 @@ class SimulatedGPU:
     grid_origin_s: float = 0.0
     power_average_s: float = 0.0
     read_sample_at: float = 1.0
+    processes: dict[int, int] = field(default_factory=dict)
+    mig_slices: list[SimulatedMigSlice] = field(default_factory=list)
     reads_in_flight: int = field(default=0, init=False)
     counter_reads_s: list[float] = field(default_factory=list, init=False)
     power_reads_s: list[float] = field(default_factory=list, init=False)
@@ -169,6 +174,18 @@ class SimulatedGPU:
             return t_s
         steps = math.floor((t_s - self.grid_origin_s) / self.counter_step_s)
         return self.grid_origin_s + steps * self.counter_step_s
+
+
+MIG_SLICES = 7
+"""Compute slices of an A100 or H100 board, which its MIG slices take 1, 2, 3, 4 or 7 of."""
+
+
+@dataclass
+class SimulatedMigSlice:
+    """One MIG slice of a simulated board: its UUID and the compute slices it holds."""
+
+    slices: int = 3
+    uuid: str = field(default_factory=lambda: f"MIG-{uuid4()}")
 
 
 def hopper(power_w: StepProfile, phase_s: float = 0.037) -> SimulatedGPU:
@@ -252,8 +269,49 @@ class SimulatedNVML:
     def nvmlDeviceGetName(self, handle: SimulatedGPU) -> str:
         return self._device(handle).name
 
-    def nvmlDeviceGetUUID(self, handle: SimulatedGPU) -> str:
+    def nvmlDeviceGetUUID(self, handle: SimulatedGPU | SimulatedMigSlice) -> str:
+        if isinstance(handle, SimulatedMigSlice):
+            return self._slice(handle).uuid
         return self._device(handle).uuid
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: SimulatedGPU) -> int:
+        if not self._device(handle).mig_capable:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return MIG_SLICES
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(
+        self, handle: SimulatedGPU, index: int
+    ) -> SimulatedMigSlice:
+        gpu = self._device(handle)
+        if not gpu.mig or not 0 <= index < len(gpu.mig_slices):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return gpu.mig_slices[index]
+
+    def nvmlDeviceGetAttributes(self, handle: SimulatedMigSlice) -> SimpleNamespace:
+        if not isinstance(handle, SimulatedMigSlice):  # a whole board answers only in MIG slices
+            self._device(handle)
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        mig = self._slice(handle)
+        return SimpleNamespace(
+            gpuInstanceSliceCount=mig.slices, multiprocessorCount=mig.slices * 18
+        )
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: SimulatedGPU) -> list[SimpleNamespace]:
+        gpu = self._device(handle)
+        return [SimpleNamespace(pid=pid, usedGpuMemory=1 << 30) for pid in gpu.processes]
+
+    def nvmlDeviceGetProcessUtilization(
+        self, handle: SimulatedGPU, last_seen_us: int
+    ) -> list[SimpleNamespace]:
+        """One sample per listed process, stamped now; Not Found when none is listed."""
+        gpu = self._device(handle)
+        if not gpu.processes:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        now_us = max(int(time.monotonic() * 1e6), last_seen_us + 1)
+        return [
+            SimpleNamespace(pid=pid, smUtil=sm, memUtil=0, encUtil=0, decUtil=0, timeStamp=now_us)
+            for pid, sm in gpu.processes.items()
+        ]
 
     def nvmlDeviceGetMigMode(self, handle: SimulatedGPU) -> list[int]:
         gpu = self._device(handle)
@@ -312,7 +370,11 @@ class SimulatedNVML:
             "nvmlDeviceGetMemoryInfo": const(
                 SimpleNamespace(total=80 << 30, free=79 << 30, used=1 << 30)
             ),
-            "nvmlDeviceGetComputeRunningProcesses": const([]),
+            "nvmlDeviceGetComputeRunningProcesses": self.nvmlDeviceGetComputeRunningProcesses,
+            "nvmlDeviceGetProcessUtilization": self.nvmlDeviceGetProcessUtilization,
+            "nvmlDeviceGetMaxMigDeviceCount": self.nvmlDeviceGetMaxMigDeviceCount,
+            "nvmlDeviceGetMigDeviceHandleByIndex": self.nvmlDeviceGetMigDeviceHandleByIndex,
+            "nvmlDeviceGetAttributes": self.nvmlDeviceGetAttributes,
             "nvmlDeviceGetGraphicsRunningProcesses": const([]),
         }
 
@@ -328,6 +390,14 @@ class SimulatedNVML:
     def _require_init(self) -> None:
         if not self.initialized:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def _slice(self, handle: SimulatedMigSlice) -> SimulatedMigSlice:
+        """A MIG slice after the checks on its board (which must hold it, in MIG mode)."""
+        board = next((gpu for gpu in self.gpus if handle in gpu.mig_slices), None)
+        if board is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        self._device(board)
+        return handle
 
     def _device(self, handle: SimulatedGPU) -> SimulatedGPU:
         """The GPU behind a handle, after the checks the driver makes on every device call."""

@@ -352,3 +352,23 @@ def test_the_console_and_the_report_show_the_rest_of_the_node(
     out = capsys.readouterr().out
     assert "other Wh" in out and "other" in out.split("Totals per component")[1]
     assert "node: energy counter of HPE Cray EX node (pm_counters), less every other device" in out
+
+
+def test_a_job_s_own_share_leaves_the_rest_of_the_node_out_and_says_why(
+    sysfs: Path, rapl: dict[str, FakeZone], tmp_path: Path
+) -> None:
+    """Less the job's shares, the node's rest would hold the other jobs' CPU and memory energy."""
+    node = FakePmCounters(sysfs, {"energy": 10_000})
+    with Tracker(
+        "cray", tmp_path / "runs", intensity=100.0, verbose=0, attribution="process"
+    ) as tracker:
+        tracker.epoch_start()
+        rapl["cpu0"].add_energy_j(40.0)
+        node.add(energy=100)
+        record = tracker.epoch_end()
+    assert record.other_energy_j is None
+    assert "node" not in {d.device for d in record.devices}
+    run = json.loads((tracker.run_dir / "run.json").read_text())
+    assert run["coverage"]["other"] == "not measured"
+    (gap,) = [m for m in run["missing"] if m["component"] == "other"]
+    assert "not split between jobs" in gap["reason"] and "attribution='host'" in gap["fix"]

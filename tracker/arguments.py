@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
+from backends.attribution import ATTRIBUTIONS, Attribution
+from backends.attribution import ENV as ATTRIBUTION_ENV
 from backends.base import COMPONENTS, Component, Meter
 from backends.discover import RAPL_READERS, RaplReader
 
@@ -143,6 +145,18 @@ def verbosity(value: object) -> int:
     if not isinstance(value, int) or value not in (0, 1):
         raise ValueError(f"verbose must be 0 (quiet) or 1 (a line per epoch), got {value!r}")
     return int(value)
+
+
+def attribution(value: object) -> Attribution:
+    """``host``, ``process`` or ``auto``; None: env ``WATTPRINT_ATTRIBUTION``, else ``auto``."""
+    argument = "attribution"
+    if value is None:
+        value = os.environ.get(ATTRIBUTION_ENV) or "auto"
+        argument = f"env {ATTRIBUTION_ENV}"
+    for accepted in ATTRIBUTIONS:
+        if value == accepted:
+            return accepted
+    raise ValueError(f"{argument} must be one of {', '.join(ATTRIBUTIONS)}, got {value!r}")
 
 
 def rapl_reader(value: object) -> RaplReader:

@@ -18,7 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from backends.base import COMPONENTS, Component, Meter, Missing
+import psutil
+
+from backends.attribution import Decision, ProcessTree, attribute, decide
+from backends.base import COMPONENTS, Component, Meter, MeterError, Missing
 from backends.discover import discover
 from tracker import arguments
 from tracker.carbon.intensity import IntensityArg, Provenance
@@ -34,7 +37,7 @@ from tracker.exporters.base import Exporter, ExporterGroup, RunInfo
 from tracker.measure import lifecycle
 from tracker.measure.book import EpochBook
 from tracker.measure.coverage import coverage_lines, not_measured, uncovered
-from tracker.measure.epochs import build_record, summarise
+from tracker.measure.epochs import build_record, method_label, summarise
 from tracker.measure.predict import Predictor
 from tracker.measure.sampler import MeterSnapshot, Sampler
 from tracker.notices import Notices
@@ -57,6 +60,9 @@ class Tracker(lifecycle.SignalledRun):
     ``tracker.distributed.process_group``); ``False`` measures this process alone.
     ``exporters`` (``tracker.exporters``: Prometheus, OpenTelemetry, MLflow, W&B, TensorBoard)
     each get every epoch, the live power and the totals; one that fails is warned about once.
+    ``attribution`` is ``"host"`` (the whole host's CPU and DRAM, whole GPUs), ``"process"``
+    (this process tree's share of them, see ``backends.attribution``) or ``"auto"`` (process
+    where the job holds part of the machine); None takes env ``WATTPRINT_ATTRIBUTION``, else auto.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class Tracker(lifecycle.SignalledRun):
         epochs_before_pred: int = 1,
         distributed: bool | str = "auto",
         exporters: Sequence[Exporter] = (),
+        attribution: str | None = None,
     ) -> None:
         self.project = arguments.name("project", project)
         floor_s, ceiling_s = arguments.MIN_INTERVAL_S, arguments.MAX_INTERVAL_S
@@ -91,6 +98,8 @@ class Tracker(lifecycle.SignalledRun):
         arguments.check_callbacks(on_epoch_end)
         arguments.check_gpus(gpus)
         self.verbose = arguments.verbosity(verbose)
+        self._attribution = arguments.attribution(attribution)
+        self._decision: Decision | None = None
         self._notices = Notices(quiet=not self.verbose)
         self._exporters = ExporterGroup(exporters, self._notices)
         self._carbon, self._location, self._intensity_warnings = Carbon.for_run(
@@ -214,9 +223,12 @@ class Tracker(lifecycle.SignalledRun):
             job_args = (self.components, self._provenance(), self._run_document, self._notices)
             self._job.open(meters, self._missing, *job_args, self.verbose)
         lifecycle.attach(self, self._interrupt, self._resume, self._at_exit)
-        measured = ", ".join(f"{m.info.device} ({m.info.method})" for m in meters) or "nothing"
+        measured = ", ".join(f"{m.info.device} ({method_label(m.info)})" for m in meters)
+        assert self._decision is not None
+        share = f"{self._decision.mode} attribution: {self._decision.reason}"
         self._log.say(
-            f"wattprint: run {self.run_id} measuring {measured}; logs in {self._run_dir}",
+            f"wattprint: run {self.run_id} measuring {measured or 'nothing'} ({share}); "
+            f"logs in {self._run_dir}",
             *(f"wattprint: {n}" for n in coverage_lines(meters, self._missing, self.components)),
         )
 
@@ -366,8 +378,27 @@ class Tracker(lifecycle.SignalledRun):
                 self._notices.warn(f"note:{note}", note)
         if self._job is not None:  # this rank's GPU; the host's meters on one rank per host
             meters, self._missing = self._job.select(meters, self._missing, self._gpus is not None)
+        meters = self._attribute(meters)
         self._uncovered = uncovered(meters, self._missing)
         return meters
+
+    def _attribute(self, meters: list[Meter]) -> list[Meter]:
+        """The job's share of shared meters where attribution is (or ``auto`` finds) ``process``.
+
+        Where the machine or the process tree cannot be read, the run measures the whole host
+        and says why, rather than failing.
+        """
+        try:
+            self._decision = decide(self._attribution)
+            tree = ProcessTree() if self._decision.mode == "process" else None
+            found = attribute(meters, self._decision, tree)
+            self._missing = [*self._missing, *found.missing]
+            return found.meters
+        except (OSError, MeterError, psutil.Error) as error:
+            reason = f"the job's share cannot be measured here ({error}); the host is reported"
+            self._decision = Decision("host", self._attribution, reason)
+            self._notices.warn("attribution", reason)
+            return meters
 
     def _close_epoch(self, partial: bool = False) -> EpochRecord:
         assert self._sampler is not None
@@ -462,4 +493,5 @@ class Tracker(lifecycle.SignalledRun):
             slurm=self._slurm,
             job=self._job.describe() if self._job is not None else None,
             command=self._command,
+            attribution=self._decision,
         )

@@ -118,13 +118,22 @@ def powercap_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def permission_fix(zones_dir: str | os.PathLike[str]) -> str:
-    """The commands that make ``energy_uj`` readable now, and after every reboot (udev rule)."""
+    """The commands that make ``energy_uj`` readable now, and after every reboot (udev rule).
+
+    Then what works without root: a readable node meter, used instead where the node has one,
+    and on a SLURM cluster with energy accounting the job's own figure from ``sacct``.
+    """
     d = os.fspath(zones_dir)
+    job = os.environ.get("SLURM_JOB_ID") or "$SLURM_JOB_ID"
     return (
         f"sudo chmod a+r {d}/intel-rapl:*/energy_uj {d}/intel-rapl:*/intel-rapl:*/energy_uj "
         f"(until reboot); to keep it: echo '{UDEV_RULE}' | sudo tee {UDEV_RULE_PATH} "
-        "&& sudo udevadm trigger --subsystem-match=powercap. This lets every local user read "
-        "RAPL again, the side channel CVE-2020-8694 closed; run as root instead where that matters"
+        "&& sudo udevadm trigger --subsystem-match=powercap (an admin's one-line rule). This "
+        "lets every local user read RAPL again, the side channel CVE-2020-8694 closed; run as "
+        "root instead where that matters. Without root: a node meter readable by users (such "
+        "as a Cray node's power counters) is used instead where the node has one; under SLURM "
+        "with energy accounting (AcctGatherEnergyType), read the job's own energy once it "
+        f"ends: sacct -j {job} --format=JobID,ConsumedEnergy"
     )
 
 

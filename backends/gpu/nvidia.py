@@ -2,8 +2,11 @@
 
 Where a GPU has the total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, Volta and newer,
 millijoules since the driver was loaded) it is read as a counter meter; where it does not, the
-board's power draw (``nvmlDeviceGetPowerUsage``, milliwatts) is polled instead. A GPU in MIG mode is
-reported as missing: NVML exposes energy for the whole board only, shared by every slice.
+board's power draw (``nvmlDeviceGetPowerUsage``, milliwatts) is polled instead. NVML exposes energy
+for the whole board only: a whole GPU in MIG mode is reported as missing, and a MIG slice named in
+``CUDA_VISIBLE_DEVICES`` gets the board's energy times the slice's share of its compute slices,
+labelled ``estimate`` (``backends.attribution``). A GPU other processes use too can be attributed
+by their utilisation samples (``NvmlMeter.process_share``).
 
 Importing this module does not touch NVML; ``find_gpus`` initialises it and the last meter's
 ``close()`` shuts it down again.
@@ -11,16 +14,19 @@ Importing this module does not touch NVML; ``find_gpus`` initialises it and the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pynvml
 
+from backends.attribution import SHARE_SPAN_S, FixedShare, SharedMeter
 from backends.base import (
     Found,
     Meter,
@@ -119,6 +125,63 @@ class NvmlMeter(Meter):
             raise nvml_meter_error(where, function, err) from err
         return value, time.monotonic()
 
+    def process_share(
+        self, pids: Callable[[], frozenset[int]]
+    ) -> Callable[[], float | None] | None:
+        """Where NVML lists processes outside ``pids`` on this GPU, their SM-utilisation share.
+
+        The share is ``pids``'s SM utilisation over every process's, from the samples
+        ``nvmlDeviceGetProcessUtilization`` gives since the previous call; None while there are
+        none (an idle GPU, or a driver without per-process samples). A GPU whose process list
+        cannot be read, or shows no other process, is left whole (None).
+        """
+        try:
+            listed = {
+                p.pid
+                for query in (
+                    pynvml.nvmlDeviceGetComputeRunningProcesses,
+                    pynvml.nvmlDeviceGetGraphicsRunningProcesses,
+                )
+                for p in query(self._handle)
+            }
+        except pynvml.NVMLError:
+            return None
+        if not listed - pids():
+            return None
+        return _UtilisationShare(self._handle, pids)
+
+
+class _UtilisationShare:
+    """A GPU's SM-utilisation share of a set of processes, over the samples since the last call."""
+
+    def __init__(self, handle: Any, pids: Callable[[], frozenset[int]]) -> None:
+        self._handle = handle
+        self._pids = pids
+        self._seen_us = 0  # NVML's timestamp (us) of the latest sample taken
+        self._asked_s = -math.inf
+
+    def __call__(self) -> float | None:
+        """Those processes' SM utilisation over all processes', or None with no new samples.
+
+        Asked at most every ``SHARE_SPAN_S`` (a driver call, and a follower reads the counter
+        every 100 ms); None between, which keeps the latest share.
+        """
+        now_s = time.monotonic()
+        if now_s - self._asked_s < SHARE_SPAN_S:
+            return None
+        self._asked_s = now_s
+        try:
+            samples = pynvml.nvmlDeviceGetProcessUtilization(self._handle, self._seen_us)
+        except pynvml.NVMLError:  # Not Found: no sample since the last call
+            return None
+        if not samples:
+            return None
+        self._seen_us = max(self._seen_us, *(int(s.timeStamp) for s in samples))
+        pids = self._pids()
+        total = sum(int(s.smUtil) for s in samples)
+        ours = sum(int(s.smUtil) for s in samples if s.pid in pids)
+        return ours / total if total > 0 else None
+
 
 class NvmlCounterMeter(NvmlMeter):
     """The GPU's total-energy counter: exact, but a read costs ~4 ms, so the sampler reads it."""
@@ -193,6 +256,8 @@ class _PhysicalGpu:
     uuid: str = ""
     model: str = ""
     error: str = ""
+    slice_share: float | None = None  # a MIG slice: its share of the board (``handle``'s)
+    detail: str = ""
 
 
 class _NvmlSession:
@@ -261,7 +326,8 @@ def _resolve_visible(
             continue
         device = f"gpu{len(slots)}"
         if entry.startswith("MIG-"):
-            slots.append(Missing("gpu", device, f"{MIG_REASON} ({entry})", MIG_FIX))
+            mig = _find_slice(entry, physical)
+            slots.append(mig or Missing("gpu", device, f"{MIG_REASON} ({entry})", MIG_FIX))
             continue
         if entry.startswith("-") and entry[1:].isdigit():
             break
@@ -322,10 +388,10 @@ def _open(device: str, gpu: _PhysicalGpu) -> Meter | Missing:
     if gpu.error:
         reason = f"NVML cannot query GPU {gpu.index}: {gpu.error}"
         return Missing("gpu", device, reason, CHECK_GPU_FIX)
-    detail = f"uuid={gpu.uuid} nvml_index={gpu.index}"
+    detail = gpu.detail or f"uuid={gpu.uuid} nvml_index={gpu.index}"
     meter_class: type[NvmlMeter] = NvmlCounterMeter
     try:
-        if _mig_enabled(gpu.handle):
+        if gpu.slice_share is None and _mig_enabled(gpu.handle):
             return Missing("gpu", device, f"{MIG_REASON} ({detail})", MIG_FIX)
         try:
             pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
@@ -341,7 +407,10 @@ def _open(device: str, gpu: _PhysicalGpu) -> Meter | Missing:
     info = MeterInfo(
         device, "gpu", gpu.model, meter_class.method, False, detail=detail, scope=_scope(gpu.model)
     )
-    return meter_class(info, gpu.handle, gpu.index)
+    meter = meter_class(info, gpu.handle, gpu.index)
+    if gpu.slice_share is None:
+        return meter
+    return SharedMeter(meter, FixedShare(gpu.slice_share), "estimate")
 
 
 def module_scoped(model: str) -> bool:
@@ -358,6 +427,41 @@ def _scope(model: str) -> str:
     if module_scoped(model):
         return "the whole GH200 module: GPU, HBM, the Grace socket and regulator loss"
     return "the GPU board: GPU chip, its memory and the board's circuitry"
+
+
+def _find_slice(uuid: str, physical: Sequence[_PhysicalGpu]) -> _PhysicalGpu | None:
+    """The MIG slice ``uuid`` names, as its board with the slice's share; None if none matches.
+
+    The share is the slice's GPU-instance compute slices over the board's (7 on A100 and H100):
+    a 3g.40gb slice is 3/7 of the board. Memory and copy engines are not weighed.
+    """
+    for gpu in physical:
+        if gpu.error:
+            continue
+        try:
+            if not _mig_enabled(gpu.handle):
+                continue
+            slices = int(pynvml.nvmlDeviceGetMaxMigDeviceCount(gpu.handle))
+            for index in range(slices):
+                try:
+                    handle = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu.handle, index)
+                except pynvml.NVMLError_NotFound:
+                    continue
+                if _text(pynvml.nvmlDeviceGetUUID(handle)) != uuid:
+                    continue
+                held = int(pynvml.nvmlDeviceGetAttributes(handle).gpuInstanceSliceCount)
+                if not 0 < held <= slices:
+                    return None
+                detail = (
+                    f"uuid={uuid} slice of uuid={gpu.uuid} nvml_index={gpu.index}: "
+                    f"{held}/{slices} of the board's energy"
+                )
+                return dataclasses.replace(
+                    gpu, model=f"{gpu.model} MIG {held}g", slice_share=held / slices, detail=detail
+                )
+        except pynvml.NVMLError:
+            continue
+    return None
 
 
 def _mig_enabled(handle: Any) -> bool:

@@ -1,36 +1,63 @@
-"""DRAM power estimated from installed memory size, for hosts where RAPL has no DRAM domain.
+"""DRAM power estimated per installed module, for hosts where RAPL has no DRAM domain.
 
-The estimate counts the host's total installed memory, not the part in use. DRAM draws refresh and
-background power for every installed module whatever the OS has allocated, and the meter this
-replaces (the RAPL DRAM domain) measures all modules of the host; counting "used" memory instead
-would make the figure follow page-cache policy and other processes. This is also how CodeCarbon
-sizes RAM power when it tracks a whole machine. The power is constant for a run, reported as energy
-integrated over time (see ``backends.estimate``).
+A module draws background and refresh power whatever the OS has allocated, plus a dynamic part
+that follows memory traffic; per gigabyte it has fallen with every generation, since a larger
+module holds denser chips on the same bus. So the model counts modules, not gigabytes:
+
+    power = DIMMs x ``DEFAULT_WATTS_PER_DIMM``
+
+The DIMM count is read from the kernel's EDAC memory controllers where they are exposed
+(``devices/system/edac/mc/mc*/dimm*`` under the sysfs root, one entry per populated module);
+elsewhere it is assumed from the installed memory: one ``TYPICAL_DIMM_GB`` module per 32 GB, at
+least one and at most ``MAX_DIMMS`` (two sockets of eight channels with two modules each, the
+largest common server board). A 2 TB node so counts 32 modules (96 W), where the 0.3725 W/GB
+rule of Green Algorithms gave ~760 W; a measured increase of under 1.5 W for +64 GB is reported
+against that rule. The figure is an estimate, labelled as such, and the DRAM of the whole host.
 """
 
 from __future__ import annotations
 
+import math
+import re
+
 import psutil
 
+from backends import sysfs
 from backends.base import Found, MeterInfo, Missing
 from backends.estimate import ConstantPowerMeter, checked_number
 
-__all__ = ["DEFAULT_WATTS_PER_GB", "MemoryEstimateMeter", "find_memory_estimate"]
+__all__ = [
+    "DEFAULT_WATTS_PER_DIMM",
+    "MAX_DIMMS",
+    "TYPICAL_DIMM_GB",
+    "MemoryEstimateMeter",
+    "dimm_count",
+    "find_memory_estimate",
+]
 
-DEFAULT_WATTS_PER_GB = 0.3725
-"""Power per GB of installed DRAM, in W/GB.
+DEFAULT_WATTS_PER_DIMM = 3.0
+"""Power of one DDR4/DDR5 registered DIMM in a working server, in W.
 
-From Green Algorithms: Lannelongue, Grealey and Inouye, "Green Algorithms: Quantifying the Carbon
-Footprint of Computation", Advanced Science 8, 2100707 (2021), which derives 0.3725 W/GB from
-measured DIMM power. CodeCarbon's older 3 W per 8 GB (0.375 W/GB) agrees to within 1%. Modern
-DDR4/DDR5 server modules draw less per GB, so this leans high for large-memory hosts.
+Micron's technical note TN-40-07 ("Calculating Memory Power for DDR4 SDRAM") builds a module's
+power from its datasheet currents (IDD x VDD for background, refresh and each access). Published
+per-module figures from such calculations put a DDR4 RDIMM at about 1.5-3.5 W by capacity and
+speed and a DDR5 RDIMM at about 1-2.5 W (IC Directory, "What is the power consumption of RDIMM?").
+3 W sits at the top of DDR5's and the middle of DDR4's range, so the estimate leans high rather
+than low; pass ``watts_per_dimm`` where the module's datasheet says otherwise.
 """
 
+TYPICAL_DIMM_GB = 32
+"""Size assumed per module where the count cannot be read, in GB (a common server RDIMM)."""
+
+MAX_DIMMS = 32
+"""The most modules assumed where the count cannot be read (2 sockets x 8 channels x 2)."""
+
 _BYTES_PER_GB = 1024**3  # memory is sold in binary gigabytes
+_DIMM_ENTRY = re.compile(r"(dimm|rank)\d+")
 
 
 class MemoryEstimateMeter(ConstantPowerMeter):
-    """Host DRAM energy in J since creation: ``power_w`` (watts_per_gb x installed GB) x time."""
+    """Host DRAM energy in J since creation: ``power_w`` (DIMMs x W per DIMM) x time."""
 
     def __init__(self, power_w: float, detail: str) -> None:
         scope = "an estimate of the host's installed DRAM (W per GB x GB)"
@@ -38,19 +65,52 @@ class MemoryEstimateMeter(ConstantPowerMeter):
         super().__init__(info, power_w)
 
 
-def find_memory_estimate(watts_per_gb: float = DEFAULT_WATTS_PER_GB) -> Found:
-    """One estimating meter for the host's DRAM (device ``dram``).
+def dimm_count() -> int | None:
+    """The populated modules the EDAC memory controllers list, or None where none are readable.
 
-    Power is ``watts_per_gb`` times the total installed memory in GB (2^30 bytes), from
-    ``psutil.virtual_memory().total`` read now; where it cannot be read, a ``Missing`` says why.
-    Raises ``ValueError`` if ``watts_per_gb`` is not a positive finite number.
+    Kernels list each module as ``mc*/dimmN`` (older ones as ``mc*/rankN``, one per rank); an
+    entry whose ``size`` is 0 is an empty slot.
     """
-    watts_per_gb = checked_number("watts_per_gb", watts_per_gb, "W/GB")
+    root = sysfs.sysfs_path("devices", "system", "edac", "mc")
+    count = 0
     try:
-        total_gb = psutil.virtual_memory().total / _BYTES_PER_GB
-    except OSError as exc:
-        reason = f"no DRAM estimate: cannot read the memory size: {exc}"
-        return Found(missing=[Missing("dram", "dram", reason)])
-    power_w = watts_per_gb * total_gb
-    detail = f"{total_gb:.1f} GB installed x {watts_per_gb:g} W/GB"
-    return Found(meters=[MemoryEstimateMeter(power_w, detail)])
+        controllers = [c for c in sysfs.list_entries(root) if c.startswith("mc")]
+        for controller in controllers:
+            for entry in sysfs.list_entries(root / controller):
+                if not _DIMM_ENTRY.fullmatch(entry):
+                    continue
+                size_file = "size" if entry.startswith("dimm") else "dimm_size"
+                try:
+                    populated = sysfs.read_uint(root / controller / entry / size_file) > 0
+                except (OSError, ValueError):
+                    populated = True  # listed, size unreadable: a module all the same
+                count += populated
+    except OSError:
+        return None
+    return count or None
+
+
+def find_memory_estimate(watts_per_dimm: float = DEFAULT_WATTS_PER_DIMM) -> Found:
+    """One estimating meter for the host's DRAM (device ``dram``): DIMMs x ``watts_per_dimm``.
+
+    The DIMM count comes from ``dimm_count``, else from the installed memory
+    (``psutil.virtual_memory().total``) as the module docstring says; where neither can be read,
+    a ``Missing`` says why. Raises ``ValueError`` if ``watts_per_dimm`` is not a positive finite
+    number.
+    """
+    watts_per_dimm = checked_number("watts_per_dimm", watts_per_dimm, "W")
+    dimms = dimm_count()
+    if dimms is not None:
+        detail = f"{dimms} DIMMs (EDAC) x {watts_per_dimm:g} W"
+    else:
+        try:
+            total_gb = psutil.virtual_memory().total / _BYTES_PER_GB
+        except OSError as exc:
+            reason = f"no DRAM estimate: cannot read the memory size: {exc}"
+            return Found(missing=[Missing("dram", "dram", reason)])
+        dimms = min(max(math.ceil(total_gb / TYPICAL_DIMM_GB - 1e-9), 1), MAX_DIMMS)
+        detail = (
+            f"{total_gb:.1f} GB installed, assumed {dimms} x {TYPICAL_DIMM_GB} GB DIMMs "
+            f"x {watts_per_dimm:g} W"
+        )
+    return Found(meters=[MemoryEstimateMeter(dimms * watts_per_dimm, detail)])

@@ -32,7 +32,7 @@ from backends.cpu import cpuinfo as cpuinfo_module
 from backends.cpu.estimate import DEFAULT_CPU_TDP_W, CpuEstimateMeter, find_cpu_estimate
 from backends.estimate import EstimateMeter
 from backends.gpu.estimate import GpuEstimateMeter
-from backends.memory.estimate import DEFAULT_WATTS_PER_GB, find_memory_estimate
+from backends.memory.estimate import DEFAULT_WATTS_PER_DIMM, find_memory_estimate
 from tests.fake_nvml import StepProfile, install_no_nvml, step_profile
 from tracker import Tracker
 
@@ -380,9 +380,10 @@ def test_simulated_cpu_draws_tdp_times_the_given_utilisation() -> None:
     assert average_w(meter) == pytest.approx(50.0)
 
 
-def test_memory_estimate_is_watts_per_gb_times_installed_memory_over_time(
-    monkeypatch: pytest.MonkeyPatch,
+def test_memory_estimate_assumes_32_gb_modules_at_3_w_each_without_edac(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path))  # no EDAC tree
     monkeypatch.setattr(
         psutil, "virtual_memory", lambda: SimpleNamespace(total=64 * GIB, used=10 * GIB)
     )
@@ -392,17 +393,41 @@ def test_memory_estimate_is_watts_per_gb_times_installed_memory_over_time(
     assert meter.info.method == "estimate"
     assert meter.info.host_level is True
     assert (meter.fast, meter.wrap_j) == (True, None)
-    assert meter.info.detail == "64.0 GB installed x 0.3725 W/GB"
+    assert meter.info.detail == "64.0 GB installed, assumed 2 x 32 GB DIMMs x 3 W"
     time.sleep(0.02)
     reading = meter.read()
     elapsed_s = reading.t_s - meter.start_s
-    assert joules(reading) == pytest.approx(64 * DEFAULT_WATTS_PER_GB * elapsed_s)
+    assert joules(reading) == pytest.approx(2 * DEFAULT_WATTS_PER_DIMM * elapsed_s)
 
 
-def test_memory_estimate_takes_another_figure_per_gb(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=8 * GIB))
-    meter = estimate(find_memory_estimate(watts_per_gb=3 / 8))
-    assert average_w(meter) == pytest.approx(3.0)
+@pytest.mark.parametrize(("total_gb", "watts"), [(1, 3.0), (16, 3.0), (2048, 96.0), (8192, 96.0)])
+def test_memory_estimate_stays_bounded_on_large_memory_nodes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, total_gb: int, watts: float
+) -> None:
+    """A 2 TB node is 32 modules at most (96 W), not 763 W as 0.3725 W/GB gave."""
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=total_gb * GIB))
+    assert estimate(find_memory_estimate()).max_power_w == watts
+
+
+def test_memory_estimate_counts_the_modules_edac_lists(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Populated dimm entries count; an empty slot (size 0) does not; memory size is not read."""
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path))
+    for controller, dimm, size_mb in [("mc0", 0, 16384), ("mc0", 1, 16384), ("mc1", 0, 0)]:
+        entry = tmp_path / "devices/system/edac/mc" / controller / f"dimm{dimm}"
+        entry.mkdir(parents=True)
+        (entry / "size").write_text(f"{size_mb}\n")
+    (tmp_path / "devices/system/edac/mc/mc1/dimm1").mkdir()  # listed, size unreadable: counted
+
+    def unreadable() -> Any:
+        raise AssertionError("the memory size is not needed where EDAC counts the modules")
+
+    monkeypatch.setattr(psutil, "virtual_memory", unreadable)
+    meter = estimate(find_memory_estimate(watts_per_dimm=2.5))
+    assert meter.info.detail == "3 DIMMs (EDAC) x 2.5 W"
+    assert average_w(meter) == pytest.approx(7.5)
 
 
 def test_gpu_estimate_is_watts_times_utilisation_over_time() -> None:
@@ -433,10 +458,10 @@ def test_unreadable_memory_size_gives_missing_dram_not_an_exception(
     )
 
 
-@pytest.mark.parametrize("watts_per_gb", [0.0, -1.0, float("nan"), float("inf"), "0.4"])
-def test_invalid_watts_per_gb_is_rejected_by_name(watts_per_gb: Any) -> None:
-    with pytest.raises(ValueError, match="watts_per_gb must be a finite number of W/GB > 0"):
-        find_memory_estimate(watts_per_gb=watts_per_gb)
+@pytest.mark.parametrize("watts_per_dimm", [0.0, -1.0, float("nan"), float("inf"), "3"])
+def test_invalid_watts_per_dimm_is_rejected_by_name(watts_per_dimm: Any) -> None:
+    with pytest.raises(ValueError, match="watts_per_dimm must be a finite number of W > 0"):
+        find_memory_estimate(watts_per_dimm=watts_per_dimm)
 
 
 @pytest.mark.parametrize(
@@ -458,7 +483,3 @@ def test_invalid_gpu_estimate_figures_are_rejected_by_name(
 
 def test_gpu_estimate_of_an_idle_gpu_draws_nothing() -> None:
     assert average_w(GpuEstimateMeter("NVIDIA A100", 0, 0.5)) == 0.0
-
-
-def test_default_watts_per_gb_is_the_green_algorithms_figure() -> None:
-    assert DEFAULT_WATTS_PER_GB == 0.3725

@@ -37,6 +37,27 @@ def test_run_measures_the_command_as_one_epoch_and_passes_its_exit_code(
     assert epochs["methods"].iloc[0] == "gpu=none;cpu=rapl;dram=rapl"
 
 
+def test_run_attributes_the_command_trees_share_when_asked(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    logs = tmp_path / "runs"
+    command = [sys.executable, "-c", "import time; time.sleep(0.3)"]
+    args = ["run", "--attribution", "process", "--log-dir", str(logs), "--location", "SE"]
+    result = wattprint(*args, "--", *command, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "(process attribution: as requested)" in result.stderr
+    (run_dir,) = (logs / "default").iterdir()
+    assert load_run(run_dir)["methods"].iloc[0] == "gpu=none;cpu=rapl@process;dram=rapl@process"
+    document = json.loads((run_dir / "run.json").read_text())
+    assert set(document["attribution"]["devices"]) == {"cpu0", "cpu1", "dram0", "dram1"}
+
+
+def test_run_refuses_an_unknown_attribution(env: dict[str, str], tmp_path: Path) -> None:
+    result = wattprint("run", "--attribution", "mine", "--", "true", env=env)
+    assert result.returncode == 2
+    assert "--attribution: invalid choice: 'mine'" in result.stderr
+
+
 @pytest.mark.parametrize(("exit_code", "status"), [(3, "failed"), (0, "finished")])
 def test_run_json_records_the_command_its_exit_code_and_a_failed_status(
     env: dict[str, str], tmp_path: Path, exit_code: int, status: str

@@ -167,6 +167,7 @@ def test_unsupported_arguments_warn_and_are_recorded(
         ({"update_interval": 0}, "update_interval"),
         ({"update_interval": 0.01}, "update_interval must be at least 0.05"),
         ({"log_file_prefix": "a/b"}, "log_file_prefix"),
+        ({"attribution": "mine"}, "attribution must be one of host, process, auto"),
     ],
 )
 def test_bad_arguments_raise_a_value_error_naming_them(
@@ -174,6 +175,16 @@ def test_bad_arguments_raise_a_value_error_naming_them(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         CarbonTracker(epochs=3, log_dir=tmp_path, **kwargs)
+
+
+def test_attribution_reaches_the_tracker_and_run_json(tmp_path: Path) -> None:
+    tracker = CarbonTracker(
+        epochs=1, log_dir=tmp_path, verbose=0, intensity=1.0, attribution="process", **SIM
+    )
+    train(tracker, 1)
+    document = json.loads((tracker.run_dir / "run.json").read_text())
+    assert document["attribution"]["mode"] == "process"
+    assert "cpu=estimate@process" in tracker.tracker.epochs[0].methods
 
 
 class _Terminal(io.StringIO):

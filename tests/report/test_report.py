@@ -141,3 +141,29 @@ def test_a_project_directory_reports_its_newest_run_and_a_stray_directory_is_an_
     assert run_dir.name in captured.out and "newest run" in captured.err
     assert report(str(tmp_path / "powercap")) == 2
     assert "not a wattprint run directory" in capsys.readouterr().err
+
+
+def test_text_report_shows_the_jobs_share_beside_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_no_nvml(monkeypatch)
+    root = tmp_path / "powercap"
+    zones = build_powercap(root, sockets=1, dram=False)
+    monkeypatch.setenv("WATTPRINT_POWERCAP_ROOT", str(root))
+    tracker = Tracker("shared", tmp_path / "runs", components=["cpu"], attribution="process")
+    with tracker, tracker.epoch():
+        for _ in range(8):
+            zones["cpu0"].add_energy_j(36.0)
+            time.sleep(0.1)
+    capsys.readouterr()
+    assert report(str(tracker.run_dir)) == 0
+    out = capsys.readouterr().out
+    assert "Attribution: process (as requested)" in out
+    line = next(line for line in out.splitlines() if line.startswith("  cpu0  job "))
+    job_wh, host_wh = float(line.split()[2]), float(line.split()[6])
+    assert host_wh == pytest.approx(8 * 36.0 / 3600, rel=0.01)
+    assert 0 <= job_wh <= host_wh
+    share = float(line.split("(")[1].split("%")[0]) / 100
+    assert share == pytest.approx(job_wh / host_wh, abs=0.002)
+    assert line.endswith(", process)")
+    assert "cpu0: RAPL energy counters, the job's share (process)" in out

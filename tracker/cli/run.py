@@ -15,6 +15,7 @@ import subprocess
 import sys
 from types import FrameType
 
+from backends.attribution import ATTRIBUTIONS
 from tracker.cli import Subparsers, watch
 from tracker.exporters.base import Exporter
 from tracker.tracker import Tracker
@@ -36,6 +37,12 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--pue", type=float, help="power usage effectiveness (>= 1.0)")
     parser.add_argument("--interval", type=float, default=0.5, help="sampler period in seconds")
     parser.add_argument("--gpus", help="comma-separated GPU indices (>= 0) or UUIDs")
+    parser.add_argument(
+        "--attribution",
+        choices=ATTRIBUTIONS,
+        help="host: the whole host's CPU and DRAM; process: the command tree's share; auto "
+        "(default, or env WATTPRINT_ATTRIBUTION): process where the job holds part of the machine",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch and summary lines")
     parser.add_argument(
         "--live",
@@ -81,6 +88,7 @@ def handle(args: argparse.Namespace) -> int:
         gpus=gpus,
         verbose=0 if args.quiet else 1,
         exporters=exporters,
+        attribution=args.attribution,
     )
     tracker.record_command(command)  # run.json says what ran from its first write on
     with watch.live_run(tracker.run_dir, args.live) as output, tracker:

@@ -29,7 +29,7 @@ run.json) rather than being silently ignored:
 - PUE: carbontracker multiplies by a fixed 1.58 (Uptime Institute 2023 global average,
   ``constants.PUE_2023``); wattprint uses the cloud region's PUE, else 1.0. Pass ``pue=1.58`` to
   compare like with like. Keyword-only extras ``project``, ``location``, ``intensity``, ``pue``
-  and ``exporters`` (``tracker.exporters``) take wattprint's meaning.
+  and ``exporters`` (``tracker.exporters``), ``attribution`` take wattprint's meaning.
 - Work (a wattprint extra): ``epoch_end(samples=..., tokens=...)`` and ``add_work`` count the
   epoch's samples and tokens, for the IT energy per sample and per token in the run's files.
 """
@@ -104,6 +104,7 @@ class CarbonTracker:
         intensity: IntensityArg = None,
         pue: float | None = None,
         exporters: Sequence[Exporter] = (),
+        attribution: str | None = None,
     ) -> None:
         self.epochs = arguments.integer("epochs", epochs, 1)
         before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
@@ -151,6 +152,7 @@ class CarbonTracker:
             epochs=self.epochs,
             epochs_before_pred=self.epochs_before_pred,
             exporters=exporters,
+            attribution=attribution,
         )
         for note in notes:
             self._warn(note)

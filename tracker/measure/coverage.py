@@ -54,7 +54,7 @@ def coverage(
         state: State
         if not infos:
             state = "not measured"
-        elif any(i.method == "estimate" for i in infos):
+        elif any("estimate" in (i.method, i.attribution) for i in infos):  # a MIG slice too
             state = "estimated"
         elif gaps:
             state = "partial"

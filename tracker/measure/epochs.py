@@ -19,7 +19,7 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from backends.base import COMPONENTS, EVERY_OTHER_DEVICE, Component, Meter
+from backends.base import COMPONENTS, EVERY_OTHER_DEVICE, Component, Meter, MeterInfo
 from tracker.carbon.pricing import Carbon
 from tracker.measure.sampler import MeterSnapshot
 from tracker.notices import Notices
@@ -287,7 +287,10 @@ def methods(
     components: Sequence[Component],
     uncovered: Collection[Component] = (),
 ) -> str:
-    """How each component was measured, e.g. ``gpu=counter;cpu=rapl+missing;dram=estimate``.
+    """How each component was measured, e.g. ``gpu=counter;cpu=rapl@process;dram=estimate``.
+
+    A meter giving the job's share of a shared device says how after ``@`` (``process``,
+    ``attributed``, ``estimate``: see ``backends.attribution``).
 
     ``missing`` joins the methods of a component in ``uncovered`` (some of its devices have no
     meter), so a total over part of a component never passes for the whole. ``other`` is left
@@ -366,6 +369,11 @@ def _co2_share(co2_g: float, measured: DeviceEnergy, kept: DeviceEnergy) -> floa
     return co2_g * kept.energy_j / measured.energy_j if measured.energy_j > 0 else 0.0
 
 
+def method_label(info: MeterInfo) -> str:
+    """A meter's method with the job's attribution, if any: ``rapl``, ``rapl@process``."""
+    return f"{info.method}@{info.attribution}" if info.attribution else info.method
+
+
 def _device_energy(
     meter: Meter,
     start: MeterSnapshot,
@@ -384,7 +392,7 @@ def _device_energy(
         device=info.device,
         component=info.component,
         model=info.model,
-        method="failed" if end.failed_at_s is not None else info.method,
+        method="failed" if end.failed_at_s is not None else method_label(info),
         energy_j=energy_j,
         avg_w=avg_w,
         peak_w=peak_w if energy_j is not None else None,

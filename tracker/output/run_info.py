@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from backends.attribution import Decision, SharedMeter
 from backends.base import Component, Meter, Missing
 from tracker.carbon.locations import Location
 from tracker.carbon.pricing import Carbon
@@ -37,12 +38,13 @@ def run_document(
     slurm: dict[str, str] | None = None,
     job: dict[str, Any] | None = None,
     command: dict[str, Any] | None = None,
+    attribution: Decision | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready description of the run as it stands.
 
     ``slurm``: the SLURM job, step and task the process ran in; ``job``: its part in a distributed
     job (``tracker.distributed.process_group``); ``command``: the measured command and its exit
-    code.
+    code; ``attribution``: whether the job's share or the host's whole was measured, and why.
     """
     provenance = carbon.source.provenance
     covered = coverage(meters, missing, components)
@@ -76,6 +78,7 @@ def run_document(
             "basis": provenance.basis,
             "series_used": [[utc_label(t), g] for t, g in carbon.source.series_used()],
         },
+        "attribution": attribution_document(attribution, meters),
         "totals": totals_document(summary),
         "whole_run_energy_j": _whole_run_j(*whole_run) if whole_run is not None else None,
         "prediction": prediction_document(summary.prediction, summary.prediction_check),
@@ -89,6 +92,34 @@ def totals_document(summary: RunSummary) -> dict[str, Any]:
         k: finite_or_none(v)
         for k, v in dataclasses.asdict(summary).items()
         if k not in ("prediction", "prediction_check")
+    }
+
+
+def attribution_document(
+    decision: Decision | None, meters: Sequence[Meter]
+) -> dict[str, Any] | None:
+    """``run.json``'s "attribution": the mode, why, and per shared device job and host in J.
+
+    ``devices`` holds each meter that gives the job's share of a shared device: the job's and
+    the host's (or whole GPU's) energy over the same reads since the run started, and the share.
+    """
+    if decision is None:
+        return None
+    devices = {}
+    for meter in meters:
+        if isinstance(meter, SharedMeter):
+            job_j, host_j = meter.totals()
+            devices[meter.info.device] = {
+                "attribution": meter.info.attribution,
+                "job_energy_j": job_j,
+                "host_energy_j": host_j,
+                "share": job_j / host_j if host_j > 0 else None,
+            }
+    return {
+        "mode": decision.mode,
+        "requested": decision.requested,
+        "reason": decision.reason,
+        "devices": devices,
     }
 
 

@@ -95,6 +95,7 @@ def text_report(files: RunFiles) -> str:
         _epoch_table(files),
         _work(files),
         _components(files),
+        _attribution(files),
         _prediction(files),
         _provenance(files),
         _warnings(files),
@@ -287,6 +288,22 @@ def _components(files: RunFiles) -> str:
     return "\n".join(lines)
 
 
+def _attribution(files: RunFiles) -> str:
+    """Whose energy the run counts and why; per shared device the job's, the host's, the share."""
+    attribution = files.run.get("attribution")
+    if not isinstance(attribution, dict):
+        return ""  # a run from before attribution: the host's, as then
+    lines = [f"Attribution: {attribution.get('mode', '?')} ({attribution.get('reason', '?')})"]
+    for device, figures in (attribution.get("devices") or {}).items():
+        share = number(figures.get("share"))
+        lines.append(
+            f"  {device:<5} job {_wh(figures.get('job_energy_j'))} Wh of host "
+            f"{_wh(figures.get('host_energy_j'))} Wh "
+            f"({f'{share:.1%}' if math.isfinite(share) else '-'}, {figures.get('attribution')})"
+        )
+    return "\n".join(lines)
+
+
 def _prediction(files: RunFiles) -> str:
     p = files.run.get("prediction")
     if not p:
@@ -379,6 +396,8 @@ def _method_text(run: dict[str, Any]) -> str:
         detail = f" ({h['detail']})" if method == "estimate" and h.get("detail") else ""
         minus = ["every other device" if d == EVERY_OTHER_DEVICE else d for d in h.get("minus", [])]
         less = f", less {', '.join(map(str, minus))}" if minus else ""
+        if h.get("attribution"):
+            detail += f", the job's share ({h['attribution']})"
         parts.append(f"{h.get('device')}: {how}{detail}{less}")
     version = run.get("wattprint_version", "?")
     return f"wattprint {version}; " + ("; ".join(parts) or "no meter")

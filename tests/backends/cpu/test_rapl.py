@@ -208,8 +208,9 @@ def test_unreadable_energy_uj_gives_missing_with_chmod_and_udev_fix_and_no_meter
         f"sudo chmod a+r {tmp_path}/intel-rapl:*/energy_uj "
         f"{tmp_path}/intel-rapl:*/intel-rapl:*/energy_uj (until reboot); "
         f"to keep it: echo '{UDEV_RULE_TEXT}' | sudo tee /etc/udev/rules.d/99-wattprint-rapl.rules "
-        "&& sudo udevadm trigger --subsystem-match=powercap."
+        "&& sudo udevadm trigger --subsystem-match=powercap (an admin's one-line rule)."
     )
+    assert missing.fix.endswith("sacct -j $SLURM_JOB_ID --format=JobID,ConsumedEnergy")
 
 
 def test_second_package_with_unreadable_counter_is_missing_beside_the_metered_first(
@@ -499,3 +500,14 @@ def test_importing_the_readers_reads_no_files() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_unreadable_counter_under_slurm_names_the_jobs_own_sacct_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    build_powercap(tmp_path, sockets=1, dram=False)["cpu0"].make_unreadable()
+    honour_file_modes(monkeypatch)
+    missing = next(m for m in find_rapl(tmp_path).missing if m.device == "cpu0")
+    assert "a node meter readable by users" in missing.fix
+    assert missing.fix.endswith("sacct -j 4242 --format=JobID,ConsumedEnergy")
