@@ -22,11 +22,12 @@ import logging
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.base import MeterReadError, os_meter_error
+from backends.base import Meter, MeterInfo, MeterReadError, Reading, os_meter_error
 
 ROOT_ENV = "WATTPRINT_SYSFS_ROOT"
 DEFAULT_ROOT = "/sys"
@@ -150,3 +151,22 @@ def list_hwmon(names: Collection[str]) -> list[Hwmon]:
         if name in names:
             found.append(Hwmon(path, name))
     return found
+
+
+class HwmonPowerMeter(Meter):
+    """A hwmon power file in µW (``power1_average``, ``power1_input``), polled, read as watts.
+
+    The ABI (``Documentation/ABI/testing/sysfs-class-hwmon``) gives every ``power*`` file in
+    microwatts: amdgpu's GPU power and the ACPI power meters of Grace and GH200 alike.
+    """
+
+    fast = True  # one sysfs read
+
+    def __init__(self, info: MeterInfo, path: Path) -> None:
+        self.info = info
+        self._path = path
+
+    def read(self) -> Reading:
+        """The power the file reports now, in watts."""
+        microwatts = read_meter_uint(self.info.device, "power", self._path)
+        return Reading(t_s=time.monotonic(), power_w=microwatts / 1e6)

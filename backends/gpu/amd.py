@@ -88,7 +88,6 @@ from backends.base import (
     Method,
     Missing,
     Reading,
-    os_meter_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -925,26 +924,6 @@ def _text(path: Path) -> str:
         return ""
 
 
-class HwmonPowerMeter(Meter):
-    """amdgpu's hwmon power file (uW), polled."""
-
-    fast = True  # a sysfs read
-
-    def __init__(self, info: MeterInfo, path: Path) -> None:
-        self.info = info
-        self._path = path
-
-    def read(self) -> Reading:
-        """The power the file reports, in watts."""
-        try:
-            microwatts = sysfs.read_uint(self._path)
-        except OSError as error:
-            raise os_meter_error(self.info.device, "reading hwmon power", error) from error
-        except ValueError as error:
-            raise MeterReadError(f"{self.info.device}: {error}") from error
-        return Reading(t_s=time.monotonic(), power_w=microwatts / _UJ_PER_J)
-
-
 def _open_hwmon(device: str, gpu: _Gpu, detail: str, fix: str) -> Meter | Missing:
     """A power meter on the first hwmon power file that reads, else why not (with ``fix``)."""
     hwmon: Path = gpu.handle
@@ -956,7 +935,7 @@ def _open_hwmon(device: str, gpu: _Gpu, detail: str, fix: str) -> Meter | Missin
             errors.append(error)
             continue
         info = MeterInfo(device, "gpu", gpu.model, "power", False, f"{detail} hwmon={name}")
-        return HwmonPowerMeter(info, hwmon / name)
+        return sysfs.HwmonPowerMeter(info, hwmon / name)
     denied = [e for e in errors if isinstance(e, PermissionError)]
     shown = "; ".join(str(e) for e in errors)
     reason = f"{gpu.model} ({gpu.label()}): no readable hwmon power file ({shown})"

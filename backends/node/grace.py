@@ -27,7 +27,6 @@ meters appear. Paths resolve under the sysfs root (``backends.sysfs``).
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +34,9 @@ from backends import sysfs
 from backends.base import (
     Component,
     Found,
-    Meter,
     MeterError,
     MeterInfo,
-    MeterReadError,
     Missing,
-    Reading,
-    os_meter_error,
 )
 
 HWMON_NAME = "power_meter"  # the ACPI power meter driver (drivers/hwmon/acpi_power_meter.c)
@@ -89,26 +84,6 @@ def find_sensors() -> tuple[list[GraceSensor], list[Missing]]:
     return sensors, missing
 
 
-class GracePowerMeter(Meter):
-    """One ACPI power meter's ``power1_average`` (µW), read as watts."""
-
-    fast = True  # one sysfs read
-
-    def __init__(self, info: MeterInfo, path: Path) -> None:
-        self.info = info
-        self._path = path
-
-    def read(self) -> Reading:
-        """The sensor's average power over its interval, in watts."""
-        try:
-            microwatts = sysfs.read_uint(self._path)
-        except OSError as error:
-            raise os_meter_error(self.info.device, "cannot read its power", error) from error
-        except ValueError as error:
-            raise MeterReadError(f"{self.info.device}: {error}") from error
-        return Reading(t_s=time.monotonic(), power_w=microwatts / 1e6)
-
-
 def find_grace() -> Found:
     """``cpuN`` meters (Grace socket, else CPU rail) and ``gpuN`` meters (GH200 Module).
 
@@ -136,7 +111,9 @@ def find_grace() -> Found:
     return found
 
 
-def _open(component: Component, device: str, sensor: GraceSensor) -> GracePowerMeter | Missing:
+def _open(
+    component: Component, device: str, sensor: GraceSensor
+) -> sysfs.HwmonPowerMeter | Missing:
     chip = "GH200" if sensor.kind == "Module" else "Grace"  # the Module meter: GH200 only
     model = f"NVIDIA {chip} {sensor.kind} Power Socket {sensor.socket}"
     info = MeterInfo(
@@ -149,7 +126,7 @@ def _open(component: Component, device: str, sensor: GraceSensor) -> GracePowerM
         scope=SCOPES[sensor.kind],
         minus=(f"cpu{sensor.socket}",) if sensor.kind == "Module" else (),
     )
-    meter = GracePowerMeter(info, sensor.power_path)
+    meter = sysfs.HwmonPowerMeter(info, sensor.power_path)
     try:
         meter.read()
     except MeterError as error:  # discovery never raises: every failure is a Missing

@@ -724,7 +724,7 @@ def test_a_hwmon_power_file_that_vanishes_mid_run_makes_the_meter_unavailable(
     [card] = build_amdgpu_sysfs(sysfs_root, [BDFS[0]])
     [meter] = find().meters
     (card.hwmon_dir / "power1_average").unlink()
-    with pytest.raises(MeterUnavailable, match="gpu0: reading hwmon power"):
+    with pytest.raises(MeterUnavailable, match="gpu0: cannot read its power"):
         meter.read()
 
 
