@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Literal
 
 from backends.base import COMPONENTS, Component, Meter
 from backends.discover import RAPL_READERS, RaplReader
@@ -117,6 +118,19 @@ def verbosity(value: object) -> int:
     if not isinstance(value, int) or value not in (0, 1):
         raise ValueError(f"verbose must be 0 (quiet) or 1 (a line per epoch), got {value!r}")
     return int(value)
+
+
+SyncMode = bool | Literal["auto"]
+
+
+def sync_mode(value: object) -> SyncMode:
+    """``sync``: ``"auto"`` (CUDA initialised by torch), ``True`` (always) or ``False`` (never)."""
+    if value is True or value is False or value == "auto":
+        return "auto" if value == "auto" else bool(value)
+    raise ValueError(
+        f"sync must be 'auto' (synchronise CUDA at edges once torch has initialised it), True "
+        f"or False, got {value!r}"
+    )
 
 
 def rapl_reader(value: object) -> RaplReader:

@@ -33,6 +33,7 @@ from tracker.distributed.process_group import (
 from tracker.measure import lifecycle
 from tracker.measure.book import EpochBook
 from tracker.measure.coverage import coverage_lines, not_measured, uncovered
+from tracker.measure.cuda_sync import EdgeSync, cuda_indices
 from tracker.measure.epochs import build_record, summarise
 from tracker.measure.predict import Predictor
 from tracker.measure.sampler import MeterSnapshot, Sampler
@@ -53,7 +54,9 @@ class Tracker(lifecycle.SignalledRun):
     picks devices by index or UUID; ``meters`` replaces discovery with explicit meters. With
     ``epochs=N``, the whole run is predicted once after ``epochs_before_pred`` epochs (0: never).
     ``distributed="auto"`` joins an initialised ``torch.distributed`` job at ``start`` (see
-    ``tracker.distributed.process_group``); ``False`` measures this process alone.
+    ``tracker.distributed.process_group``); ``False`` measures this process alone. ``sync="auto"``
+    waits for the tracked CUDA devices at each edge once torch has initialised CUDA, so queued
+    kernels count in their own epoch; ``True``/``False`` force it (``tracker.measure.cuda_sync``).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Tracker(lifecycle.SignalledRun):
         epochs: int | None = None,
         epochs_before_pred: int = 1,
         distributed: bool | str = "auto",
+        sync: bool | str = "auto",
     ) -> None:
         self.project = arguments.name("project", project)
         floor_s, ceiling_s = arguments.MIN_INTERVAL_S, arguments.MAX_INTERVAL_S
@@ -102,6 +106,7 @@ class Tracker(lifecycle.SignalledRun):
         self._host = host_name()
         self._rank, self._slurm = process_rank(), slurm_info()
         self._job_mode = validated_mode(distributed)
+        self._sync = EdgeSync(arguments.sync_mode(sync), self._notices)
         self._job: JobLink | None = None  # this process's part in a distributed job
         self._missing: list[Missing] = []
         self._uncovered: frozenset[Component] = frozenset()
@@ -265,6 +270,7 @@ class Tracker(lifecycle.SignalledRun):
             if self._sampler is None:
                 self.start()
             assert self._sampler is not None
+            self._sync()
             self._book.begin(self._sampler.snapshot())
 
     @lifecycle.holding_signals
@@ -281,6 +287,7 @@ class Tracker(lifecycle.SignalledRun):
                 self._lived_on()  # the program caught the signal: close the epoch's second part
             if self._book.open is None:
                 raise ValueError("epoch_end() called without a matching epoch_start()")
+            self._sync()
             return self._close_epoch()
 
     @contextmanager
@@ -324,6 +331,7 @@ class Tracker(lifecycle.SignalledRun):
         if self._job is not None:  # this rank's GPU; the host's meters on one rank per host
             meters, self._missing = self._job.select(meters, self._missing, self._gpus is not None)
         self._uncovered = uncovered(meters, self._missing)
+        self._sync.devices = cuda_indices(meters)
         return meters
 
     def _close_epoch(self, partial: bool = False) -> EpochRecord:

@@ -99,6 +99,7 @@ class CarbonTracker:
         location: str | None = None,
         intensity: IntensityArg = None,
         pue: float | None = None,
+        sync: bool | str = "auto",
     ) -> None:
         self.epochs = arguments.integer("epochs", epochs, 1)
         before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
@@ -145,6 +146,7 @@ class CarbonTracker:
             run_id=run_id_with(log_file_prefix),
             epochs=self.epochs,
             epochs_before_pred=self.epochs_before_pred,
+            sync=sync,
         )
         for note in notes:
             self._warn(note)
