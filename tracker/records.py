@@ -16,6 +16,9 @@ class DeviceEnergy:
 
     ``method`` is the meter's method, or ``failed`` when the meter stopped working during or before
     this epoch (then ``energy_j`` covers only the time it still worked, or is None).
+    ``energy_bound_j`` is the most ``energy_j`` can be off by, derived from the method (counter
+    steps and edge placement, polling and the power swing seen, starved gaps); None for an
+    estimate, which has no bound.
     """
 
     device: str
@@ -27,6 +30,8 @@ class DeviceEnergy:
     peak_w: float | None
     host: str
     rank: int
+    # -- error bound (accuracy) --
+    energy_bound_j: float | None = None  # |energy_j - truth| at most this; None: unbounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class EpochRecord:
     facility energy (after PUE); both are None when no component was measured (never a silent 0);
     ``co2_g`` integrates power x intensity over the epoch, times PUE. ``start_s``/``end_s`` are the
     monotonic boundary times; ``partial`` marks an epoch closed by a signal or an exception.
+    ``it_energy_bound_j`` is the sum of the devices' energy bounds, None where one is unbounded.
     """
 
     run_id: str
@@ -59,6 +65,8 @@ class EpochRecord:
     methods: str
     devices: tuple[DeviceEnergy, ...] = ()
     partial: bool = False
+    # -- error bound (accuracy) --
+    it_energy_bound_j: float | None = None  # sum of the devices' bounds; None if one is unbounded
 
     def component_energy_j(self, component: Component) -> float | None:
         """The energy of one component this epoch, or None where it was not measured."""

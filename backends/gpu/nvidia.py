@@ -121,6 +121,7 @@ class NvmlCounterMeter(NvmlMeter):
 
     method: ClassVar[Method] = "counter"
     fast = False
+    _has_instant = True
 
     def read(self) -> Reading:
         """Energy used since the driver was loaded (NVML reports mJ), in joules."""
@@ -134,6 +135,25 @@ class NvmlCounterMeter(NvmlMeter):
         except MeterError:
             return None
         return power_mw / 1000.0
+
+    def instant_power_w(self) -> float | None:
+        """The board's instant power (``NVML_FI_DEV_POWER_INSTANT``, mW), in W; None without it.
+
+        A few us to read; the field's own update period and lag are measured by
+        ``python -m benchmarks gpu-check``. A board or driver without the field is asked once.
+        """
+        if not self._has_instant or self._closed:
+            return None
+        try:
+            field = pynvml.nvmlDeviceGetFieldValues(
+                self._handle, [pynvml.NVML_FI_DEV_POWER_INSTANT]
+            )[0]
+        except pynvml.NVMLError:
+            return None
+        if field.nvmlReturn != pynvml.NVML_SUCCESS:
+            self._has_instant = field.nvmlReturn != pynvml.NVML_ERROR_NOT_SUPPORTED
+            return None
+        return float(field.value.uiVal) / 1000.0
 
 
 class NvmlPowerMeter(NvmlMeter):

@@ -23,6 +23,7 @@ from tracker.measure.epochs import (
     intensity_of,
     methods,
     sum_optional,
+    summed_bound,
 )
 from tracker.records import DeviceEnergy, EpochRecord
 from tracker.units import finite_or_none
@@ -148,6 +149,7 @@ def combine(
         methods=methods(devices, components),
         devices=devices,
         partial=not complete or any(p.partial for p in parts),
+        it_energy_bound_j=summed_bound(devices),
     )
 
 

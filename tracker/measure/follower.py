@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from backends.base import Meter, Reading
-from tracker.measure.grid import MAX_PERIOD_S, FollowBudget, fit_grid
+from tracker.measure.grid import MAX_PERIOD_S, FollowBudget, ceiling_w, fit_grid
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,14 @@ class Host(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """Energy to add to a followed meter's cumulative figure at an edge, and since when."""
+    """Energy to add to a followed meter's cumulative figure at an edge, since when, and bound.
+
+    ``bound_j``: the most the figure at the edge can be off by, in J.
+    """
 
     energy_j: float
     from_s: float
+    bound_j: float
 
 
 class GridFollower:
@@ -87,7 +91,8 @@ class GridFollower:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._trace: list[tuple[float, float]] = [seed]  # (read midpoint, counter J)
-        self._provisional: tuple[float, float] | None = None  # (edge s, cumulative J reported)
+        # (edge s, cumulative J reported, instant W there) of an edge cut while calibrating
+        self._provisional: tuple[float, float, float | None] | None = None
         self._read_s = 0.0
         self._reading_since: float | None = None  # when the read now in progress began
         # Published under the host's lock for edges: the window held and what comes next.
@@ -98,6 +103,11 @@ class GridFollower:
         self._held_hint_w: float | None = None
         self._ring: deque[float] = deque()
         self._use_hint = False
+        self._phase_s = 0.0  # half-width of the held update's time
+        self._peak_w = 0.0  # the highest window power seen
+        # How old a counter read's value may be: its update period once known, 0 for a counter
+        # that changes on every read, at most MAX_PERIOD_S before either is known.
+        self.staleness_s = MAX_PERIOD_S
 
     def start(self) -> None:
         """Start calibrating on a daemon thread."""
@@ -111,9 +121,12 @@ class GridFollower:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
-    def note_edge(self, edge_s: float, energy_j: float) -> None:
-        """Remember an edge cut while calibrating, to correct it once the grid is known (locked)."""
-        self._provisional = (edge_s, energy_j)
+    def note_edge(self, edge_s: float, energy_j: float, instant_w: float | None) -> None:
+        """Remember an edge cut while calibrating, to correct it once the grid is known (locked).
+
+        ``instant_w``: the board's instant power at the edge, to place it inside its window.
+        """
+        self._provisional = (edge_s, energy_j, instant_w)
 
     def stalled(self, now_s: float) -> bool:
         """Whether this follower's read has hung, so an edge must not call the driver for a hint.
@@ -126,24 +139,46 @@ class GridFollower:
     def edge(self, edge_s: float, hint_ok: bool) -> Edge:
         """What to add at ``edge_s`` to the held value (called holding the host's lock).
 
-        Before the next predicted update the held value is the counter's own value at the edge;
-        after it, the windows whose reads are not in yet are extrapolated (with the power hint,
-        read only then). An edge cut here ends any correction of an earlier calibration edge (it
-        would move this one too).
+        First the counter's own value at the edge: the held value before the next predicted
+        update; after it, the windows whose reads are not in yet extrapolated (with the power
+        hint, read only then). Then, where the board gives its instant power, the part of the
+        edge's window before the edge: that power times the time since the window's update
+        (never past the next update's value when the edge lies before the held one). An edge
+        cut here ends any correction of an earlier calibration edge (it would move this one too).
         """
         if self._provisional is not None:
             self._trace, self._provisional = [], None
+        instant_w = safe_instant(self.meter) if hint_ok else None
         if edge_s < self._held_s:  # the read of the edge's window landed before the cut
             windows = math.ceil((self._held_s - edge_s) / self._period_s)
-            return Edge(-windows * self._last_j, self._held_s)
-        if edge_s < self._next_s:
-            return Edge(0.0, self._held_s)
-        windows = 1 + math.floor((edge_s - self._next_s) / self._period_s)
-        first_j = self._last_j
-        hint_w = safe_hint(self.meter) if hint_ok and self._use_hint and self._ring else None
-        if hint_w is not None and self._held_hint_w is not None:
-            first_j = POWER_AVERAGE_S * (hint_w - self._held_hint_w) + self._ring[0]
-        return Edge(first_j + (windows - 1) * self._last_j, self._held_s)
+            counter_j = -windows * self._last_j
+            inside_j = within_step(instant_w, edge_s - (self._held_s - windows * self._period_s))
+            energy_j = min(counter_j + inside_j, 0.0)
+        elif edge_s < self._next_s:
+            energy_j = within_step(instant_w, edge_s - self._held_s)
+        else:
+            windows = 1 + math.floor((edge_s - self._next_s) / self._period_s)
+            first_j = self._last_j
+            hint_w = safe_hint(self.meter) if hint_ok and self._use_hint and self._ring else None
+            if hint_w is not None and self._held_hint_w is not None:
+                first_j = POWER_AVERAGE_S * (hint_w - self._held_hint_w) + self._ring[0]
+            since_s = edge_s - self._next_s - (windows - 1) * self._period_s
+            energy_j = first_j + (windows - 1) * self._last_j + within_step(instant_w, since_s)
+        return Edge(energy_j, self._held_s, self._bound(edge_s, energy_j, instant_w))
+
+    def _bound(self, edge_s: float, energy_j: float, instant_w: float | None) -> float:
+        """The most an edge placed ``energy_j`` from the held update can be off, in J.
+
+        The truth lies between the held value and what the board could draw at most (its power
+        limit, or the highest power seen) over the time from the held update to the edge; the
+        update's own time is known to its phase's half-width, and the read's value is taken
+        mid-call, off by up to half a read if the driver takes it elsewhere.
+        """
+        ceiling = ceiling_w(self.meter, instant_w, self._peak_w)
+        span_j = ceiling * abs(edge_s - self._held_s)
+        low_j, high_j = (0.0, span_j) if edge_s >= self._held_s else (-span_j, 0.0)
+        doubt_j = ceiling * (self._phase_s + self._read_s / 2)
+        return max(energy_j - low_j, high_j - energy_j) + doubt_j
 
     # -- the thread --------------------------------------------------------------------------
 
@@ -231,6 +266,7 @@ class GridFollower:
             previous_m, previous_j, reads = m, value, reads + 1
             if reads >= _CONTINUOUS_READS and changed >= reads - 2:
                 logger.debug("%s: counter changes on every read; not followed", self._device)
+                self.staleness_s = 0.0
                 return None
             now_s = time.monotonic()
             if now_s - started_s > _CALIBRATION_LIMIT_S or now_s - changed_s > 2 * MAX_PERIOD_S:
@@ -332,6 +368,8 @@ class GridFollower:
             self._last_j = delta_j
             self._use_hint = errors is not None and errors[1] < errors[0]
             self._period_s, self._held_s, self._next_s = period_s, held_s, held_s + period_s
+            self._phase_s, self.staleness_s = (hi - lo) / 2, period_s
+            self._peak_w = max(self._peak_w, delta_j / period_s)
             self._held_hint_w = hint_w
             self.locked = True
 
@@ -344,7 +382,7 @@ class GridFollower:
         """
         if self._provisional is None:
             return
-        edge_s, reported_j = self._provisional
+        edge_s, reported_j, instant_w = self._provisional
         period_s, update_s = (p_lo + p_hi) / 2, (lo + hi) / 2
         back = math.floor((edge_s - update_s) / period_s)
         start_s = update_s + back * period_s
@@ -353,7 +391,10 @@ class GridFollower:
             return  # not yet sure which window holds the edge
         for m, raw_j in self._trace:
             if start_s + doubt_s < m < start_s + period_s - doubt_s:
-                self._host.shift(reported_j - self._host.cumulative_j(raw_j), edge_s)
+                at_edge_j = self._host.cumulative_j(raw_j) + within_step(
+                    instant_w, edge_s - start_s
+                )
+                self._host.shift(reported_j - at_edge_j, edge_s)
                 break
         self._trace, self._provisional = [], None
 
@@ -372,3 +413,22 @@ def safe_hint(meter: Meter) -> float | None:
         return meter.power_hint_w()
     except Exception:  # a hint is optional; the counter read reports real failures
         return None
+
+
+def safe_instant(meter: Meter) -> float | None:
+    """A meter's instant power, or None when it has none or cannot give it now."""
+    try:
+        return meter.instant_power_w()
+    except Exception:  # optional, like the hint: an edge then keeps the counter's own value
+        return None
+
+
+def within_step(instant_w: float | None, since_update_s: float) -> float:
+    """The energy since a counter's update, from the instant power then (0 without it), in J.
+
+    The counter's next update makes the curve exact again; a slightly high figure here is held
+    by the sampler's floor until the counter passes it, so no epoch goes negative.
+    """
+    if instant_w is None or not math.isfinite(instant_w) or instant_w < 0:
+        return 0.0
+    return instant_w * max(since_update_s, 0.0)

@@ -50,6 +50,8 @@ EPOCH_COLUMNS = (
     "intensity_source",
     "intensity_year",
     "intensity_basis",
+    # -- error bound (accuracy): empty where unbounded (an estimate in the epoch) --
+    "it_energy_bound_j",
 )
 DEVICE_COLUMNS = (
     "run_id",
@@ -63,6 +65,8 @@ DEVICE_COLUMNS = (
     "energy_j",
     "avg_w",
     "peak_w",
+    # -- error bound (accuracy): empty for an estimate --
+    "energy_bound_j",
 )
 SAMPLE_COLUMNS = ("time", "elapsed_s", "device", "power_w")
 RENAMED = {
@@ -170,6 +174,8 @@ class LogWriter:
                         provenance.labelled_source,
                         provenance.year,
                         provenance.basis,
+                        # -- error bound (accuracy) --
+                        record.it_energy_bound_j,
                     )
                 )
             ],
@@ -190,6 +196,8 @@ class LogWriter:
                         d.energy_j,
                         d.avg_w,
                         d.peak_w,
+                        # -- error bound (accuracy) --
+                        d.energy_bound_j,
                     )
                 )
                 for d in record.devices
