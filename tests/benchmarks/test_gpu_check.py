@@ -1,4 +1,4 @@
-"""``python -m benchmarks gpu-check --simulated`` runs end to end, as it must before a GPU is lent."""
+"""``python -m benchmarks gpu-check --simulated`` runs end to end, before any GPU is lent."""
 
 from __future__ import annotations
 
@@ -18,8 +18,16 @@ def test_gpu_check_runs_end_to_end_on_the_simulated_nvml(tmp_path: Path) -> None
     (blocker / "torch.py").write_text("raise ImportError('torch is not installed here')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(blocker), str(ROOT)))}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "gpu-check", "--simulated", "--quick"]
-        + ["--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "gpu-check",
+            "--simulated",
+            "--quick",
+            "--json",
+            str(out),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
