@@ -207,12 +207,12 @@ class GridFollower:
                 self.locked = False
                 self._trace = []
 
-    def _read(self) -> tuple[float, Reading, float | None]:
-        """One read: its midpoint, the reading and the power hint; a failure ends following."""
+    def _read(self, hint: bool) -> tuple[float, Reading, float | None]:
+        """One read: its midpoint, the reading and the hint if asked; failing ends following."""
         started_s = self._reading_since = time.monotonic()
         try:
             reading = self.meter.read()
-            hint_w = safe_hint(self.meter)
+            hint_w = safe_hint(self.meter) if hint else None
         except Exception as error:  # any driver failure: the sampler's one failure path
             with self._host.lock:
                 self._host.fail(error)
@@ -256,7 +256,7 @@ class GridFollower:
         while len(changes) < _CALIBRATION_CHANGES and not self._stopping.is_set():
             if self._read_s < _MIN_READ_GAP_S and self._stopping.wait(_MIN_READ_GAP_S):
                 return None  # a cheap read: calibrating must not spin
-            m, reading, _ = self._read()
+            m, reading, _ = self._read(hint=False)
             value = reading.energy_j
             if value is not None:
                 self._trace.append((m, value))
@@ -291,6 +291,9 @@ class GridFollower:
         self._ring = deque(maxlen=max(1, round(POWER_AVERAGE_S / ((p_lo + p_hi) / 2))))
         errors = [0.0, math.inf]  # recent |error| of (previous window, power-average identity)
         hint_before: float | None = None
+        # The hint's only use per window is to extrapolate windows not read yet; a board with the
+        # instant power field places such edges with it, so the hint read is saved (CPU).
+        hint_each_window = safe_instant(self.meter) is None
         self._publish(lo, hi, (p_lo + p_hi) / 2, None, value_j, delta_j)
         with self._host.lock:
             self._correct_provisional(lo, hi, p_lo, p_hi)
@@ -308,7 +311,7 @@ class GridFollower:
                 return
             seen_lo = last_m
             while True:
-                m, reading, hint_w = self._read()
+                m, reading, hint_w = self._read(hint_each_window)
                 new_j = reading.energy_j
                 if new_j is None or m > next_hi + period_s / 2:
                     return
