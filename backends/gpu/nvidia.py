@@ -153,7 +153,12 @@ class NvmlCounterMeter(NvmlMeter):
         if field.nvmlReturn != pynvml.NVML_SUCCESS:
             self._has_instant = field.nvmlReturn != pynvml.NVML_ERROR_NOT_SUPPORTED
             return None
-        return float(field.value.uiVal) / 1000.0
+        watts = float(field.value.uiVal) / 1000.0
+        if field.value.uiVal >= _NO_VALUE or (
+            self.max_power_w is not None and watts > _IMPLAUSIBLE * self.max_power_w
+        ):
+            return None  # a driver's "no value", or far above what the board can draw
+        return watts
 
 
 class NvmlPowerMeter(NvmlMeter):
@@ -167,6 +172,9 @@ class NvmlPowerMeter(NvmlMeter):
         power_mw, t_s = self._call("nvmlDeviceGetPowerUsage")
         return Reading(t_s=t_s, power_w=power_mw / 1000.0)
 
+
+_NO_VALUE = 0xFFFFFFFF  # what NVML fields hold when the driver has no value
+_IMPLAUSIBLE = 2.0  # an instant power above this many times the power limit is a bad reading
 
 _NVML_ERRORS: dict[int, type[MeterError]] = {
     pynvml.NVML_ERROR_UNINITIALIZED: MeterUnavailable,  # NVML shut down under the meter
@@ -355,7 +363,21 @@ def _open(device: str, gpu: _PhysicalGpu) -> Meter | Missing:
         reason = f"NVML cannot read {gpu.model} ({detail}): {err}"
         return Missing("gpu", device, reason, CHECK_GPU_FIX)
     info = MeterInfo(device, "gpu", gpu.model, meter_class.method, host_level=False, detail=detail)
-    return meter_class(info, gpu.handle)
+    meter = meter_class(info, gpu.handle)
+    meter.max_power_w = _power_limit_w(gpu.handle)
+    return meter
+
+
+def _power_limit_w(handle: Any) -> float | None:
+    """The board's enforced power limit in W (NVML reports mW), or None where it cannot say.
+
+    Error bounds take it as the most the board draws over a counter step.
+    """
+    try:
+        limit_mw = int(pynvml.nvmlDeviceGetEnforcedPowerLimit(handle))
+    except pynvml.NVMLError:
+        return None
+    return limit_mw / 1000.0 if 0 < limit_mw < _NO_VALUE else None
 
 
 def _mig_enabled(handle: Any) -> bool:

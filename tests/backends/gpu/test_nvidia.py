@@ -255,6 +255,20 @@ def test_counter_meter_without_the_instant_field_asks_once_and_says_none(
     assert meter.instant_power_w() is None
 
 
+def test_instant_power_far_above_the_power_limit_is_no_reading(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    gpu = SimulatedGPU(power_w=constant_power(4_294_967.295))  # the field's "no value"
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    assert meter.max_power_w == 700.0  # the simulated H100's enforced limit
+    assert meter.instant_power_w() is None
+    gpu.power_w = constant_power(1500.0)  # over twice the limit: a bad reading, not power
+    assert meter.instant_power_w() is None
+    gpu.power_w = constant_power(650.0)
+    assert meter.instant_power_w() == 650.0
+
+
 def test_step_profile_energy_is_the_exact_integral() -> None:
     profile = step_profile([(10.0, 100.0), (12.0, 300.0)])
     assert profile(9.0) == 100.0
