@@ -6,8 +6,8 @@ In a few minutes on one GPU (needs only torch, nvidia-ml-py, psutil and pandas) 
 
 1. NVML facts: the read cost and update period of the energy counter, the averaged power
    (``nvmlDeviceGetPowerUsage``) and the instant power field (``NVML_FI_DEV_POWER_INSTANT``);
-   where within a counter read its value is taken; the drift of the counter's update clock
-   against the host's.
+   where within a counter read its value can be taken; the drift of the counter's update clock
+   against the host's over the length of the check.
 2. The tracker against direct counter reads over bursty epochs whose last burst is still queued
    at ``epoch_end``, with ``sync="auto"`` and ``sync=False``.
 3. The follower's CPU cost (% of one core for the GPU followed) at the default interval.
@@ -84,6 +84,7 @@ def main(argv: list[str]) -> int:
         }
         _say("NVML facts ...")
         result["nvml"] = nvml_facts(board, plan)
+        first = result["nvml"]["energy_counter"].pop("centres", [])
         _say("tracker against the counter, sync auto and off ...")
         result["accuracy"] = {
             "sync_auto": accuracy(board, plan, "auto"),
@@ -93,6 +94,10 @@ def main(argv: list[str]) -> int:
         result["follower_cpu"] = follower_cpu(board, plan)
         _say("hook cost ...")
         result["hooks"] = hook_cost(board, plan)
+        _say("clock drift ...")
+        with _bursting(board):
+            last = _updates(_counter_read(board), plan.facts_s / 3).get("centres", [])
+        result["nvml"]["clock_drift"] = clock_drift(first, last)
     finally:
         board.close()
     result["seconds"] = round(time.monotonic() - started, 1)
@@ -230,7 +235,7 @@ def nvml_facts(board: Board, plan: Plan) -> dict[str, Any]:
     """Read cost and update period of each NVML power source, where a counter read samples, and
     the drift of the counter's update clock against the host's (the GPU busy meanwhile)."""
     sources: dict[str, Callable[[], float]] = {
-        "energy_counter": lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(board.handle),
+        "energy_counter": _counter_read(board),
         "power_usage": lambda: pynvml.nvmlDeviceGetPowerUsage(board.handle),
         "power_instant": lambda: _instant_mw(board.handle),
     }
@@ -239,12 +244,16 @@ def nvml_facts(board: Board, plan: Plan) -> dict[str, Any]:
         for name, read in sources.items():
             facts[name] = _updates(read, plan.facts_s / len(sources))
     counter = facts["energy_counter"]
-    facts["counter_sample_point"] = _sample_point(counter.pop("reads"))
-    facts["clock_drift_ppm"] = counter.pop("drift_ppm")
+    facts["counter_sample_point"] = _sample_point(counter.get("reads", []))
     for name in sources:
         facts[name].pop("reads", None)
-        facts[name].pop("drift_ppm", None)
+        if name != "energy_counter":  # the counter's update times are kept for the drift
+            facts[name].pop("centres", None)
     return facts
+
+
+def _counter_read(board: Board) -> Callable[[], float]:
+    return lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(board.handle))
 
 
 def _instant_mw(handle: Any) -> float:
@@ -298,61 +307,80 @@ def _updates(read: Callable[[], float], seconds: float) -> dict[str, Any]:
         "read_cost_us_p90": round(sorted(costs_us)[int(0.9 * (len(costs_us) - 1))], 1),
         "update_period_ms": None if period_s is None else round(period_s * 1e3, 2),
         "changes": len(changes),
-        "drift_ppm": _drift_ppm(centres, period_s),
+        "centres": centres,
     }
 
 
-def _drift_ppm(centres: list[float], period_s: float | None) -> float | None:
-    """The update clock's rate against the host's, from a line fitted through the update times.
+def _update_line(centres: list[float]) -> tuple[float, float, float] | None:
+    """A line through the counter's update times: (period s, the last update s, its doubt s).
 
-    Reported as the fitted period's departure from the nearest whole millisecond, in ppm.
+    Each change is known to within a read (~4 ms); the fit over many averages that down.
     """
-    if period_s is None or len(centres) < 4:
+    if len(centres) < 4:
         return None
-    steps = [round((c - centres[0]) / period_s) for c in centres]
+    rough_s = statistics.median(b - a for a, b in itertools.pairwise(centres))
+    steps = [round((c - centres[0]) / rough_s) for c in centres]
     mean_k, mean_t = statistics.fmean(steps), statistics.fmean(centres)
     spread = sum((k - mean_k) ** 2 for k in steps)
     if spread == 0:
         return None
-    slope = sum((k - mean_k) * (t - mean_t) for k, t in zip(steps, centres, strict=True)) / spread
-    nominal_s = round(slope * 1e3) / 1e3 or slope
-    return round((slope / nominal_s - 1) * 1e6, 1)
+    period_s = (
+        sum((k - mean_k) * (t - mean_t) for k, t in zip(steps, centres, strict=True)) / spread
+    )
+    fitted = [t - (mean_t + (k - mean_k) * period_s) for k, t in zip(steps, centres, strict=True)]
+    doubt_s = statistics.pstdev(fitted) / len(fitted) ** 0.5
+    return period_s, mean_t + (steps[-1] - mean_k) * period_s, doubt_s
+
+
+def clock_drift(first: list[float], last: list[float]) -> dict[str, Any]:
+    """How fast the counter's update clock runs against the host's, in ppm of its nominal period.
+
+    ``first`` and ``last``: change times of the counter at the start and the end of the check.
+    The updates between them are counted with the nominal period (the fitted one rounded to a
+    whole ms), so the longer the check, the finer the figure (its doubt is reported with it).
+    """
+    a, b = _update_line(first), _update_line(last)
+    if a is None or b is None:
+        return {"ppm": None, "why": "too few counter changes"}
+    nominal_s = round(a[0], 3)
+    span_s = b[1] - a[1]
+    windows = round(span_s / nominal_s)
+    if windows <= 0 or nominal_s <= 0:
+        return {"ppm": None, "why": "no span between the two looks"}
+    ppm = (span_s / windows / nominal_s - 1) * 1e6
+    doubt_ppm = (a[2] + b[2]) / span_s * 1e6
+    return {
+        "ppm": round(ppm, 1),
+        "doubt_ppm": round(doubt_ppm, 1),
+        "span_s": round(span_s, 1),
+        "nominal_period_ms": nominal_s * 1e3,
+    }
 
 
 def _sample_point(reads: list[tuple[float, float, float]]) -> dict[str, Any]:
-    """Where within a counter read (0: its start, 1: its end) the value is taken.
+    """Where within a counter read (0: its start, 1: its end) its value can be taken.
 
-    For each candidate point, each change is placed between the previous and the changed read at
-    that point; the candidate whose changes fit one regular grid best (smallest residual spread)
-    is the estimate. Read durations barely varying leave it undetermined.
+    For each candidate point, each change lies between that point of the last unchanged read and
+    of the changed one; a point is possible where all changes fit one regular grid
+    (``tracker.measure.grid.fit_grid``, on runs of consecutive updates). Reads of nearly equal
+    length shift every change alike and cannot tell points apart: the range stays wide.
     """
-    durations = [b - a for a, b, _ in reads]
-    if len(reads) < 10 or max(durations) - min(durations) < 1e-4:
-        return {"estimate": None, "why": "read durations too uniform to tell"}
-    spreads = {}
+    from tracker.measure.grid import fit_grid
+
+    possible = []
     for tenth in range(11):
         f = tenth / 10
-        centres = [
-            (p[0] + f * (p[1] - p[0]) + c[0] + f * (c[1] - c[0])) / 2
+        changes = [
+            (p[0] + f * (p[1] - p[0]), c[0] + f * (c[1] - c[0]))
             for p, c in itertools.pairwise(reads)
             if c[2] != p[2]
         ]
-        spreads[f] = _residual_ms(centres)
-    known = {f: s for f, s in spreads.items() if s is not None}
-    if not known:
-        return {"estimate": None, "why": "too few counter changes"}
-    best = min(known, key=lambda f: known[f])
-    return {"estimate": best, "residual_ms_by_point": {str(f): s for f, s in known.items()}}
-
-
-def _residual_ms(centres: list[float]) -> float | None:
-    if len(centres) < 4:
-        return None
-    gaps = [b - a for a, b in itertools.pairwise(centres)]
-    period_s = statistics.median(gaps)
-    steps = [round((c - centres[0]) / period_s) for c in centres]
-    fitted = [c - k * period_s for c, k in zip(centres, steps, strict=True)]
-    return round(statistics.pstdev(fitted) * 1e3, 3)
+        runs = [changes[i : i + 8] for i in range(0, len(changes) - 7, 8)]
+        if runs and all(fit_grid(run) is not None for run in runs):
+            possible.append(f)
+    if not possible:
+        return {"from": None, "to": None, "why": "no candidate fits a regular grid"}
+    return {"from": min(possible), "to": max(possible)}
 
 
 # -- 2. accuracy against the counter --------------------------------------------------------------

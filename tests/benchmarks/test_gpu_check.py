@@ -42,6 +42,8 @@ def test_gpu_check_runs_end_to_end_on_the_simulated_nvml(tmp_path: Path) -> None
     assert nvml["energy_counter"]["update_period_ms"] is not None
     assert 80 < nvml["energy_counter"]["update_period_ms"] < 120  # the simulated 100 ms steps
     assert nvml["power_instant"]["read_cost_us_median"] > 0
+    drift = nvml["clock_drift"]  # the simulated boards keep the host's time exactly
+    assert abs(drift["ppm"]) <= 3 * drift["doubt_ppm"] + 1.0
     auto, off = result["accuracy"]["sync_auto"], result["accuracy"]["sync_off"]
     # Without sync the queued last batch of every epoch lands in the next one.
     assert off["vs_exact_mean_pct"] > auto["vs_exact_mean_pct"]
