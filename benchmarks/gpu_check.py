@@ -74,6 +74,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", metavar="FILE", default="gpu-check.json", help="JSON output")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else SIMULATED if args.simulated else REAL
+    try:  # fail now, not after minutes on a borrowed GPU
+        with open(args.json, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise SystemExit(f"gpu-check: cannot write --json {args.json}: {error}") from error
     started = time.monotonic()
     board = SimulatedBoard() if args.simulated else RealBoard()
     try:
@@ -115,8 +120,13 @@ class RealBoard:
     """CUDA device 0 and its NVML handle; bursts are bf16 matmuls queued by torch."""
 
     def __init__(self) -> None:
-        import torch
-
+        try:
+            import torch
+        except ImportError as error:
+            raise SystemExit(
+                "gpu-check: the real check needs torch with CUDA (pip install torch); "
+                "--simulated runs without it"
+            ) from error
         if not torch.cuda.is_available():
             raise SystemExit("gpu-check: torch sees no CUDA device (use --simulated without one)")
         self.torch = torch
