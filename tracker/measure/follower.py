@@ -6,9 +6,11 @@ the value has changed a few times, and infers the counter's update period and ph
 until just after each predicted update and reads once per window, narrowing the phase from what it
 sees (a read whose value has changed ends its window's update; one whose value has not starts it).
 An epoch edge then takes the counter's own value for the window holding it, which is what a direct
-read at that instant would return; an edge that falls after an update whose read is not in yet
-extrapolates that one window. A counter that changes on every read, or shows no regular grid, is
-left to the sampler's normal reads, which also go on (alone) while the follower calibrates.
+read at that instant would return, plus the board's instant power times the time since that
+window's update (placing the edge inside the step); an edge that falls after an update whose read
+is not in yet extrapolates that one window. Each edge states its bound (``Edge.bound_j``). A
+counter that changes on every read, or shows no regular grid, is left to the sampler's normal
+reads, which also go on (alone) while the follower calibrates.
 
 The value of a read is taken as of the middle of the call (the driver's round trip assumed
 symmetric). The follower measures its own CPU time and stops following when it costs more than its

@@ -8,13 +8,15 @@ power x intensity over time.
 Epoch boundaries are cut on the caller's thread by ``snapshot()`` without waiting on slow reads:
 fast meters (RAPL files, NVML power) are read there and then. A slow energy counter (the NVML
 counter, ~4 ms a read, updated every 100 ms on Hopper) is read by a ``GridFollower`` thread of its
-own just after each update, so an edge takes the counter's value for its window; a counter without
-such a grid is completed from its last sampler read plus the trapezoid of its cheap power hint over
-the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add up exactly
-to the run's total, and that curve never decreases: a completed gap that a later read shows to
-have been too high is held at the value already handed out until the measured curve passes it
-(the excess is repaid by the next epochs, never taken back from a finished one, so no epoch is
-ever negative). State per meter is a handful of numbers: memory does not grow.
+own just after each update, so an edge takes the counter's value for its window, placed inside it
+with the board's instant power; a counter without such a grid is completed from its last sampler
+read plus the trapezoid of its cheap power hint over the remaining gap. Every cut also states how
+far its figure can be from the truth (``MeterSnapshot.bound_j``, ``epoch_bound_j``; none for an
+estimate), from how it was obtained. Successive snapshots lie on one cumulative curve, so epoch
+figures add up exactly to the run's total, and that curve never decreases: a completed gap that a
+later read shows to have been too high is held at the value already handed out until the measured
+curve passes it (the excess is repaid by the next epochs, never taken back from a finished one, so
+no epoch is ever negative). State per meter is a handful of numbers: memory does not grow.
 """
 
 from __future__ import annotations
