@@ -292,12 +292,13 @@ class SimulatedNVML:
         if not gpu.has_counter:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         gpu.reads_in_flight += 1
-        try:
-            if gpu.read_delay_s > 0:
-                time.sleep(gpu.read_delay_s * gpu.read_sample_at)
-            t_s = time.monotonic()
-            if gpu.read_delay_s > 0 and gpu.read_sample_at < 1.0:
-                time.sleep(gpu.read_delay_s * (1.0 - gpu.read_sample_at))
+        try:  # one blocking wait, as the driver's call is; its value is taken part-way through
+            started_s, delay_s = time.monotonic(), gpu.read_delay_s
+            if delay_s > 0:
+                time.sleep(delay_s)
+            t_s = started_s + delay_s * gpu.read_sample_at
+            if gpu.read_sample_at >= 1.0:
+                t_s = time.monotonic()
         finally:
             gpu.reads_in_flight -= 1
         gpu.counter_reads_s.append(t_s)
