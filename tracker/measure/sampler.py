@@ -387,7 +387,8 @@ class Sampler:
                 co2_g -= self._carbon(back_j, boundary_s, state.t_s)
                 bound_j = ceiling * (-gap_s + stale_s)
             if grid is not None:  # calibrating: corrected once the grid is known
-                instant_w = safe_instant(state.meter) if hint_ok else None
+                quick = hint_ok and not grid.stalled(boundary_s)
+                instant_w = safe_instant(state.meter) if quick else None
                 grid.note_edge(boundary_s, energy_j, instant_w)
         # Never below a value already handed out: the curve does not decrease (module docstring);
         # a figure held up so is off by the lift too.
