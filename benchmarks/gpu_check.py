@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -87,22 +86,15 @@ def main(argv: list[str]) -> int:
             "device": board.describe(),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
-        _say("NVML facts ...")
-        result["nvml"] = nvml_facts(board, plan)
-        first = result["nvml"]["energy_counter"].pop("centres", [])
-        _say("tracker against the counter, sync auto and off ...")
+        result["nvml"] = _section("NVML facts", lambda: nvml_facts(board, plan))
+        first = result["nvml"].get("energy_counter", {}).pop("centres", [])
         result["accuracy"] = {
-            "sync_auto": accuracy(board, plan, "auto"),
-            "sync_off": accuracy(board, plan, False),
+            "sync_auto": _section("accuracy, sync auto", lambda: accuracy(board, plan, "auto")),
+            "sync_off": _section("accuracy, sync off", lambda: accuracy(board, plan, False)),
         }
-        _say("follower CPU ...")
-        result["follower_cpu"] = follower_cpu(board, plan)
-        _say("hook cost ...")
-        result["hooks"] = hook_cost(board, plan)
-        _say("clock drift ...")
-        with _bursting(board):
-            last = _updates(_counter_read(board), plan.facts_s / 3).get("centres", [])
-        result["nvml"]["clock_drift"] = clock_drift(first, last)
+        result["follower_cpu"] = _section("follower CPU", lambda: follower_cpu(board, plan))
+        result["hooks"] = _section("hook cost", lambda: hook_cost(board, plan))
+        result["nvml"]["clock_drift"] = _section("clock drift", lambda: _drift(board, plan, first))
     finally:
         board.close()
     result["seconds"] = round(time.monotonic() - started, 1)
@@ -111,6 +103,22 @@ def main(argv: list[str]) -> int:
         json.dump(result, file, indent=2)
     _say(f"written {args.json}")
     return 0
+
+
+def _section(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One part of the check; a part that fails is reported and the others still run."""
+    _say(f"{name} ...")
+    try:
+        return measure()
+    except Exception as error:  # a borrowed GPU's minutes are not thrown away for one part
+        _say(f"{name} failed: {error!r}")
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _drift(board: Board, plan: Plan, first: list[float]) -> dict[str, Any]:
+    with _bursting(board):
+        last = _updates(_counter_read(board), plan.facts_s / 3).get("centres", [])
+    return clock_drift(first, last)
 
 
 # -- the board: a real GPU through torch and pynvml, or the simulated NVML ------------------------
@@ -424,7 +432,7 @@ def accuracy(board: Board, plan: Plan, sync: bool | str) -> dict[str, Any]:
             time.sleep(1.0)  # the follower calibrates
             for epoch in plans:
                 board.settle()
-                before_s, before_j = time.monotonic(), _counter_j(board)
+                before_j = _counter_j(board)
                 tracker.epoch_start()
                 _bursty(board, epoch.duration_s, epoch.duty, epoch.period_s)
                 board.queue(plan.queued_s)  # the last batch, still queued at the edge
@@ -434,7 +442,7 @@ def accuracy(board: Board, plan: Plan, sync: bool | str) -> dict[str, Any]:
                 rows["tracker_j"].append(record.gpu_energy_j)
                 rows["counter_j"].append(after_j - before_j)
                 exact = board.exact  # the epoch's work, its queued tail included
-                rows["exact_j"].append(None if exact is None else exact(before_s, after_s))
+                rows["exact_j"].append(None if exact is None else exact(record.start_s, after_s))
                 bounds.append(record.it_energy_bound_j)
     return {
         **_errors(rows["tracker_j"], rows["counter_j"], "vs_counter"),
@@ -510,7 +518,8 @@ def _wakeup_cpu_us(wakeups: int = 20) -> float:
 
 
 def hook_cost(board: Board, plan: Plan) -> dict[str, Any]:
-    """Wall time of ``epoch_start``/``epoch_end`` over short busy epochs, sync auto, in ms."""
+    """Wall time of ``epoch_start``/``epoch_end`` over short busy epochs, sync auto, in ms, and
+    of one ``torch.cuda.synchronize`` of the idle device, in us."""
     from tracker import Tracker
 
     times: dict[str, list[float]] = {"epoch_start": [], "epoch_end": []}
@@ -528,10 +537,20 @@ def hook_cost(board: Board, plan: Plan) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 tracker.epoch_end()
                 times["epoch_end"].append((time.perf_counter() - t0) * 1e3)
+    board.settle()
+    sync_us = []
+    cuda = sys.modules["torch"].cuda
+    for _ in range(50):  # what sync adds to an edge when nothing is queued
+        t0 = time.perf_counter()
+        cuda.synchronize(0)
+        sync_us.append((time.perf_counter() - t0) * 1e6)
     return {
-        f"{hook}_{stat}_ms": round(how(values), 4)
-        for hook, values in times.items()
-        for stat, how in (("median", statistics.median), ("max", max))
+        **{
+            f"{hook}_{stat}_ms": round(how(values), 4)
+            for hook, values in times.items()
+            for stat, how in (("median", statistics.median), ("max", max))
+        },
+        "sync_idle_median_us": round(statistics.median(sync_us), 2),
     }
 
 
@@ -571,13 +590,13 @@ def _nvml_index_of_cuda0() -> int:
     from backends.gpu.nvidia import find_gpus
 
     found = find_gpus([0])
+    index = None
     for meter in found.meters:
         for part in meter.info.detail.split():
             if part.startswith("nvml_index="):
                 index = int(part.split("=", 1)[1])
-                meter.close()
-                return index
-    return int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or 0)
+        meter.close()
+    return index if index is not None else 0
 
 
 def _say(line: str) -> None:
