@@ -100,7 +100,11 @@ def wrap_safe_interval(meters: Sequence[Meter], interval_s: float, notices: Noti
 
 
 def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) -> float:
-    """Energy between two counter reads, unwrapping RAPL-style counters and catching resets."""
+    """Energy between two counter reads, unwrapping RAPL-style counters and catching resets.
+
+    What is inferred rather than read (extra wraps, a span across a reset) widens the meter's
+    error bound (``state.bound_j``).
+    """
     assert state.raw_j is not None
     delta_j = raw_j - state.raw_j
     wrap_j = state.meter.wrap_j
@@ -113,6 +117,7 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
             extra = round((expected_j - delta_j) / wrap_j)
             if extra >= 1:
                 delta_j += extra * wrap_j
+                state.bound_j += wrap_j  # one wrap more or fewer would fit the power as well
                 notices.warn(
                     f"multiwrap:{device}",
                     f"{device}: the counter wrapped {extra + 1} times between two reads "
@@ -121,6 +126,7 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
                 )
     elif delta_j < 0:
         delta_j = expected_j if expected_j is not None else 0.0
+        state.bound_j += max(delta_j, ceiling_w(state.meter, state.power_w) * dt - delta_j)
         notices.warn(
             f"reset:{device}",
             f"{device}: the energy counter went backwards (driver reload?); the {dt:.1f} s "
