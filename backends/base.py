@@ -178,6 +178,13 @@ class Meter(abc.ABC):
         """A cheap current power figure for a slow counter meter, or None where there is none."""
         return None
 
+    def instant_power_w(self) -> float | None:
+        """The device's power over the last few ms (a cheap read), or None where there is none.
+
+        A slow counter meter uses it to place an epoch edge between two counter updates.
+        """
+        return None
+
     def process_share(
         self, pids: Callable[[], frozenset[int]]
     ) -> Callable[[], float | None] | None:

@@ -4,6 +4,7 @@
                          [--csv results.csv] [--json results.json]
     python -m benchmarks hook-cost [...]   wattprint's hooks alone, on slow simulated counters
     python -m benchmarks soak [...]        the long-running soak test (benchmarks/soak.py)
+    python -m benchmarks gpu-check [...]   NVML facts and wattprint on one real (or --simulated) GPU
 
 Peers are measured where installed (``pip install -e '.[bench]'``, best in a venv of its own);
 benchmarks that need a real NVIDIA GPU say so and are skipped elsewhere.
@@ -22,7 +23,7 @@ import time
 from typing import Any
 
 from backends.cpu.cpuinfo import cpu_info
-from benchmarks import hook_cost
+from benchmarks import gpu_check, hook_cost
 from benchmarks.report import table, write_csv, write_json
 from benchmarks.suite import BENCHMARKS, FULL, QUICK, Context, run, tool_versions
 from benchmarks.tools import ALL, TOOLS
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv and argv[0] == "soak":
         return _soak(argv[1:])
+    if argv and argv[0] == "gpu-check":
+        return gpu_check.main(argv[1:])
     args = _parser().parse_args(argv)
     selected = _listed(args.only, BENCHMARKS, "--only")
     wanted = _listed(args.tools, TOOLS, "--tools")

@@ -93,7 +93,7 @@ def accuracy_gpu(context: Context) -> list[Row]:
     }
     task |= {"shortest_s": scale.shortest_s, "longest_s": scale.longest_s}
     results = _per_tool(context, task, timeout_s=_accuracy_timeout(scale))
-    return _error_rows(title, results, "counter_j", goal=True)
+    return _error_rows(title + ", vs counter", results, "counter_j", goal=None)
 
 
 def accuracy_sim(context: Context) -> list[Row]:
@@ -102,8 +102,8 @@ def accuracy_sim(context: Context) -> list[Row]:
     task = {"kind": "accuracy", "setting": "sim", "gpus": 1, "epochs": scale.accuracy_epochs}
     task |= {"shortest_s": scale.shortest_s, "longest_s": scale.longest_s}
     results = _per_tool(context, task, timeout_s=_accuracy_timeout(scale), parallel=4)
-    rows = _error_rows("2 accuracy, sim H100, vs counter", results, "counter_j", goal=True)
-    return rows + _error_rows("2 accuracy, sim H100, vs exact", results, "exact_j", goal=False)
+    rows = _error_rows("2 accuracy, sim H100, vs counter", results, "counter_j", goal=None)
+    return rows + _error_rows("2 accuracy, sim H100, vs exact", results, "exact_j", EXACT_GOAL)
 
 
 def hook_cost(context: Context) -> list[Row]:
@@ -227,8 +227,17 @@ def _per_tool(
     return {tool: run_task(t, timeout_s, env) for tool, t in zip(context.tools, tasks, strict=True)}
 
 
-def _error_rows(title: str, results: dict[str, Any], truth: str, goal: bool) -> list[Row]:
-    """Mean, worst and first-epoch |error| of each tool against one truth, in percent."""
+EXACT_GOAL = (0.1, 0.5)  # mean and worst |error| in % against the exact energy of the trace
+
+
+def _error_rows(
+    title: str, results: dict[str, Any], truth: str, goal: tuple[float, float] | None
+) -> list[Row]:
+    """Mean, worst and first-epoch |error| of each tool against one truth, in percent.
+
+    A direct counter read at an edge is itself off by up to one 100 ms step, so only the exact
+    energy of a simulated trace carries a goal (``EXACT_GOAL``).
+    """
     errors: dict[str, list[float] | None] = {}
     notes = _notes(results)
     for tool, result in results.items():
@@ -241,18 +250,13 @@ def _error_rows(title: str, results: dict[str, Any], truth: str, goal: bool) -> 
     def pick(how: Callable[[list[float]], float]) -> dict[str, float | None]:
         return {t: how(e) if e else None for t, e in errors.items()}
 
-    mean, worst = (below(0.05), below(0.2)) if goal else (None, None)
+    mean, worst = (below(goal[0]), below(goal[1])) if goal else (None, None)
+    mean_text, worst_text = (f"< {goal[0]:g} %", f"< {goal[1]:g} %") if goal else ("", "")
     return [
-        Row(
-            title, "mean |error|", "%", pick(statistics.mean), _goal(mean, "< 0.05 %"), mean, notes
-        ),
-        Row(title, "worst |error|", "%", pick(max), _goal(worst, "< 0.2 %"), worst, notes),
+        Row(title, "mean |error|", "%", pick(statistics.mean), mean_text, mean, notes),
+        Row(title, "worst |error|", "%", pick(max), worst_text, worst, notes),
         Row(title, "first epoch |error|", "%", pick(lambda e: e[0]), notes=notes),
     ]
-
-
-def _goal(check: object, text: str) -> str:
-    return text if check is not None else ""
 
 
 def _notes(results: dict[str, Any]) -> dict[str, str]:

@@ -129,6 +129,12 @@ class SimulatedGPU:
     many seconds up to the last update) and ``read_sample_at`` (the share of ``read_delay_s`` after
     which a counter read takes its value: 0.5 is mid-way). ``reads_in_flight`` counts counter
     reads under way. The defaults are a counter that changes continuously, read at its end.
+
+    The instant power field (``nvmlDeviceGetFieldValues`` with ``NVML_FI_DEV_POWER_INSTANT``, mW)
+    is the mean power over the ``instant_step_s`` before each of its own updates (every
+    ``instant_step_s`` from ``grid_origin_s``), reported ``instant_lag_s`` after the span it
+    covers; 0 and 0 (the defaults) give the power at the moment of the call.
+    ``has_instant=False`` is a board or driver without the field.
     """
 
     name: str = "NVIDIA H100 80GB HBM3"
@@ -148,6 +154,9 @@ class SimulatedGPU:
     read_sample_at: float = 1.0
     processes: dict[int, int] = field(default_factory=dict)
     mig_slices: list[SimulatedMigSlice] = field(default_factory=list)
+    has_instant: bool = True
+    instant_step_s: float = 0.0
+    instant_lag_s: float = 0.0
     reads_in_flight: int = field(default=0, init=False)
     counter_reads_s: list[float] = field(default_factory=list, init=False)
     power_reads_s: list[float] = field(default_factory=list, init=False)
@@ -167,6 +176,14 @@ class SimulatedGPU:
         update_s = self.last_update_s(t_s)
         start_s = update_s - self.power_average_s
         return self.energy_j(start_s, update_s) / self.power_average_s
+
+    def instant_w(self, t_s: float) -> float:
+        """What the instant power field reads at ``t_s``: the power then, or a lagged mean."""
+        if self.instant_step_s <= 0:
+            return self.power_w(t_s - self.instant_lag_s)
+        steps = math.floor((t_s - self.instant_lag_s - self.grid_origin_s) / self.instant_step_s)
+        end_s = self.grid_origin_s + steps * self.instant_step_s
+        return self.energy_j(end_s - self.instant_step_s, end_s) / self.instant_step_s
 
     def last_update_s(self, t_s: float) -> float:
         """The latest moment the counter (and averaged power) changed at or before ``t_s``."""
@@ -188,12 +205,18 @@ class SimulatedMigSlice:
     uuid: str = field(default_factory=lambda: f"MIG-{uuid4()}")
 
 
+INSTANT_STEP_S = 0.02  # assumed for Hopper's NVML_FI_DEV_POWER_INSTANT; to be measured
+INSTANT_LAG_S = 0.005
+
+
 def hopper(power_w: StepProfile, phase_s: float = 0.037) -> SimulatedGPU:
     """A simulated H100 timed as NVML times it, for runs that depend on the driver's timing.
 
     The energy counter changes every 100 ms on a grid ``phase_s`` behind now (boards do not update
     in step) and counts from there; a counter read takes 4 ms, its value taken mid-way; power
-    usage is the mean of the last second, refreshed on the same grid.
+    usage is the mean of the last second, refreshed on the same grid. The instant power field is
+    taken to be the mean of 20 ms spans, each reported 5 ms after it ends: an assumption, not a
+    measurement (``python -m benchmarks gpu-check`` measures both on a real board).
     """
     grid_origin_s = time.monotonic() - phase_s
     return SimulatedGPU(
@@ -204,6 +227,8 @@ def hopper(power_w: StepProfile, phase_s: float = 0.037) -> SimulatedGPU:
         power_average_s=1.0,
         read_delay_s=0.004,
         read_sample_at=0.5,
+        instant_step_s=INSTANT_STEP_S,
+        instant_lag_s=INSTANT_LAG_S,
     )
 
 
@@ -325,12 +350,13 @@ class SimulatedNVML:
         if not gpu.has_counter:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         gpu.reads_in_flight += 1
-        try:
-            if gpu.read_delay_s > 0:
-                time.sleep(gpu.read_delay_s * gpu.read_sample_at)
-            t_s = time.monotonic()
-            if gpu.read_delay_s > 0 and gpu.read_sample_at < 1.0:
-                time.sleep(gpu.read_delay_s * (1.0 - gpu.read_sample_at))
+        try:  # one blocking wait, as the driver's call is; its value is taken part-way through
+            started_s, delay_s = time.monotonic(), gpu.read_delay_s
+            if delay_s > 0:
+                time.sleep(delay_s)
+            t_s = started_s + delay_s * gpu.read_sample_at
+            if gpu.read_sample_at >= 1.0:
+                t_s = time.monotonic()
         finally:
             gpu.reads_in_flight -= 1
         gpu.counter_reads_s.append(t_s)
@@ -343,6 +369,32 @@ class SimulatedNVML:
         t_s = time.monotonic()
         gpu.power_reads_s.append(t_s)
         return round(gpu.power_usage_w(t_s) * 1000.0)
+
+    def nvmlDeviceGetFieldValues(
+        self, handle: SimulatedGPU, field_ids: Sequence[int | tuple[int, int]]
+    ) -> list[SimpleNamespace]:
+        """The instant power field where the board has it; every other field Not Supported."""
+        gpu = self._device(handle)
+        t_s = time.monotonic()
+        values = []
+        for entry in field_ids:
+            field_id = entry[0] if isinstance(entry, tuple) else entry
+            supported = field_id == pynvml.NVML_FI_DEV_POWER_INSTANT and gpu.has_instant
+            milliwatts = round(gpu.instant_w(t_s) * 1000.0) if supported else 0
+            values.append(
+                SimpleNamespace(
+                    fieldId=field_id,
+                    scopeId=0,
+                    timestamp=round(t_s * 1e6),
+                    latencyUsec=0,
+                    valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+                    nvmlReturn=pynvml.NVML_SUCCESS
+                    if supported
+                    else pynvml.NVML_ERROR_NOT_SUPPORTED,
+                    value=SimpleNamespace(uiVal=milliwatts),
+                )
+            )
+        return values
 
     def _calls(self) -> dict[str, Callable[..., Any]]:
         """What each simulated ``pynvml`` function does; the rest answer Not Supported."""
@@ -360,6 +412,7 @@ class SimulatedNVML:
             "nvmlDeviceGetMigMode": self.nvmlDeviceGetMigMode,
             "nvmlDeviceGetTotalEnergyConsumption": self.nvmlDeviceGetTotalEnergyConsumption,
             "nvmlDeviceGetPowerUsage": self.nvmlDeviceGetPowerUsage,
+            "nvmlDeviceGetFieldValues": self.nvmlDeviceGetFieldValues,
             "nvmlDeviceGetArchitecture": const(pynvml.NVML_DEVICE_ARCH_HOPPER),
             "nvmlDeviceGetCudaComputeCapability": const((9, 0)),
             "nvmlDeviceGetEnforcedPowerLimit": const(700_000),

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Literal
 
 from backends.attribution import ATTRIBUTIONS, Attribution
 from backends.attribution import ENV as ATTRIBUTION_ENV
@@ -157,6 +158,19 @@ def attribution(value: object) -> Attribution:
         if value == accepted:
             return accepted
     raise ValueError(f"{argument} must be one of {', '.join(ATTRIBUTIONS)}, got {value!r}")
+
+
+SyncMode = bool | Literal["auto"]
+
+
+def sync_mode(value: object) -> SyncMode:
+    """``sync``: ``"auto"`` (CUDA initialised by torch), ``True`` (always) or ``False`` (never)."""
+    if value is True or value is False or value == "auto":
+        return "auto" if value == "auto" else bool(value)
+    raise ValueError(
+        f"sync must be 'auto' (synchronise CUDA at edges once torch has initialised it), True "
+        f"or False, got {value!r}"
+    )
 
 
 def rapl_reader(value: object) -> RaplReader:

@@ -18,6 +18,9 @@ class DeviceEnergy:
     this epoch (then ``energy_j`` covers only the time it still worked, or is None). ``co2_g`` is
     this device's share of the epoch's emissions (its energy x PUE x intensity over time), None
     where not measured or not recorded (rows read back from ``devices.csv``).
+    ``energy_bound_j`` is the most ``energy_j`` can be off by, derived from the method (counter
+    steps and edge placement, polling and the power swing seen, starved gaps); None for an
+    estimate, which has no bound.
     """
 
     device: str
@@ -30,6 +33,8 @@ class DeviceEnergy:
     host: str
     rank: int
     co2_g: float | None = None
+    # -- error bound (accuracy) --
+    energy_bound_j: float | None = None  # |energy_j - truth| at most this; None: unbounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,7 @@ class EpochRecord:
     components, None where there is no such meter. ``co2_g`` integrates power x intensity over
     the epoch, times PUE. ``start_s``/``end_s`` are the monotonic boundary times; ``partial``
     marks an epoch closed by a signal or an exception.
+    ``it_energy_bound_j`` is the sum of the devices' energy bounds, None where one is unbounded.
     """
 
     run_id: str
@@ -71,6 +77,8 @@ class EpochRecord:
     tokens: int | None = None
     it_energy_j_per_sample: float | None = None
     it_energy_j_per_token: float | None = None
+    # -- error bound (accuracy) --
+    it_energy_bound_j: float | None = None  # sum of the devices' bounds; None if one is unbounded
 
     def component_energy_j(self, component: Component) -> float | None:
         """The energy of one component this epoch, or None where it was not measured."""

@@ -37,6 +37,7 @@ from tracker.exporters.base import Exporter, ExporterGroup, RunInfo
 from tracker.measure import lifecycle
 from tracker.measure.book import EpochBook
 from tracker.measure.coverage import coverage_lines, not_measured, uncovered
+from tracker.measure.cuda_sync import EdgeSync, cuda_indices
 from tracker.measure.epochs import build_record, method_label, summarise
 from tracker.measure.predict import Predictor
 from tracker.measure.sampler import MeterSnapshot, Sampler
@@ -63,6 +64,9 @@ class Tracker(lifecycle.SignalledRun):
     ``attribution`` is ``"host"`` (the whole host's CPU and DRAM, whole GPUs), ``"process"``
     (this process tree's share of them, see ``backends.attribution``) or ``"auto"`` (process
     where the job holds part of the machine); None takes env ``WATTPRINT_ATTRIBUTION``, else auto.
+    ``sync="auto"`` waits for the tracked CUDA devices at each edge once torch has initialised
+    CUDA, so queued kernels count in their own epoch; ``True``/``False`` force it
+    (``tracker.measure.cuda_sync``).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Tracker(lifecycle.SignalledRun):
         distributed: bool | str = "auto",
         exporters: Sequence[Exporter] = (),
         attribution: str | None = None,
+        sync: bool | str = "auto",
     ) -> None:
         self.project = arguments.name("project", project)
         floor_s, ceiling_s = arguments.MIN_INTERVAL_S, arguments.MAX_INTERVAL_S
@@ -116,6 +121,7 @@ class Tracker(lifecycle.SignalledRun):
         self._host = host_name()
         self._rank, self._slurm = process_rank(), slurm_info()
         self._job_mode = validated_mode(distributed)
+        self._sync = EdgeSync(arguments.sync_mode(sync), self._notices)
         self._job: JobLink | None = None  # this process's part in a distributed job
         self._missing: list[Missing] = []
         self._uncovered: frozenset[Component] = frozenset()
@@ -287,6 +293,7 @@ class Tracker(lifecycle.SignalledRun):
             if self._sampler is None:
                 self.start()
             assert self._sampler is not None
+            self._sync()
             self._book.begin(self._sampler.snapshot())
 
     @lifecycle.holding_signals
@@ -305,6 +312,7 @@ class Tracker(lifecycle.SignalledRun):
             self._reopen_after_signal()
             if self._book.open is None:
                 raise ValueError("epoch_end() called without a matching epoch_start()")
+            self._sync()
             self._book.count(*counts)
             return self._close_epoch()
 
@@ -380,6 +388,7 @@ class Tracker(lifecycle.SignalledRun):
             meters, self._missing = self._job.select(meters, self._missing, self._gpus is not None)
         meters = self._attribute(meters)
         self._uncovered = uncovered(meters, self._missing)
+        self._sync.devices = cuda_indices(meters)
         return meters
 
     def _attribute(self, meters: list[Meter]) -> list[Meter]:

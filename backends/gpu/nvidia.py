@@ -188,6 +188,7 @@ class NvmlCounterMeter(NvmlMeter):
 
     method: ClassVar[Method] = "counter"
     fast = False
+    _has_instant = True
 
     def read(self) -> Reading:
         """Energy used since the driver was loaded (NVML reports mJ), in joules."""
@@ -202,6 +203,30 @@ class NvmlCounterMeter(NvmlMeter):
             return None
         return power_mw / 1000.0
 
+    def instant_power_w(self) -> float | None:
+        """The board's instant power (``NVML_FI_DEV_POWER_INSTANT``, mW), in W; None without it.
+
+        A few us to read; the field's own update period and lag are measured by
+        ``python -m benchmarks gpu-check``. A board or driver without the field is asked once.
+        """
+        if not self._has_instant or self._closed:
+            return None
+        try:
+            field = pynvml.nvmlDeviceGetFieldValues(
+                self._handle, [pynvml.NVML_FI_DEV_POWER_INSTANT]
+            )[0]
+        except pynvml.NVMLError:
+            return None
+        if field.nvmlReturn != pynvml.NVML_SUCCESS:
+            self._has_instant = field.nvmlReturn != pynvml.NVML_ERROR_NOT_SUPPORTED
+            return None
+        watts = float(field.value.uiVal) / 1000.0
+        if field.value.uiVal >= _NO_VALUE or (
+            self.max_power_w is not None and watts > _IMPLAUSIBLE * self.max_power_w
+        ):
+            return None  # a driver's "no value", or far above what the board can draw
+        return watts
+
 
 class NvmlPowerMeter(NvmlMeter):
     """Power polling for GPUs without the energy counter (before Volta); a read costs ~2 us."""
@@ -214,6 +239,9 @@ class NvmlPowerMeter(NvmlMeter):
         power_mw, t_s = self._call("nvmlDeviceGetPowerUsage")
         return Reading(t_s=t_s, power_w=power_mw / 1000.0)
 
+
+_NO_VALUE = 0xFFFFFFFF  # what NVML fields hold when the driver has no value
+_IMPLAUSIBLE = 2.0  # an instant power above this many times the power limit is a bad reading
 
 _NVML_ERRORS: dict[int, type[MeterError]] = {
     pynvml.NVML_ERROR_UNINITIALIZED: MeterUnavailable,  # NVML shut down under the meter
@@ -408,6 +436,7 @@ def _open(device: str, gpu: _PhysicalGpu) -> Meter | Missing:
         device, "gpu", gpu.model, meter_class.method, False, detail=detail, scope=_scope(gpu.model)
     )
     meter = meter_class(info, gpu.handle, gpu.index)
+    meter.max_power_w = _power_limit_w(gpu.handle)
     if gpu.slice_share is None:
         return meter
     return SharedMeter(meter, FixedShare(gpu.slice_share), "estimate")
@@ -462,6 +491,18 @@ def _find_slice(uuid: str, physical: Sequence[_PhysicalGpu]) -> _PhysicalGpu | N
         except pynvml.NVMLError:
             continue
     return None
+
+
+def _power_limit_w(handle: Any) -> float | None:
+    """The board's enforced power limit in W (NVML reports mW), or None where it cannot say.
+
+    Error bounds take it as the most the board draws over a counter step.
+    """
+    try:
+        limit_mw = int(pynvml.nvmlDeviceGetEnforcedPowerLimit(handle))
+    except pynvml.NVMLError:
+        return None
+    return limit_mw / 1000.0 if 0 < limit_mw < _NO_VALUE else None
 
 
 def _mig_enabled(handle: Any) -> bool:

@@ -90,6 +90,11 @@ def test_an_energy_counter_going_backwards_is_estimated_and_flagged(
     truth_j = gpu.energy_j(record.start_s, record.end_s)
     assert device(record, "gpu0").energy_j == pytest.approx(truth_j, rel=0.01)
     assert warnings_about(tracker, "gpu0: the energy counter went backwards")
+    energy_j = device(record, "gpu0").energy_j
+    bound_j = device(record, "gpu0").energy_bound_j  # the estimated span widens the bound
+    assert energy_j is not None and bound_j is not None and bound_j >= abs(energy_j - truth_j)
+    first_bound_j = device(tracker.epochs[0], "gpu0").energy_bound_j
+    assert first_bound_j is not None and bound_j > first_bound_j
 
 
 def test_rapl_wrapping_several_times_between_two_reads_is_unwrapped_and_flagged(
@@ -108,6 +113,8 @@ def test_rapl_wrapping_several_times_between_two_reads_is_unwrapped_and_flagged(
         record = t.epoch_end()
     assert device(record, "cpu0").energy_j == pytest.approx(50.0, rel=1e-3)
     assert warnings_about(t, "cpu0: the counter wrapped 3 times")
+    assert device(record, "cpu0").energy_bound_j == pytest.approx(20.0)  # one wrap either way
+    assert device(t.epochs[0], "cpu0").energy_bound_j == 0.0  # read at its edges
 
 
 def test_a_vanishing_powercap_file_fails_its_meter_with_a_warning_and_spares_the_rest(

@@ -9,9 +9,11 @@ the sampling interval), meters vanish mid-run. Whatever happens, on every exampl
 - every epoch's energies and gCO2e are >= 0 (or empty where nothing was measured);
 - the epochs add up to the run's total, device by device and in the summary;
 - a component with no working meter is empty (None), never 0;
-- a RAPL counter read at the edges matches the energy the hardware spent, wraps included.
+- a RAPL counter read at the edges matches the energy the hardware spent, wraps included;
+- a counter's epoch lies within its stated error bound of the truth; estimates have no bound.
 
-A second property runs the real Tracker, threads and all, on the real clock.
+Two more properties run the real Tracker, threads and all, on the real clock: estimates never
+give a negative or lost epoch, and a followed Hopper-like counter stays within its bounds.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from hypothesis import strategies as st
 from backends import discover as discovery
 from backends.base import COMPONENTS, Component
 from backends.cpu.estimate import find_cpu_estimate
-from tests.fake_nvml import SimulatedGPU, install_fake_nvml, install_no_nvml, step_profile
+from tests.fake_nvml import (
+    SimulatedGPU,
+    hopper,
+    install_fake_nvml,
+    install_no_nvml,
+    step_profile,
+)
 from tests.fake_powercap import FakeZone, build_powercap
 from tracker import Tracker
 from tracker.carbon.intensity import Constant
@@ -267,6 +275,40 @@ def test_the_core_keeps_its_invariants_under_any_meters_traces_edges_and_delays(
         if not any(m.info.component == component for m in sampler.meters):
             assert all(r.component_energy_j(component) is None for r in records)
 
+    assert_bounds_hold(machine, records, len(plan))
+
+
+def assert_bounds_hold(machine: Machine, records: list[EpochRecord], reads: int) -> None:
+    """A counter's epoch lies within its stated bound of the truth; estimates have none."""
+    gpus = {f"gpu{i}": gpu for i, gpu in enumerate(machine.gpus)}
+    for record in records:
+        for device in record.devices:
+            if device.method == "estimate":
+                assert device.energy_bound_j is None
+                continue
+            if device.energy_j is not None:
+                assert device.energy_bound_j is not None and device.energy_bound_j >= 0
+            if device.method not in ("counter", "rapl") or device.energy_j is None:
+                continue  # polled power: bounded only where it stays between its readings
+            if device.device in gpus:
+                truth_j = gpus[device.device].energy_j(record.start_s, record.end_s)
+            else:
+                truth_j = energy_between(
+                    machine.zones[device.device][1], record.start_s, record.end_s
+                )
+            assert device.energy_bound_j is not None
+            slack_j = TOLERANCE_J * reads + 2e-3  # two reads of a whole-mJ counter
+            assert abs(device.energy_j - truth_j) <= device.energy_bound_j + slack_j, (
+                record.epoch,
+                device,
+                truth_j,
+            )
+        bounds = [d.energy_bound_j for d in record.devices if d.energy_j is not None]
+        if bounds and None not in bounds:
+            assert record.it_energy_bound_j == pytest.approx(sum(b or 0.0 for b in bounds))
+        else:
+            assert record.it_energy_bound_j is None
+
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
@@ -297,6 +339,41 @@ def test_a_real_tracker_on_estimates_never_logs_a_negative_or_lost_epoch(
         assert summary.it_energy_j is not None and summary.it_energy_j > 0
         rows = (Path(tracker.run_dir) / "epochs.csv").read_text().splitlines()
         assert len(rows) == len(epochs) + 1
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(st.tuples(st.floats(0.005, 0.4), st.floats(0.0, 700.0)), min_size=1),
+    epochs=st.lists(st.tuples(st.floats(0.0, 0.5), st.floats(0.0, 0.1)), min_size=1, max_size=6),
+)
+def test_a_followed_counters_epochs_lie_within_their_bounds_of_the_exact_energy(
+    steps: list[tuple[float, float]], epochs: list[tuple[float, float]]
+) -> None:
+    """Real threads and clock, a Hopper-like GPU (100 ms counter steps, lagging instant power)."""
+    start_s = time.monotonic()
+    profile, gpu_steps, t_s = None, [], start_s - 10.0
+    for held_s, watts in [(10.0, steps[0][1]), *steps]:  # repeats until the run is over
+        gpu_steps.append((t_s, watts))
+        t_s += held_s
+    while t_s < start_s + 30.0:
+        for held_s, watts in steps:
+            gpu_steps.append((t_s, watts))
+            t_s += held_s
+    profile = step_profile(gpu_steps)
+    gpu = hopper(profile)
+    with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
+        install_fake_nvml(patch, [gpu])
+        with Tracker("b", directory, components=["gpu"], intensity=300.0, verbose=0) as tracker:
+            time.sleep(0.8)  # calibrated: the edges below are followed
+            for epoch_s, gap_s in epochs:
+                with tracker.epoch():
+                    time.sleep(epoch_s)
+                time.sleep(gap_s)
+    for record in tracker.epochs[:-1] if len(tracker.epochs) > 1 else tracker.epochs:
+        device = record.devices[0]
+        assert device.energy_j is not None and device.energy_bound_j is not None
+        truth_j = gpu.energy_j(record.start_s, record.end_s)
+        assert abs(device.energy_j - truth_j) <= device.energy_bound_j + 2e-3, (record, truth_j)
 
 
 def test_energy_of_a_trace_is_its_integral() -> None:

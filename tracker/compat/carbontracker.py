@@ -105,6 +105,7 @@ class CarbonTracker:
         pue: float | None = None,
         exporters: Sequence[Exporter] = (),
         attribution: str | None = None,
+        sync: bool | str = "auto",
     ) -> None:
         self.epochs = arguments.integer("epochs", epochs, 1)
         before = arguments.integer("epochs_before_pred", epochs_before_pred, -1)
@@ -153,6 +154,7 @@ class CarbonTracker:
             epochs_before_pred=self.epochs_before_pred,
             exporters=exporters,
             attribution=attribution,
+            sync=sync,
         )
         for note in notes:
             self._warn(note)

@@ -25,6 +25,7 @@ from tracker.measure.epochs import (
     methods,
     per_unit,
     sum_optional,
+    summed_bound,
 )
 from tracker.records import DeviceEnergy, EpochRecord
 from tracker.units import finite_or_none
@@ -160,6 +161,7 @@ def combine(
         tokens=tokens,
         it_energy_j_per_sample=per_unit(it_energy_j, samples),
         it_energy_j_per_token=per_unit(it_energy_j, tokens),
+        it_energy_bound_j=summed_bound(devices),
     )
 
 

@@ -310,6 +310,7 @@ def _device(row: dict[str, str]) -> DeviceEnergy:
         peak_w=_number(row["peak_w"]),
         host=row["host"],
         rank=int(row["rank"]),
+        energy_bound_j=_number(row.get("energy_bound_j")),  # absent in older runs
     )
 
 

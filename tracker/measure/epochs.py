@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from backends.base import COMPONENTS, EVERY_OTHER_DEVICE, Component, Meter, MeterInfo
 from tracker.carbon.pricing import Carbon
-from tracker.measure.sampler import MeterSnapshot
+from tracker.measure.sampler import MeterSnapshot, epoch_bound_j
 from tracker.notices import Notices
 from tracker.records import DeviceEnergy, EpochRecord, RunSummary
 from tracker.units import J_PER_KWH, utc_label
@@ -102,6 +102,7 @@ def build_record(
         tokens=tokens,
         it_energy_j_per_sample=per_unit(it_energy_j, samples),
         it_energy_j_per_token=per_unit(it_energy_j, tokens),
+        it_energy_bound_j=summed_bound(devices),
     )
 
 
@@ -282,6 +283,14 @@ def component_total(devices: Sequence[DeviceEnergy], component: Component) -> fl
     return sum_optional([d.energy_j for d in devices if d.component == component])
 
 
+def summed_bound(devices: Sequence[DeviceEnergy]) -> float | None:
+    """The bound of the measured devices' summed energy; None where one is unbounded or none."""
+    measured = [d for d in devices if d.energy_j is not None]
+    if not measured or any(d.energy_bound_j is None for d in measured):
+        return None
+    return sum(d.energy_bound_j or 0.0 for d in measured)
+
+
 def methods(
     devices: Sequence[DeviceEnergy],
     components: Sequence[Component],
@@ -388,6 +397,7 @@ def _device_energy(
     peak_w = end.peak_w if end.peak_w is not None else avg_w
     if peak_w is not None and avg_w is not None:
         peak_w = max(peak_w, avg_w)
+    bound_j = None if energy_j is None else epoch_bound_j(start, end)
     return DeviceEnergy(
         device=info.device,
         component=info.component,
@@ -399,4 +409,5 @@ def _device_energy(
         host=host,
         rank=rank,
         co2_g=None if energy_j is None else end.co2_g - start.co2_g,
+        energy_bound_j=bound_j,
     )

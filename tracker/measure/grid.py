@@ -1,7 +1,8 @@
 """The update grid of a slow energy counter, and what following it may cost.
 
 ``fit_grid`` infers a counter's update period and its last update from the changes seen between
-back-to-back reads; ``FollowBudget`` bounds the CPU one ``GridFollower`` may spend.
+back-to-back reads; ``FollowBudget`` bounds the CPU one ``GridFollower`` may spend; ``ceiling_w``
+is the power error bounds assume at worst.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import itertools
 import math
 import statistics
 from dataclasses import dataclass
+
+from backends.base import Meter
 
 MIN_PERIOD_S = 0.01
 MAX_PERIOD_S = 1.0
@@ -59,3 +62,11 @@ def fit_grid(changes: list[tuple[float, float]]) -> tuple[float, float, float, f
     if lo > hi:
         return None
     return p_lo, p_hi, lo, hi
+
+
+def ceiling_w(meter: Meter, *seen_w: float | None) -> float:
+    """The most power the device can draw: its stated maximum or the highest power seen, in W.
+
+    What error bounds assume a gap could have held at worst (``tracker.measure.sampler``).
+    """
+    return max([meter.max_power_w or 0.0, *(w for w in seen_w if w is not None)])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from backends.base import Meter
 from tracker.arguments import MIN_INTERVAL_S
 from tracker.measure.follower import GridFollower
+from tracker.measure.grid import ceiling_w
 from tracker.notices import Notices
 
 # gCO2e for `energy_j` joules spent between two monotonic times (PUE included).
@@ -26,6 +27,7 @@ class MeterState:
     """The bounded per-meter state: last read, cumulative figures, peak, timeline anchor."""
 
     __slots__ = (
+        "bound_j",
         "co2_g",
         "cut_co2_g",
         "cut_j",
@@ -51,6 +53,7 @@ class MeterState:
         self.power_w: float | None = None
         self.energy_j = 0.0
         self.co2_g = 0.0
+        self.bound_j = 0.0  # the error bound accumulated between reads (polled power), in J
         self.cut_j = -math.inf  # the highest cumulative figures a boundary has handed out
         self.cut_co2_g = -math.inf
         self.peak_w: float | None = None
@@ -94,7 +97,11 @@ def wrap_safe_interval(meters: Sequence[Meter], interval_s: float, notices: Noti
 
 
 def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) -> float:
-    """Energy between two counter reads, unwrapping RAPL-style counters and catching resets."""
+    """Energy between two counter reads, unwrapping RAPL-style counters and catching resets.
+
+    What is inferred rather than read (extra wraps, a span across a reset) widens the meter's
+    error bound (``state.bound_j``).
+    """
     assert state.raw_j is not None
     delta_j = raw_j - state.raw_j
     wrap_j = state.meter.wrap_j
@@ -113,6 +120,7 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
             extra = round((expected_j - delta_j) / wrap_j)
             if extra >= 1:
                 delta_j += extra * wrap_j
+                state.bound_j += wrap_j  # one wrap more or fewer would fit the power as well
                 notices.warn(
                     f"multiwrap:{device}",
                     f"{device}: the counter wrapped {extra + 1} times between two reads "
@@ -121,6 +129,7 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
                 )
     elif delta_j < 0:
         delta_j = expected_j if expected_j is not None else 0.0
+        state.bound_j += max(delta_j, ceiling_w(state.meter, state.power_w) * dt - delta_j)
         notices.warn(
             f"reset:{device}",
             f"{device}: the energy counter went backwards (driver reload?); the {dt:.1f} s "
@@ -149,3 +158,20 @@ def signed_co2(carbon: CarbonFn, energy_j: float, a_s: float, b_s: float) -> flo
     """The gCO2e of ``energy_j`` (negative when it is taken back) spent between two times."""
     t0_s, t1_s = sorted((a_s, b_s))
     return math.copysign(carbon(abs(energy_j), t0_s, t1_s), energy_j)
+
+
+def power_bound_j(
+    state: MeterState, previous_w: float, now_w: float, dt: float, starved: bool
+) -> float:
+    """The most a trapezoid of two power readings ``dt`` apart can be off, in J.
+
+    Power staying between the two readings: half their swing over the interval. Over a
+    starved gap nothing is known of it: from nothing to the device's ceiling
+    (``grid.ceiling_w``). A spike between two ordinary readings that neither shows is not
+    bounded (a polled meter cannot see it).
+    """
+    trapezoid_j = (previous_w + now_w) / 2 * dt
+    if starved:
+        ceiling = ceiling_w(state.meter, previous_w, now_w)
+        return max(trapezoid_j, ceiling * dt - trapezoid_j)
+    return abs(now_w - previous_w) * dt / 2

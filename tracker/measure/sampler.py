@@ -8,13 +8,15 @@ power x intensity over time.
 Epoch boundaries are cut on the caller's thread by ``snapshot()`` without waiting on slow reads:
 fast meters (RAPL files, NVML power) are read there and then. A slow energy counter (the NVML
 counter, ~4 ms a read, updated every 100 ms on Hopper) is read by a ``GridFollower`` thread of its
-own just after each update, so an edge takes the counter's value for its window; a counter without
-such a grid is completed from its last sampler read plus the trapezoid of its cheap power hint over
-the remaining gap. Successive snapshots lie on one cumulative curve, so epoch figures add up exactly
-to the run's total, and that curve never decreases: a completed gap that a later read shows to
-have been too high is held at the value already handed out until the measured curve passes it
-(the excess is repaid by the next epochs, never taken back from a finished one, so no epoch is
-ever negative). State per meter is a handful of numbers: memory does not grow.
+own just after each update, so an edge takes the counter's value for its window, placed inside it
+with the board's instant power; a counter without such a grid is completed from its last sampler
+read plus the trapezoid of its cheap power hint over the remaining gap. Every cut also states how
+far its figure can be from the truth (``MeterSnapshot.bound_j``, ``epoch_bound_j``; none for an
+estimate), from how it was obtained. Successive snapshots lie on one cumulative curve, so epoch
+figures add up exactly to the run's total, and that curve never decreases: a completed gap that a
+later read shows to have been too high is held at the value already handed out until the measured
+curve passes it (the excess is repaid by the next epochs, never taken back from a finished one, so
+no epoch is ever negative). State per meter is a handful of numbers: memory does not grow.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from dataclasses import dataclass
 
 from backends.base import Meter, MeterError, Reading
 from tracker.measure import grid
-from tracker.measure.follower import GridFollower, safe_hint
-from tracker.measure.grid import FollowBudget
+from tracker.measure.follower import GridFollower, safe_hint, safe_instant
+from tracker.measure.grid import FollowBudget, ceiling_w
 from tracker.measure.meter_state import (
     CarbonFn,
     MeterState,
     counter_delta,
     followed,
     may_read,
+    power_bound_j,
     signed_co2,
     wrap_safe_interval,
 )
@@ -56,12 +59,19 @@ _STALE_MIN_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class MeterSnapshot:
-    """A meter's cumulative figures at a boundary, and its highest power since the previous one."""
+    """A meter's cumulative figures at a boundary and its highest power since the previous one.
+
+    Its error bounds give an epoch's (``epoch_bound_j`` of two snapshots).
+    """
 
     energy_j: float
     co2_g: float
     peak_w: float | None
     failed_at_s: float | None
+    # Error bounds in J (None: unbounded, an estimate): how far ``energy_j`` at this edge may be
+    # from the truth, and the bound accumulated between reads since the start (polled power).
+    bound_j: float | None = None
+    interior_bound_j: float | None = None
 
 
 class Sampler:
@@ -344,6 +354,7 @@ class Sampler:
             previous_w = state.power_w if state.power_w is not None else now_w
             delta_j = (previous_w + now_w) / 2 * dt
             peak_w = now_w
+            state.bound_j += power_bound_j(state, previous_w, now_w, dt, dt > self._stale_s)
         state.energy_j += delta_j
         state.co2_g += self._carbon(delta_j, state.t_s, t_s)
         state.peak_w = peak_w if state.peak_w is None else max(state.peak_w, peak_w)
@@ -374,13 +385,14 @@ class Sampler:
         Its reading there when ``exact``, else its followed counter's window, else its last
         reading completed over the gap; never below what an earlier boundary handed out.
         """
-        energy_j, co2_g = state.energy_j, state.co2_g
+        energy_j, co2_g, bound_j = state.energy_j, state.co2_g, 0.0
         grid = state.follower
         if grid is not None and grid.locked and state.failed_at_s is None:
             hint_ok = hint_ok and not grid.stalled(boundary_s)
             edge = grid.edge(boundary_s, hint_ok)  # the counter's value for the edge's window
             energy_j += edge.energy_j
             co2_g += signed_co2(self._carbon, edge.energy_j, edge.from_s, boundary_s)
+            bound_j = edge.bound_j
         elif (
             not exact
             and state.t_s is not None
@@ -389,21 +401,39 @@ class Sampler:
         ):
             gap_s = boundary_s - state.t_s
             end_w = hint_w if hint_w is not None else state.power_w
+            stale_s = grid.staleness_s if grid is not None else 0.0
+            ceiling = ceiling_w(state.meter, state.power_w, end_w, state.peak_w)
             if gap_s > 0:  # slow meter: complete the gap since its last read
                 tail_j = (state.power_w + end_w) / 2 * gap_s
                 energy_j += tail_j
                 co2_g += self._carbon(tail_j, state.t_s, boundary_s)
                 peak = max(state.peak_w or 0.0, end_w)
                 state.peak_w = peak
+                # The truth since the last read lies between nothing and the ceiling, over the
+                # gap and however old that read's value was (a counter between its updates).
+                bound_j = max(tail_j, ceiling * (gap_s + stale_s) - tail_j)
             elif gap_s < 0:  # read a moment after the boundary: take back that moment
                 back_j = state.power_w * -gap_s
                 energy_j -= back_j
                 co2_g -= self._carbon(back_j, boundary_s, state.t_s)
+                bound_j = ceiling * (-gap_s + stale_s)
             if grid is not None:  # calibrating: corrected once the grid is known
-                grid.note_edge(boundary_s, energy_j)
-        # Never below a value already handed out: the curve does not decrease (module docstring).
+                quick = hint_ok and not grid.stalled(boundary_s)
+                instant_w = safe_instant(state.meter) if quick else None
+                grid.note_edge(boundary_s, energy_j, instant_w)
+        # Never below a value already handed out: the curve does not decrease (module docstring);
+        # a figure held up so is off by the lift too.
+        bound_j += max(state.cut_j - energy_j, 0.0)
         state.cut_j, state.cut_co2_g = max(energy_j, state.cut_j), max(co2_g, state.cut_co2_g)
-        snap = MeterSnapshot(state.cut_j, state.cut_co2_g, state.peak_w, state.failed_at_s)
+        bounded = state.meter.info.method != "estimate"
+        snap = MeterSnapshot(
+            state.cut_j,
+            state.cut_co2_g,
+            state.peak_w,
+            state.failed_at_s,
+            bound_j if bounded else None,
+            state.bound_j if bounded else None,
+        )
         state.peak_w = None
         return snap
 
@@ -437,3 +467,16 @@ class _FollowerHost:
 
     def warn(self, key: str, message: str) -> None:
         self._sampler._notices.warn(key, message)
+
+
+def epoch_bound_j(start: MeterSnapshot, end: MeterSnapshot) -> float | None:
+    """The most an epoch's energy between two snapshots can be off, in J; None when unbounded.
+
+    Each edge's own bound plus what polling added between them.
+    """
+    parts = (start.bound_j, end.bound_j, start.interior_bound_j, end.interior_bound_j)
+    if any(part is None for part in parts):
+        return None
+    assert start.bound_j is not None and end.bound_j is not None
+    assert start.interior_bound_j is not None and end.interior_bound_j is not None
+    return start.bound_j + end.bound_j + end.interior_bound_j - start.interior_bound_j

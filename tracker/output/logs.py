@@ -56,6 +56,8 @@ EPOCH_COLUMNS = (
     # the rest of the node beyond the components, where a whole-node meter exists (else empty)
     "other_energy_j",
     *WORK_COLUMNS,
+    # -- error bound (accuracy): empty where unbounded (an estimate in the epoch) --
+    "it_energy_bound_j",
 )
 DEVICE_COLUMNS = (
     "run_id",
@@ -69,6 +71,8 @@ DEVICE_COLUMNS = (
     "energy_j",
     "avg_w",
     "peak_w",
+    # -- error bound (accuracy): empty for an estimate --
+    "energy_bound_j",
 )
 SAMPLE_COLUMNS = ("time", "elapsed_s", "device", "power_w")
 RENAMED = {
@@ -181,6 +185,8 @@ class LogWriter:
                         record.tokens,
                         record.it_energy_j_per_sample,
                         record.it_energy_j_per_token,
+                        # -- error bound (accuracy) --
+                        record.it_energy_bound_j,
                     )
                 )
             ],
@@ -201,6 +207,8 @@ class LogWriter:
                         d.energy_j,
                         d.avg_w,
                         d.peak_w,
+                        # -- error bound (accuracy) --
+                        d.energy_bound_j,
                     )
                 )
                 for d in record.devices

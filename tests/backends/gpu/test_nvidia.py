@@ -222,6 +222,53 @@ def test_counter_meter_power_hint_is_none_where_power_cannot_be_read(
     assert meter.power_hint_w() is None
 
 
+def test_counter_meter_instant_power_is_the_field_in_watts_lagging_as_modelled(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    now_s = time.monotonic()
+    profile = step_profile([(now_s - 10.0, 100.0), (now_s - 0.001, 500.0)])
+    gpu = SimulatedGPU(power_w=profile, instant_lag_s=0.2)
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    assert meter.instant_power_w() == 100.0  # the field still shows the power 0.2 s ago
+    gpu.instant_lag_s = 0.0
+    assert meter.instant_power_w() == 500.0
+
+
+def test_counter_meter_without_the_instant_field_asks_once_and_says_none(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    nvml = install_fake_nvml(monkeypatch, [SimulatedGPU(has_instant=False)])
+    [meter] = discover().meters
+    asked: list[object] = []
+    answer = nvml.nvmlDeviceGetFieldValues
+
+    def counted(handle: SimulatedGPU, fields: list[int]) -> object:
+        asked.append(fields)
+        return answer(handle, fields)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetFieldValues", counted)
+    assert meter.instant_power_w() is None
+    assert meter.instant_power_w() is None
+    assert len(asked) == 1
+    meter.close()
+    assert meter.instant_power_w() is None
+
+
+def test_instant_power_far_above_the_power_limit_is_no_reading(
+    monkeypatch: pytest.MonkeyPatch, discover: Discover
+) -> None:
+    gpu = SimulatedGPU(power_w=constant_power(4_294_967.295))  # the field's "no value"
+    install_fake_nvml(monkeypatch, [gpu])
+    [meter] = discover().meters
+    assert meter.max_power_w == 700.0  # the simulated H100's enforced limit
+    assert meter.instant_power_w() is None
+    gpu.power_w = constant_power(1500.0)  # over twice the limit: a bad reading, not power
+    assert meter.instant_power_w() is None
+    gpu.power_w = constant_power(650.0)
+    assert meter.instant_power_w() == 650.0
+
+
 def test_step_profile_energy_is_the_exact_integral() -> None:
     profile = step_profile([(10.0, 100.0), (12.0, 300.0)])
     assert profile(9.0) == 100.0
