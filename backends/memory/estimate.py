@@ -36,14 +36,17 @@ __all__ = [
 ]
 
 DEFAULT_WATTS_PER_DIMM = 3.0
-"""Power of one DDR4/DDR5 registered DIMM in a working server, in W.
+"""Power of one DDR4 module under load, in W: a measured figure, applied per module.
 
-Micron's technical note TN-40-07 ("Calculating Memory Power for DDR4 SDRAM") builds a module's
-power from its datasheet currents (IDD x VDD for background, refresh and each access). Published
-per-module figures from such calculations put a DDR4 RDIMM at about 1.5-3.5 W by capacity and
-speed and a DDR5 RDIMM at about 1-2.5 W (IC Directory, "What is the power consumption of RDIMM?").
-3 W sits at the top of DDR5's and the middle of DDR4's range, so the estimate leans high rather
-than low; pass ``watts_per_dimm`` where the module's datasheet says otherwise.
+Tom's Hardware measured DDR4-2133 modules under load (Intel Core i7-5960X review, "Measuring
+DDR4 Power Consumption", 2014): 2.98 W for one 8 GB module, 5.94 W for two, 11.85 W for four.
+That is the measurement behind Green Algorithms' 0.3725 W/GB (2.98 W / 8 GB), which divides it
+by the module's size and so grows with capacity; but a module's power follows its chips'
+activity and background currents (Micron TN-40-07, "Calculating Memory Power for DDR4 SDRAM"),
+not its size, and a user's wall-power test (Green Algorithms issue #14: +64 GB installed, under
+1.5 W more) found the per-GB rule far too high. So the measured figure is kept per module, at
+load, which leans high for idle or low-power modules; pass ``watts_per_dimm`` where the module's
+datasheet says otherwise.
 """
 
 TYPICAL_DIMM_GB = 32
