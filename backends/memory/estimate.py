@@ -63,7 +63,7 @@ class MemoryEstimateMeter(ConstantPowerMeter):
     """Host DRAM energy in J since creation: ``power_w`` (DIMMs x W per DIMM) x time."""
 
     def __init__(self, power_w: float, detail: str) -> None:
-        scope = "an estimate of the host's installed DRAM (W per GB x GB)"
+        scope = "an estimate of the host's installed DRAM (W per module x modules)"
         info = MeterInfo("dram", "dram", "DRAM", "estimate", True, detail=detail, scope=scope)
         super().__init__(info, power_w)
 
