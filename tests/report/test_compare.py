@@ -199,3 +199,29 @@ def test_a_row_gives_every_run_in_the_same_scale(
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     per_sample = lines["IT per sample"].split()[3:]
     assert per_sample == ["900", "J", "per", "1M", "samples", "2,000", "J", "per", "1M", "samples"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("totals", None),
+        ("totals", [1]),
+        ("hardware", "gpu"),
+        ("hardware", [1, 2]),
+        ("location", 5),
+        ("location", {"code": "DE"}),
+        ("intensity", "grid"),
+        ("pue", "x"),
+    ],
+)
+def test_a_hand_edited_run_json_of_the_wrong_shape_is_a_one_line_error_naming_it(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], key: str, value: object
+) -> None:
+    path = runs["candidate"] / "r" / "run.json"
+    document = json.loads(path.read_text()) | {key: value}
+    path.write_text(json.dumps(document))
+    for command in (("compare", runs["baseline"]), ("report",)):
+        code = main([*map(str, command), str(runs["candidate"])])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2, err
+        assert err.startswith("wattprint: error:") and "run.json" in err and key in err, err
