@@ -222,3 +222,18 @@ def test_a_path_that_is_not_a_run_is_refused_naming_it(tmp_path: Path, run_dir: 
             run_dir_of(run_dir)
     with pytest.raises(ValueError, match="RUN_DIR must be a non-empty path"):
         run_dir_of("")
+
+
+def test_a_run_whose_directory_is_deleted_while_followed_has_ended_saying_so(
+    run_dir: Path,
+) -> None:
+    write_run_json(run_dir)
+    append_epoch(run_dir, epoch_row(1, 10.0, 0.001, 0.5))
+    follower = RunFollower(run_dir)
+    assert not follower.poll().ended
+    for path in run_dir.iterdir():
+        path.unlink()
+    run_dir.rmdir()  # deleted by hand while running: no file will come back
+    run = follower.poll()
+    assert run.ended and len(run.epochs) == 1
+    assert run.end_line().startswith("run r: run directory deleted, 1 epochs")

@@ -87,16 +87,16 @@ class LiveRun:
     pue: float | None
     prediction: Prediction | None
     warnings: int = 0
-    gone: bool = False  # the run's process no longer exists, though run.json says running
+    gone: str | None = None  # why it ended though run.json says running (process, directory)
 
     @property
     def ended(self) -> bool:
-        """The run has finished, failed or was stopped (or its process is gone)."""
-        return self.gone or self.status not in (None, "created", "running")
+        """The run has finished, failed or was stopped (or its process or directory is gone)."""
+        return self.gone is not None or self.status not in (None, "created", "running")
 
     def end_line(self) -> str:
         """``run 2026...: finished, 5 epochs, 0:01:02, 0.0031 kWh, 1.2 gCO2e``."""
-        status = "process gone" if self.gone else self.status
+        status = self.gone or self.status
         elapsed = duration_text(self.elapsed_s) if self.elapsed_s is not None else "n/a"
         return (
             f"run {self.run_id}: {status}, {len(self.epochs)} epochs, {elapsed}, "
@@ -140,6 +140,7 @@ class RunFollower:
         self._previous_s: dict[str, float] = {}  # each device's last timeline point, elapsed s
         self._open: deque[tuple[float, float]] = deque()  # (elapsed s, J) after the last edge
         self._open_j = 0.0  # their sum
+        self._existed = False  # the run directory existed at the last poll
 
     def poll(self) -> LiveRun:
         """Read what was written since the last poll."""
@@ -222,8 +223,22 @@ class RunFollower:
             pue=_known(pue),
             prediction=_prediction(run.get("prediction")),
             warnings=len(run.get("warnings") or ()),
-            gone=status == "running" and _process_gone(run, self.host),
+            gone=self._gone(status),
         )
+
+    def _gone(self, status: str | None) -> str | None:
+        """Why a run not recorded as ended has ended: its process or its directory is gone.
+
+        A directory not made yet (``run --live`` follows from before the run starts) is waited for.
+        """
+        if status not in (None, "created", "running"):
+            return None
+        existed, self._existed = self._existed, self.run_dir.is_dir()
+        if existed and not self._existed:  # deleted: nothing more will be written
+            return "run directory deleted"
+        if status == "running" and _process_gone(self._run, self.host):
+            return "process gone"
+        return None
 
     def _so_far(self, started: float | None, pue: float) -> tuple[float | None, float | None]:
         """Finished epochs plus the open one from the timeline: (facility kWh, gCO2e)."""
@@ -251,7 +266,7 @@ class RunFollower:
 
 def render(run: LiveRun) -> RenderableType:
     """The live view: status, current epoch, power per device, energy and gCO2e, prediction."""
-    status = "process gone" if run.gone else run.status or "waiting for run.json"
+    status = run.gone or run.status or "waiting for run.json"
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
