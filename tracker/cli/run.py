@@ -138,7 +138,7 @@ def _exporters(serve: str | None, push: str | None) -> list[Exporter]:
     try:
         if serve is not None:
             addr, _, port = serve.rpartition(":")
-            if not port.isdecimal():
+            if not (port.isascii() and port.isdecimal()):
                 raise ValueError(
                     f"--prometheus {serve!r}: give a port (9101) or an address and port "
                     "(0.0.0.0:9101, [::1]:9101)"
