@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.shell import wattprint
-from tests.ledger import Epoch, recorded_run
+from tests.ledger import Epoch, LedgerMeter, recorded_run, tracker_on
 from tracker.cli.main import main
 from tracker.distributed.merge import merge_runs
 from tracker.report.compare import compare_runs
@@ -126,6 +126,30 @@ def test_runs_on_different_hardware_and_places_are_compared_with_a_note(tmp_path
     assert any("different locations" in n and "DE" in n and "FR" in n for n in notes)
     same = recorded_run(tmp_path, "c", SLOWER, model="NVIDIA A100", location="DE")
     assert compare_runs([a, same], per="run").notes == []
+
+
+def test_a_run_still_running_or_failed_is_compared_with_a_note(tmp_path: Path) -> None:
+    base = recorded_run(tmp_path, "base", BASELINE)
+    meter = LedgerMeter()
+    tracker = tracker_on(meter, tmp_path, "live")
+    with tracker:
+        tracker.epoch_start()
+        meter.energy_j += 1000.0
+        tracker.epoch_end(samples=100)
+        comparison = compare_runs([base, tracker.run_dir])  # while it runs
+        tracker.epoch_start()  # the next epoch has not ended
+        assert compare_runs([base, tracker.run_dir]).verdicts[1].value_j == 10.0
+    (note,) = comparison.notes
+    assert f"{tracker.run_dir} has not finished (status running)" in note
+    assert "1 epoch" in note
+    with pytest.raises(ZeroDivisionError), tracker_on(meter, tmp_path, "crash") as crashed:
+        crashed.epoch_start()
+        meter.energy_j += 1000.0
+        crashed.epoch_end(samples=100)
+        raise ZeroDivisionError
+    (note,) = compare_runs([base, crashed.run_dir]).notes
+    assert "has not finished (status failed)" in note
+    assert compare_runs([base, base.parent.parent / "live"]).notes == []  # finished now
 
 
 def test_a_run_without_work_in_the_unit_is_an_error_naming_it_and_the_unit(

@@ -9,7 +9,8 @@ difference between a run and the baseline is divided by the root-sum-square of t
 errors (Welch's z). ``|z| >= 2`` is called beyond the noise: about a 5% false alarm rate were the
 epochs independent and normally spread; epochs that drift (a warm-up, a cache) make the errors
 too small, so read it as a guide, not a test. Runs measured on different hardware, in different
-places or with different PUEs are compared with a note. The command is ``tracker.cli.compare``.
+places or with different PUEs are compared with a note, as are runs that have not finished
+(still running, failed, interrupted). The command is ``tracker.cli.compare``.
 """
 
 from __future__ import annotations
@@ -338,6 +339,14 @@ def _notes(runs: Sequence[RunFigures]) -> list[str]:
             "the verdict compares IT energy, which PUE and grid do not change; different hardware "
             "or places change the facility energy and gCO2e beside it"
         )
+    for r in runs:
+        status = r.files.run.get("status")
+        if status != "finished":
+            recorded = f"{r.epochs} epoch{'' if r.epochs == 1 else 's'}"
+            notes.append(
+                f"{r.label} has not finished (status {status}): its figures are those of the "
+                f"{recorded} it recorded"
+            )
     return notes
 
 
