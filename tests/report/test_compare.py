@@ -249,3 +249,14 @@ def test_a_hand_edited_run_json_of_the_wrong_shape_is_a_one_line_error_naming_it
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert code == 2, err
         assert err.startswith("wattprint: error:") and "run.json" in err and key in err, err
+
+
+def test_a_small_epoch_noise_is_shown_in_its_own_digits_not_as_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steady = [(1000.0, 100, None), (1000.1, 100, None), (999.9, 100, None)]  # se 0.0058%
+    recorded_run(tmp_path, "a", steady)
+    recorded_run(tmp_path, "b", steady)
+    code, out, _ = run_cli(tmp_path / "a", tmp_path / "b", capsys=capsys)
+    (noise,) = [line for line in out.splitlines() if line.startswith("epoch noise")]
+    assert code == 0 and noise.split()[2] == "±0.0058%", noise

@@ -31,6 +31,7 @@ from tracker.units import (
     format_energy,
     format_energy_per,
     format_mass,
+    format_number,
 )
 
 __all__ = ["PER", "Comparison", "RunFigures", "compare_runs", "json_document", "markdown", "text"]
@@ -398,7 +399,7 @@ def _ratio(verdict: Verdict, is_baseline: bool) -> str:
 def _noise(verdict: Verdict, per: Per, is_baseline: bool) -> str:
     n = len(verdict.run.epoch_values[per])
     spread = (
-        f"±{verdict.relative_se:.1%} over {n} epochs"
+        f"±{format_number(verdict.relative_se * 100, 2)}% over {n} epochs"
         if verdict.relative_se is not None
         else f"unknown ({n} epoch{'' if n == 1 else 's'})"
     )
