@@ -174,6 +174,8 @@ def test_bad_arguments_are_one_line_errors(
         ((base, base / "r"), "are the same run"),
         ((base,), "at least two different runs"),
         ((base, runs["baseline"].parent / "nothing"), "not a wattprint run directory"),
+        (("", candidate), "RUN must be a non-empty path"),  # an unset shell variable
+        ((base, candidate, "--baseline", ""), "RUN must be a non-empty path"),
     ):
         code, _, err = run_cli(*args, capsys=capsys)
         assert code == 2 and message in err, err
