@@ -237,3 +237,14 @@ def test_a_run_whose_directory_is_deleted_while_followed_has_ended_saying_so(
     run = follower.poll()
     assert run.ended and len(run.epochs) == 1
     assert run.end_line().startswith("run r: run directory deleted, 1 epochs")
+
+
+def test_a_run_json_of_the_wrong_shape_mid_run_keeps_the_last_good_reading(
+    run_dir: Path,
+) -> None:
+    write_run_json(run_dir, warnings=["one"])
+    follower = RunFollower(run_dir)
+    assert follower.poll().warnings == 1
+    write_run_json(run_dir, warnings=5, status="finished")  # edited by hand while followed
+    run = follower.poll()
+    assert run.warnings == 1 and not run.ended

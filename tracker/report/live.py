@@ -5,7 +5,7 @@ any run: from a second terminal, or on another node over a shared file system. E
 was appended since the last one, whole lines only; a file that does not exist yet is waited for,
 and one that was replaced or cut shorter (rotated, truncated, deleted and written anew) is read
 again from its start. ``run.json`` is replaced atomically by the tracker; one that cannot be parsed
-keeps the previous reading.
+(or whose fields have the wrong shape) keeps the previous reading.
 
 Energy and emissions so far are the finished epochs' (``epochs.csv``) plus the epoch in progress,
 integrated from the power timeline (``samples.csv``, written at least once a second) and priced at
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -158,10 +157,8 @@ class RunFollower:
         return self._state()
 
     def _read_run_json(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # not there yet, or not whole: keep the last
-            document = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
-            if isinstance(document, dict):
-                self._run = document
+        with contextlib.suppress(OSError, ValueError):  # not there yet, not whole or not a run's
+            self._run = read_run_json(self.run_dir / "run.json")  # (edited?): keep the last
 
     def _add_epoch(self, row: dict[str, str]) -> None:
         epoch = number(row.get("epoch"))
