@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from tests.ledger import LedgerMeter, tracker_on
 from tracker.notices import Notices
 from tracker.output.logs import EPOCH_COLUMNS, LogWriter
 from tracker.report import live
@@ -248,3 +250,20 @@ def test_a_run_json_of_the_wrong_shape_mid_run_keeps_the_last_good_reading(
     write_run_json(run_dir, warnings=5, status="finished")  # edited by hand while followed
     run = follower.poll()
     assert run.warnings == 1 and not run.ended
+
+
+def test_gco2e_so_far_shows_during_the_first_epoch_at_a_constant_intensity(
+    tmp_path: Path,
+) -> None:
+    meter = LedgerMeter()
+    tracker = tracker_on(meter, tmp_path, "live", interval=0.05, sample_period=0.05)
+    with tracker:
+        tracker.epoch_start()  # ``wattprint run``'s only epoch: the whole command
+        follower = RunFollower(tracker.run_dir)
+        deadline = time.monotonic() + 30
+        while (run := follower.poll()).facility_energy_kwh is None:
+            assert time.monotonic() < deadline, "no timeline written"
+            meter.energy_j += 5.0
+            time.sleep(0.05)
+        assert run.co2_g == pytest.approx(run.facility_energy_kwh * 400.0)
+        tracker.epoch_end()
