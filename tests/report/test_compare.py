@@ -172,6 +172,7 @@ def test_bad_arguments_are_one_line_errors(
         ((base, candidate, "--fail-above", "-1"), "--fail-above must be a percentage >= 0"),
         ((base, candidate, "--fail-above", "nan"), "--fail-above must be a percentage >= 0"),
         ((base, base / "r"), "are the same run"),
+        ((base, base / ".." / base.name), "are the same run"),  # another path to it
         ((base,), "at least two different runs"),
         ((base, runs["baseline"].parent / "nothing"), "not a wattprint run directory"),
         (("", candidate), "RUN must be a non-empty path"),  # an unset shell variable

@@ -137,7 +137,8 @@ def compare_runs(
     figures: list[RunFigures] = []
     for path in given:
         found = _figures(path)
-        twin = next((f for f in figures if f.files.run_dir == found.files.run_dir), None)
+        here = found.files.run_dir.resolve()  # one run, whatever the path (links, "..")
+        twin = next((f for f in figures if f.files.run_dir.resolve() == here), None)
         if twin is not None and not (baseline is not None and twin is figures[0]):
             raise ValueError(f"{path} and {twin.label} are the same run ({found.files.run_dir})")
         if twin is None:
