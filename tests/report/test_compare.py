@@ -263,3 +263,13 @@ def test_a_small_epoch_noise_is_shown_in_its_own_digits_not_as_zero(
     code, out, _ = run_cli(tmp_path / "a", tmp_path / "b", capsys=capsys)
     (noise,) = [line for line in out.splitlines() if line.startswith("epoch noise")]
     assert code == 0 and noise.split()[2] == "±0.0058%", noise
+
+
+def test_an_epochs_csv_that_is_not_text_is_a_one_line_error_naming_it(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (runs["candidate"] / "r" / "epochs.csv").write_bytes(b"\xff\xfe\x00 not a CSV\n")
+    for command in (("compare", runs["baseline"]), ("report",)):
+        assert main([*map(str, command), str(runs["candidate"])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("wattprint: error:") and "epochs.csv" in err, err

@@ -428,8 +428,11 @@ def _device_text(device: str, info: dict[str, Any], rows: list[dict[str, str]]) 
 def _rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a CSV file as wattprint writes it ({error})") from None
 
 
 def number(value: object) -> float:
