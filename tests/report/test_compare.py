@@ -273,3 +273,14 @@ def test_an_epochs_csv_that_is_not_text_is_a_one_line_error_naming_it(
         assert main([*map(str, command), str(runs["candidate"])]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("wattprint: error:") and "epochs.csv" in err, err
+
+
+def test_json_of_runs_whose_epochs_are_each_alike_is_valid_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded_run(tmp_path, "a", [(1000.0, 100, None)] * 3)  # steady, as an estimate reads
+    recorded_run(tmp_path, "b", [(1100.0, 100, None)] * 3)
+    code, out, err = run_cli(tmp_path / "a", tmp_path / "b", "--json", capsys=capsys)
+    assert code == 0, err
+    noise = json.loads(out)["runs"][1]["noise"]
+    assert noise["z"] is None and noise["beyond_noise"] is True  # infinitely many se apart

@@ -214,8 +214,8 @@ def json_document(comparison: Comparison) -> dict[str, Any]:
             "change_pct": v.change_pct,
             "noise": {
                 "epochs": len(r.epoch_values[comparison.per]),
-                "relative_se": v.relative_se,
-                "z": v.z,
+                "relative_se": finite_or_none(v.relative_se),
+                "z": finite_or_none(v.z),  # infinite where every epoch of both runs is alike
                 "beyond_noise": v.beyond_noise,
             },
             "exceeds": v.exceeds,
