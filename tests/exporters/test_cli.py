@@ -100,7 +100,10 @@ def test_pushgateway_gets_the_commands_energy_when_it_ends(
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
-        *(("--prometheus", v) for v in ("x", "9101:", "host:port", "-1", "70000", "\u0663\u0663")),
+        *(
+            ("--prometheus", v)
+            for v in ("x", "9101:", "host:port", "-1", "70000", "\u0663\u0663", "0")
+        ),
         *(("--pushgateway", v) for v in ("gw:port", "gw:99999", "http://:9091", "gw:9091 ")),
     ],
 )
