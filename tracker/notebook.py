@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import html
 import math
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,11 @@ class WattprintMagics(Magics):
         Returns the value of the cell's last expression, as the cell would without the magic.
         """
         __tracebackhide__ = True
-        args = magic_arguments.parse_argstring(self.wattprint_cell, line)
+        try:  # quoted as in a shell (IPython's own splitting keeps the quotes)
+            words = shlex.split(line)
+        except ValueError as error:
+            raise UsageError(f"%%wattprint: {error} in {line.strip()!r}") from None
+        args = self.wattprint_cell.parser.parse_args(words)
         if args.pue is not None and not math.isfinite(args.pue):
             raise UsageError(f"--pue must be a finite number >= 1.0, got {args.pue}")
         try:

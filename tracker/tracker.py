@@ -24,7 +24,7 @@ from backends.attribution import Decision, ProcessTree, attribute, decide
 from backends.base import COMPONENTS, Component, Meter, MeterError, Missing
 from backends.discover import discover
 from tracker import arguments
-from tracker.carbon.intensity import IntensityArg, Provenance
+from tracker.carbon.intensity import Constant, IntensityArg, Provenance
 from tracker.carbon.pricing import Carbon
 from tracker.distributed.process_group import (
     JobLink,
@@ -471,10 +471,20 @@ class Tracker(lifecycle.SignalledRun):
             missing=[f"{m.device}: {m.reason}" for m in self._gaps()],
             warnings=self._notices.messages(),
             pue=self._carbon.pue,
-            nominal_intensity=self._location.g_per_kwh if self._location else math.nan,
+            nominal_intensity=self._nominal_intensity(),
             prediction=self._predictor.prediction,
             prediction_check=self._predictor.check(self._book.totals),
         )
+
+    def _nominal_intensity(self) -> float:
+        """The intensity before any energy is priced (the live view's first epoch), in g/kWh.
+
+        A constant source's own value, else the location's table value, else NaN (unknown).
+        """
+        source = self._carbon.source
+        if isinstance(source, Constant):
+            return source.g_per_kwh
+        return self._location.g_per_kwh if self._location else math.nan
 
     def _gaps(self) -> list[Missing]:
         meters = self._sampler.meters if self._sampler is not None else []

@@ -97,13 +97,27 @@ def test_pushgateway_gets_the_commands_energy_when_it_ends(
     assert pushed["wattprint_epochs_total"] == {"": 1.0}
 
 
-@pytest.mark.parametrize("value", ["x", "9101:", "host:port", "-1", "70000"])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        *(
+            ("--prometheus", v)
+            for v in ("x", "9101:", "host:port", "-1", "70000", "\u0663\u0663", "0")
+        ),
+        *(("--pushgateway", v) for v in ("gw:port", "gw:99999", "http://:9091", "gw:9091 ")),
+    ],
+)
 def test_a_bad_prometheus_flag_is_refused_before_the_run(
-    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    flag: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "--prometheus", value, "--location", "SE", "--", "true"]) == 2
-    assert "port" in capsys.readouterr().err
+    assert main(["run", flag, value, "--location", "SE", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "port" in err and flag.removeprefix("--") in err.lower(), err
     assert not (tmp_path / "wattprint-runs").exists()
 
 

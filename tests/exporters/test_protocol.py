@@ -123,6 +123,41 @@ def test_a_failing_exporter_is_warned_about_once_and_the_run_is_intact(
     assert len(list((tracker.run_dir / "epochs.csv").read_text().splitlines())) == 4
 
 
+class Quitting(Exporter):
+    """A library that quits: ``sys.exit`` at epochs and stop, KeyboardInterrupt on the sampler."""
+
+    def __init__(self) -> None:
+        self.intervals = 0
+
+    def start(self, run: RunInfo) -> None:
+        pass
+
+    def interval(self, power_w: Mapping[str, float]) -> None:
+        self.intervals += 1
+        if threading.current_thread() is not threading.main_thread():
+            raise KeyboardInterrupt  # off the main thread: not the user's Ctrl-C
+
+    def epoch(self, record: EpochRecord) -> None:
+        sys.exit(3)
+
+    def stop(self, summary: RunSummary) -> None:
+        sys.exit(3)
+
+
+def test_an_exporter_that_quits_is_warned_about_and_neither_ends_the_run_nor_its_sampler(
+    tmp_path: Path,
+) -> None:
+    quitting = Quitting()
+    with make_tracker(tmp_path, [quitting]) as tracker:
+        run_epochs(tracker, 2)
+        intervals = quitting.intervals
+        time.sleep(0.5)  # the sampler still runs, and still tells the exporter
+        assert quitting.intervals > intervals
+    assert len(tracker.epochs) == 2 and tracker.summary.it_energy_j is not None
+    (warning,) = [w for w in tracker.summary.warnings if "exporter Quitting" in w]
+    assert "KeyboardInterrupt" in warning or "sys.exit(3)" in warning
+
+
 @pytest.mark.parametrize(
     "exporters",
     [[object()], Recording(), "prometheus", [Prometheus], None],

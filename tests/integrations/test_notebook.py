@@ -82,6 +82,7 @@ def test_a_cell_that_raises_records_a_partial_epoch_and_raises_on(
         ("--location Atlantis", "Atlantis"),
         ("--project ../up", "project must be a name"),
         ("--gpus 0", "unrecognized arguments: --gpus"),
+        ('--project "unclosed', "No closing quotation"),
     ],
 )
 def test_bad_options_are_one_clear_error_and_the_cell_does_not_run(
@@ -98,6 +99,14 @@ def test_bad_options_are_one_clear_error_and_the_cell_does_not_run(
     assert "measured" not in shell.user_ns
     assert not logs.exists()
     assert "Traceback" not in capsys.readouterr().out
+
+
+def test_options_are_quoted_as_in_a_shell(shell: InteractiveShell, tmp_path: Path) -> None:
+    logs = tmp_path / "my runs"
+    result = shell.run_cell(f"%%wattprint --project 'nb' --log-dir \"{logs}\" --pue 1.1\n1")
+    assert result.success, result.error_in_exec
+    (run_dir,) = runs(logs)
+    assert json.loads((run_dir / "run.json").read_text())["pue"] == 1.1
 
 
 def test_each_cell_is_a_new_run_and_the_line_magic_shows_the_last(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.shell import wattprint
-from tests.ledger import Epoch, recorded_run
+from tests.ledger import Epoch, LedgerMeter, recorded_run, tracker_on
 from tracker.cli.main import main
 from tracker.distributed.merge import merge_runs
 from tracker.report.compare import compare_runs
@@ -128,6 +128,30 @@ def test_runs_on_different_hardware_and_places_are_compared_with_a_note(tmp_path
     assert compare_runs([a, same], per="run").notes == []
 
 
+def test_a_run_still_running_or_failed_is_compared_with_a_note(tmp_path: Path) -> None:
+    base = recorded_run(tmp_path, "base", BASELINE)
+    meter = LedgerMeter()
+    tracker = tracker_on(meter, tmp_path, "live")
+    with tracker:
+        tracker.epoch_start()
+        meter.energy_j += 1000.0
+        tracker.epoch_end(samples=100)
+        comparison = compare_runs([base, tracker.run_dir])  # while it runs
+        tracker.epoch_start()  # the next epoch has not ended
+        assert compare_runs([base, tracker.run_dir]).verdicts[1].value_j == 10.0
+    (note,) = comparison.notes
+    assert f"{tracker.run_dir} has not finished (status running)" in note
+    assert "1 epoch" in note
+    with pytest.raises(ZeroDivisionError), tracker_on(meter, tmp_path, "crash") as crashed:
+        crashed.epoch_start()
+        meter.energy_j += 1000.0
+        crashed.epoch_end(samples=100)
+        raise ZeroDivisionError
+    (note,) = compare_runs([base, crashed.run_dir]).notes
+    assert "has not finished (status failed)" in note
+    assert compare_runs([base, base.parent.parent / "live"]).notes == []  # finished now
+
+
 def test_a_run_without_work_in_the_unit_is_an_error_naming_it_and_the_unit(
     runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -148,8 +172,11 @@ def test_bad_arguments_are_one_line_errors(
         ((base, candidate, "--fail-above", "-1"), "--fail-above must be a percentage >= 0"),
         ((base, candidate, "--fail-above", "nan"), "--fail-above must be a percentage >= 0"),
         ((base, base / "r"), "are the same run"),
+        ((base, base / ".." / base.name), "are the same run"),  # another path to it
         ((base,), "at least two different runs"),
         ((base, runs["baseline"].parent / "nothing"), "not a wattprint run directory"),
+        (("", candidate), "RUN must be a non-empty path"),  # an unset shell variable
+        ((base, candidate, "--baseline", ""), "RUN must be a non-empty path"),
     ):
         code, _, err = run_cli(*args, capsys=capsys)
         assert code == 2 and message in err, err
@@ -199,3 +226,61 @@ def test_a_row_gives_every_run_in_the_same_scale(
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     per_sample = lines["IT per sample"].split()[3:]
     assert per_sample == ["900", "J", "per", "1M", "samples", "2,000", "J", "per", "1M", "samples"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("totals", None),
+        ("totals", [1]),
+        ("hardware", "gpu"),
+        ("hardware", [1, 2]),
+        ("location", 5),
+        ("location", {"code": "DE"}),
+        ("intensity", "grid"),
+        ("pue", "x"),
+    ],
+)
+def test_a_hand_edited_run_json_of_the_wrong_shape_is_a_one_line_error_naming_it(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], key: str, value: object
+) -> None:
+    path = runs["candidate"] / "r" / "run.json"
+    document = json.loads(path.read_text()) | {key: value}
+    path.write_text(json.dumps(document))
+    for command in (("compare", runs["baseline"]), ("report",)):
+        code = main([*map(str, command), str(runs["candidate"])])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2, err
+        assert err.startswith("wattprint: error:") and "run.json" in err and key in err, err
+
+
+def test_a_small_epoch_noise_is_shown_in_its_own_digits_not_as_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steady = [(1000.0, 100, None), (1000.1, 100, None), (999.9, 100, None)]  # se 0.0058%
+    recorded_run(tmp_path, "a", steady)
+    recorded_run(tmp_path, "b", steady)
+    code, out, _ = run_cli(tmp_path / "a", tmp_path / "b", capsys=capsys)
+    (noise,) = [line for line in out.splitlines() if line.startswith("epoch noise")]
+    assert code == 0 and noise.split()[2] == "±0.0058%", noise
+
+
+def test_an_epochs_csv_that_is_not_text_is_a_one_line_error_naming_it(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (runs["candidate"] / "r" / "epochs.csv").write_bytes(b"\xff\xfe\x00 not a CSV\n")
+    for command in (("compare", runs["baseline"]), ("report",)):
+        assert main([*map(str, command), str(runs["candidate"])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("wattprint: error:") and "epochs.csv" in err, err
+
+
+def test_json_of_runs_whose_epochs_are_each_alike_is_valid_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded_run(tmp_path, "a", [(1000.0, 100, None)] * 3)  # steady, as an estimate reads
+    recorded_run(tmp_path, "b", [(1100.0, 100, None)] * 3)
+    code, out, err = run_cli(tmp_path / "a", tmp_path / "b", "--json", capsys=capsys)
+    assert code == 0, err
+    noise = json.loads(out)["runs"][1]["noise"]
+    assert noise["z"] is None and noise["beyond_noise"] is True  # infinitely many se apart

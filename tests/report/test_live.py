@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from tests.ledger import LedgerMeter, tracker_on
 from tracker.notices import Notices
 from tracker.output.logs import EPOCH_COLUMNS, LogWriter
 from tracker.report import live
@@ -222,3 +224,46 @@ def test_a_path_that_is_not_a_run_is_refused_naming_it(tmp_path: Path, run_dir: 
             run_dir_of(run_dir)
     with pytest.raises(ValueError, match="RUN_DIR must be a non-empty path"):
         run_dir_of("")
+
+
+def test_a_run_whose_directory_is_deleted_while_followed_has_ended_saying_so(
+    run_dir: Path,
+) -> None:
+    write_run_json(run_dir)
+    append_epoch(run_dir, epoch_row(1, 10.0, 0.001, 0.5))
+    follower = RunFollower(run_dir)
+    assert not follower.poll().ended
+    for path in run_dir.iterdir():
+        path.unlink()
+    run_dir.rmdir()  # deleted by hand while running: no file will come back
+    run = follower.poll()
+    assert run.ended and len(run.epochs) == 1
+    assert run.end_line().startswith("run r: run directory deleted, 1 epochs")
+
+
+def test_a_run_json_of_the_wrong_shape_mid_run_keeps_the_last_good_reading(
+    run_dir: Path,
+) -> None:
+    write_run_json(run_dir, warnings=["one"])
+    follower = RunFollower(run_dir)
+    assert follower.poll().warnings == 1
+    write_run_json(run_dir, warnings=5, status="finished")  # edited by hand while followed
+    run = follower.poll()
+    assert run.warnings == 1 and not run.ended
+
+
+def test_gco2e_so_far_shows_during_the_first_epoch_at_a_constant_intensity(
+    tmp_path: Path,
+) -> None:
+    meter = LedgerMeter()
+    tracker = tracker_on(meter, tmp_path, "live", interval=0.05, sample_period=0.05)
+    with tracker:
+        tracker.epoch_start()  # ``wattprint run``'s only epoch: the whole command
+        follower = RunFollower(tracker.run_dir)
+        deadline = time.monotonic() + 30
+        while (run := follower.poll()).facility_energy_kwh is None:
+            assert time.monotonic() < deadline, "no timeline written"
+            meter.energy_j += 5.0
+            time.sleep(0.05)
+        assert run.co2_g == pytest.approx(run.facility_energy_kwh * 400.0)
+        tracker.epoch_end()

@@ -138,10 +138,10 @@ def _exporters(serve: str | None, push: str | None) -> list[Exporter]:
     try:
         if serve is not None:
             addr, _, port = serve.rpartition(":")
-            if not port.isdecimal():
-                raise ValueError(
-                    f"--prometheus {serve!r}: give a port (9101) or an address and port "
-                    "(0.0.0.0:9101, [::1]:9101)"
+            if not (port.isascii() and port.isdecimal()) or int(port) == 0:
+                raise ValueError(  # port 0 would serve on a port no scraper could be told
+                    f"--prometheus {serve!r}: give a port from 1 to 65535 (9101) or an address "
+                    "and port (0.0.0.0:9101, [::1]:9101)"
                 )
             addr = addr.removeprefix("[").removesuffix("]") or "127.0.0.1"
             exporters.append(Prometheus(int(port), addr))

@@ -145,7 +145,8 @@ class ExporterGroup:
     ) -> bool:
         name = type(exporter).__name__
         key = f"exporter:{self._all.index(exporter)}:{name}"  # one warning per exporter
-        return self._notices.shielded(key, f"exporter {name} ({method})", action, consequence)
+        what = f"exporter {name} ({method})"
+        return self._notices.shielded(key, what, partial(_contained, action), consequence)
 
 
 FIGURES = (
@@ -163,6 +164,23 @@ FIGURES = (
     "it_energy_j_per_token",
 )
 """The figures experiment logs get, under the logs' column names (``epochs.csv``, run.json)."""
+
+
+def _contained(action: Callable[[], object]) -> None:
+    """Run an exporter's ``action``, its quitting turned into an error the tracker warns about.
+
+    A library's ``sys.exit`` is not the training's wish to stop, nor is a KeyboardInterrupt off
+    the main thread (signals reach only the main thread: it is no Ctrl-C) and it would end the
+    sampler thread. On the main thread a KeyboardInterrupt is the user's, and goes through.
+    """
+    try:
+        action()
+    except SystemExit as error:
+        raise RuntimeError(f"it called sys.exit({error.code!r})") from None
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            raise
+        raise RuntimeError("it raised KeyboardInterrupt off the main thread") from None
 
 
 def _claim(exporter: Exporter, run: RunInfo) -> None:

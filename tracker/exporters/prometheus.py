@@ -23,6 +23,7 @@ and once more at stop, grouped by job, run id and rank.
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -63,11 +64,10 @@ class Prometheus(Exporter):
             raise ValueError(f"Prometheus: port must be an int from 0 to 65535, got {port!r}")
         if not isinstance(addr, str) or not addr.strip() or addr != addr.strip():
             raise ValueError(f"Prometheus: addr must be a host name or IP address, got {addr!r}")
-        if pushgateway is not None and (
-            not isinstance(pushgateway, str) or not pushgateway.strip()
-        ):
+        if pushgateway is not None and not _is_gateway(pushgateway):
             raise ValueError(
-                f"Prometheus: pushgateway must be a host:port or URL, got {pushgateway!r}"
+                "Prometheus: pushgateway must be a host:port or an http(s) URL with a port from "
+                f"0 to 65535 (if any), got {pushgateway!r}"
             )
         if not isinstance(job, str) or not job.strip():
             raise ValueError(f"Prometheus: job must be a non-empty label value, got {job!r}")
@@ -118,6 +118,22 @@ class Prometheus(Exporter):
             server[1].join()
         if pusher is not None:
             pusher.close()
+
+
+def _is_gateway(value: object) -> bool:
+    """Whether ``value`` is a Pushgateway address ``push_to_gateway`` can reach.
+
+    It takes ``host:port`` or an http(s) URL, and puts ``http://`` before anything else.
+    """
+    if not isinstance(value, str) or not value or value != value.strip():
+        return False
+    url = value if urllib.parse.urlsplit(value).scheme in ("http", "https") else f"http://{value}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        return False
+    return bool(parts.hostname)
 
 
 class _Metrics:

@@ -93,6 +93,36 @@ def current_names(row: Mapping[str, V]) -> dict[str, V]:
     return {RENAMED.get(key, key): value for key, value in row.items()}
 
 
+_SHAPES: dict[str, tuple[str, str]] = {
+    "totals": ("object", "an object"),
+    "prediction": ("object?", "an object or null"),
+    "intensity": ("object?", "an object or null"),
+    "attribution": ("object?", "an object or null"),
+    "location": ("place?", "an object with code and name, or null"),
+    "hardware": ("objects", "a list of objects"),
+    "missing": ("objects", "a list of objects"),
+    "warnings": ("list", "a list"),
+    "pue": ("number?", "a number or null"),
+}
+"""The shape of each run.json field the readers (report, compare, watch) rely on."""
+
+
+def _shaped(value: object, shape: str) -> bool:
+    if value is None and shape.endswith("?"):
+        return True
+    match shape.rstrip("?"):
+        case "object":
+            return isinstance(value, dict)
+        case "place":
+            return isinstance(value, dict) and {"code", "name"} <= value.keys()
+        case "objects":
+            return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        case "list":
+            return isinstance(value, list)
+        case _:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def read_run_json(path: Path) -> dict[str, Any]:
     """A run.json with its totals and prediction under today's names.
 
@@ -106,6 +136,11 @@ def read_run_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise ValueError(f"{path} is not a wattprint run.json")
+    for key, (shape, accepted) in _SHAPES.items():
+        value = document.get(key)
+        if key in document and not _shaped(value, shape):
+            got = f"{value!r:.60}"
+            raise ValueError(f"{path}: {key} must be {accepted}, got {got} (edited by hand?)")
     for key in ("totals", "prediction"):
         if isinstance(document.get(key), dict):
             document[key] = current_names(document[key])

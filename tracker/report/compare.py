@@ -9,7 +9,8 @@ difference between a run and the baseline is divided by the root-sum-square of t
 errors (Welch's z). ``|z| >= 2`` is called beyond the noise: about a 5% false alarm rate were the
 epochs independent and normally spread; epochs that drift (a warm-up, a cache) make the errors
 too small, so read it as a guide, not a test. Runs measured on different hardware, in different
-places or with different PUEs are compared with a note. The command is ``tracker.cli.compare``.
+places or with different PUEs are compared with a note, as are runs that have not finished
+(still running, failed, interrupted). The command is ``tracker.cli.compare``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tracker.units import (
     format_energy,
     format_energy_per,
     format_mass,
+    format_number,
 )
 
 __all__ = ["PER", "Comparison", "RunFigures", "compare_runs", "json_document", "markdown", "text"]
@@ -135,7 +137,8 @@ def compare_runs(
     figures: list[RunFigures] = []
     for path in given:
         found = _figures(path)
-        twin = next((f for f in figures if f.files.run_dir == found.files.run_dir), None)
+        here = found.files.run_dir.resolve()  # one run, whatever the path (links, "..")
+        twin = next((f for f in figures if f.files.run_dir.resolve() == here), None)
         if twin is not None and not (baseline is not None and twin is figures[0]):
             raise ValueError(f"{path} and {twin.label} are the same run ({found.files.run_dir})")
         if twin is None:
@@ -211,8 +214,8 @@ def json_document(comparison: Comparison) -> dict[str, Any]:
             "change_pct": v.change_pct,
             "noise": {
                 "epochs": len(r.epoch_values[comparison.per]),
-                "relative_se": v.relative_se,
-                "z": v.z,
+                "relative_se": finite_or_none(v.relative_se),
+                "z": finite_or_none(v.z),  # infinite where every epoch of both runs is alike
                 "beyond_noise": v.beyond_noise,
             },
             "exceeds": v.exceeds,
@@ -338,6 +341,14 @@ def _notes(runs: Sequence[RunFigures]) -> list[str]:
             "the verdict compares IT energy, which PUE and grid do not change; different hardware "
             "or places change the facility energy and gCO2e beside it"
         )
+    for r in runs:
+        status = r.files.run.get("status")
+        if status != "finished":
+            recorded = f"{r.epochs} epoch{'' if r.epochs == 1 else 's'}"
+            notes.append(
+                f"{r.label} has not finished (status {status}): its figures are those of the "
+                f"{recorded} it recorded"
+            )
     return notes
 
 
@@ -389,7 +400,7 @@ def _ratio(verdict: Verdict, is_baseline: bool) -> str:
 def _noise(verdict: Verdict, per: Per, is_baseline: bool) -> str:
     n = len(verdict.run.epoch_values[per])
     spread = (
-        f"±{verdict.relative_se:.1%} over {n} epochs"
+        f"±{format_number(verdict.relative_se * 100, 2)}% over {n} epochs"
         if verdict.relative_se is not None
         else f"unknown ({n} epoch{'' if n == 1 else 's'})"
     )

@@ -5,7 +5,7 @@ any run: from a second terminal, or on another node over a shared file system. E
 was appended since the last one, whole lines only; a file that does not exist yet is waited for,
 and one that was replaced or cut shorter (rotated, truncated, deleted and written anew) is read
 again from its start. ``run.json`` is replaced atomically by the tracker; one that cannot be parsed
-keeps the previous reading.
+(or whose fields have the wrong shape) keeps the previous reading.
 
 Energy and emissions so far are the finished epochs' (``epochs.csv``) plus the epoch in progress,
 integrated from the power timeline (``samples.csv``, written at least once a second) and priced at
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -87,16 +86,16 @@ class LiveRun:
     pue: float | None
     prediction: Prediction | None
     warnings: int = 0
-    gone: bool = False  # the run's process no longer exists, though run.json says running
+    gone: str | None = None  # why it ended though run.json says running (process, directory)
 
     @property
     def ended(self) -> bool:
-        """The run has finished, failed or was stopped (or its process is gone)."""
-        return self.gone or self.status not in (None, "created", "running")
+        """The run has finished, failed or was stopped (or its process or directory is gone)."""
+        return self.gone is not None or self.status not in (None, "created", "running")
 
     def end_line(self) -> str:
         """``run 2026...: finished, 5 epochs, 0:01:02, 0.0031 kWh, 1.2 gCO2e``."""
-        status = "process gone" if self.gone else self.status
+        status = self.gone or self.status
         elapsed = duration_text(self.elapsed_s) if self.elapsed_s is not None else "n/a"
         return (
             f"run {self.run_id}: {status}, {len(self.epochs)} epochs, {elapsed}, "
@@ -140,6 +139,7 @@ class RunFollower:
         self._previous_s: dict[str, float] = {}  # each device's last timeline point, elapsed s
         self._open: deque[tuple[float, float]] = deque()  # (elapsed s, J) after the last edge
         self._open_j = 0.0  # their sum
+        self._existed = False  # the run directory existed at the last poll
 
     def poll(self) -> LiveRun:
         """Read what was written since the last poll."""
@@ -157,10 +157,8 @@ class RunFollower:
         return self._state()
 
     def _read_run_json(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # not there yet, or not whole: keep the last
-            document = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
-            if isinstance(document, dict):
-                self._run = document
+        with contextlib.suppress(OSError, ValueError):  # not there yet, not whole or not a run's
+            self._run = read_run_json(self.run_dir / "run.json")  # (edited?): keep the last
 
     def _add_epoch(self, row: dict[str, str]) -> None:
         epoch = number(row.get("epoch"))
@@ -222,8 +220,22 @@ class RunFollower:
             pue=_known(pue),
             prediction=_prediction(run.get("prediction")),
             warnings=len(run.get("warnings") or ()),
-            gone=status == "running" and _process_gone(run, self.host),
+            gone=self._gone(status),
         )
+
+    def _gone(self, status: str | None) -> str | None:
+        """Why a run not recorded as ended has ended: its process or its directory is gone.
+
+        A directory not made yet (``run --live`` follows from before the run starts) is waited for.
+        """
+        if status not in (None, "created", "running"):
+            return None
+        existed, self._existed = self._existed, self.run_dir.is_dir()
+        if existed and not self._existed:  # deleted: nothing more will be written
+            return "run directory deleted"
+        if status == "running" and _process_gone(self._run, self.host):
+            return "process gone"
+        return None
 
     def _so_far(self, started: float | None, pue: float) -> tuple[float | None, float | None]:
         """Finished epochs plus the open one from the timeline: (facility kWh, gCO2e)."""
@@ -251,7 +263,7 @@ class RunFollower:
 
 def render(run: LiveRun) -> RenderableType:
     """The live view: status, current epoch, power per device, energy and gCO2e, prediction."""
-    status = "process gone" if run.gone else run.status or "waiting for run.json"
+    status = run.gone or run.status or "waiting for run.json"
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import COMPONENTS, EVERY_OTHER_DEVICE
+from tracker.arguments import directory
 from tracker.carbon.equivalents import equivalents
 from tracker.measure.predict import duration_text
 from tracker.output.logs import current_names, read_run_json
@@ -62,9 +63,10 @@ class RunFiles:
 def find_run_dir(path: str | Path, doing: str = "reporting") -> Path:
     """``path`` if it holds run.json, else the newest run below it (a project or log directory).
 
-    Says which run it chose on stderr (``doing``: what is done with it).
+    Says which run it chose on stderr (``doing``: what is done with it). An empty ``path`` (an
+    unset shell variable) is an error, not the current directory.
     """
-    root = Path(path)
+    root = directory("RUN", path)
     if (root / "run.json").is_file():
         return root
     found = [p for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern)]
@@ -426,8 +428,11 @@ def _device_text(device: str, info: dict[str, Any], rows: list[dict[str, str]]) 
 def _rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a CSV file as wattprint writes it ({error})") from None
 
 
 def number(value: object) -> float:
