@@ -214,6 +214,7 @@ class SharedMeter(Meter):
         self._host_w: float | None = None  # the host's power over the previous interval
         self._host_j = 0.0
         self._job_j = 0.0
+        self._restart_j = 0.0  # the job's energy when the host counter last reset
 
     def totals(self) -> tuple[float, float]:
         """The job's and the host's energy in J over the same reads since the first."""
@@ -249,19 +250,25 @@ class SharedMeter(Meter):
         if reading.energy_j is None:
             return reading
         if last is not None and last.energy_j is not None and reading.t_s > last.t_s:
-            delta_j = self._host_delta_j(reading.energy_j - last.energy_j, reading.t_s - last.t_s)
-            self._host_j += delta_j
-            self._job_j += delta_j * self._share
-        value_j = self._job_j % self.wrap_j if self.wrap_j else self._job_j
-        return Reading(reading.t_s, energy_j=value_j)
+            delta_j = reading.energy_j - last.energy_j
+            if delta_j < 0 and not self.wrap_j:
+                # A reset (GPU reset, driver reload): nothing is known of the gap, so the job's
+                # counter restarts from 0 as the host's did, and the sampler bridges the gap from
+                # the preceding power and warns, as for an unshared counter; never a silent 0 J.
+                self._restart_j = self._job_j
+            else:
+                delta_j = self._host_delta_j(delta_j, reading.t_s - last.t_s)
+                self._host_j += delta_j
+                self._job_j += delta_j * self._share
+        value_j = self._job_j - self._restart_j
+        return Reading(reading.t_s, energy_j=value_j % self.wrap_j if self.wrap_j else value_j)
 
     def _host_delta_j(self, delta_j: float, dt: float) -> float:
         """The host counter's energy between two reads, unwrapped.
 
-        Below zero, a wrapping counter wrapped (more than once where the previous interval's
-        power says so: a starved sampler) and one that does not wrap was reset, which leaves
-        nothing known of the gap. The job's counter built on it is then unwrapped by the sampler
-        like any other.
+        Below zero, the counter wrapped (more than once where the previous interval's power says
+        so: a starved sampler). The job's counter built on it is unwrapped by the sampler like
+        any other.
         """
         if self.wrap_j:
             if delta_j < 0:
@@ -269,8 +276,6 @@ class SharedMeter(Meter):
             if self._host_w is not None:
                 missed = round((self._host_w * dt - delta_j) / self.wrap_j)
                 delta_j += max(missed, 0) * self.wrap_j
-        elif delta_j < 0:
-            delta_j = 0.0
         if dt >= _MIN_RATE_SPAN_S:
             self._host_w = delta_j / dt
         return delta_j
