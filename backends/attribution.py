@@ -75,6 +75,8 @@ _MIN_RATE_SPAN_S = 0.01  # reads closer than this (an edge just after a read) sa
 _FIRST_UID = 1000
 """The lowest user id of a person on Linux (``UID_MIN`` of login.defs); lower ones are system."""
 
+_CPU_RANGE = re.compile(r"(\d+)(?:-(\d+))?")  # one entry of a kernel cpu list: 3 or 0-7
+
 Share = Callable[[], float | None]
 """The job's share (0..1) of a device over the latest span; None where it cannot be said now."""
 
@@ -397,22 +399,31 @@ def _cgroup_dir() -> Path | None:
 def _cpu_quota(path: Path) -> float | None:
     """CPUs allowed by a ``cpu.max`` (``"200000 100000"``: 2), None for ``max`` or no file."""
     try:
-        quota, period = sysfs.read_attribute(path).split()[:2]
-        return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
-    except (OSError, ValueError):
+        quota, period = (int(part) for part in sysfs.read_attribute(path).split()[:2])
+    except (OSError, ValueError):  # "max ...", garbage, or a single field
         return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def _cpuset_size(path: Path) -> int | None:
-    """The number of CPUs in a cpuset list (``"0-3,8"``: 5), None where it cannot be read."""
+    """The number of CPUs in a cpuset list (``"0-3,8"``: 5), None where it cannot be read.
+
+    A list that is not ``N`` and ``N-M`` ranges (``M >= N``) is None: garbage says nothing.
+    """
     try:
         text = sysfs.read_attribute(path).strip()
-        count = 0
-        for part in filter(None, text.split(",")):
-            first, _, last = part.partition("-")
-            count += int(last or first) - int(first) + 1
-    except (OSError, ValueError):
+    except OSError:
         return None
+    ranges = []
+    for part in filter(None, text.split(",")):
+        match = _CPU_RANGE.fullmatch(part)
+        if match is None or int(match[2] or match[1]) < int(match[1]):
+            return None
+        ranges.append((int(match[1]), int(match[2] or match[1])))
+    count, next_cpu = 0, 0  # overlapping ranges count each CPU once
+    for first, last in sorted(ranges):
+        count += max(last + 1 - max(first, next_cpu), 0)
+        next_cpu = max(next_cpu, last + 1)
     return count or None
 
 

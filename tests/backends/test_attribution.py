@@ -220,6 +220,15 @@ def test_auto_under_a_slurm_allocation_smaller_than_the_node_takes_the_process_s
         ("cpu.max", "max 100000\n", "host", ""),
         ("cpuset.cpus.effective", "0-3,8\n", "process", "cpuset holds 5 of the host's 64"),
         ("cpuset.cpus.effective", "0-63\n", "host", ""),
+        # garbage is no evidence of a part: the host, not a nonsense reason
+        ("cpu.max", "-1 100000\n", "host", ""),
+        ("cpu.max", "max\n", "host", ""),
+        ("cpu.max", "banana\n", "host", ""),
+        ("cpuset.cpus.effective", "3-1\n", "host", ""),
+        ("cpuset.cpus.effective", "0-\n", "host", ""),
+        ("cpuset.cpus.effective", "0-3,2-5,1\n", "process", "cpuset holds 6 of the host's 64"),
+        ("cpuset.cpus.effective", "0-999999999999\n", "host", ""),
+        ("cpuset.cpus.effective", "garbage\n", "host", ""),
     ],
 )
 def test_auto_in_a_cgroup_smaller_than_the_host_takes_the_process_share(
