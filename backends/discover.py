@@ -29,6 +29,8 @@ each joule is counted once:
    socket figure contains its LPDDR5X, so DRAM is not metered nor estimated apart.
 4. A whole-node meter (Cray ``energy``) is ``other``: the node's energy less every component
    measured beside it, never below 0 (``tracker.measure.epochs``).
+5. ``other`` is left out where the run measures fewer GPUs than the node meters accelerators
+   (``gpus``, ``CUDA_VISIBLE_DEVICES``): the rest would hold the GPUs left out.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def discover(
     """Meters for the requested components, and what could not be measured with its fix."""
     node = find_pm_counters()
     node.extend(find_grace())
+    accelerators = len([m for m in node.meters if m.info.component == "gpu"])
+    accelerators += len([m for m in node.missing if m.component == "gpu"])
     soc = _soc()
     found = Found(notes=list(soc.notes))
     if "gpu" in components:
@@ -80,8 +84,7 @@ def discover(
         _host_components(found, node, soc, components, rapl_reader)
     _within_modules(found)
     if "other" in components:
-        found.meters.extend(m for m in node.meters if m.info.component == "other")
-        found.missing.extend(m for m in node.missing if m.component == "other")
+        _rest_of_node(found, node, components, accelerators)
     for meter in node.meters:
         if meter not in found.meters:
             meter.close()
@@ -133,6 +136,34 @@ def _host_components(
             found.missing.extend(m for m in rapl.missing if m.component == component)
             if not _take(found, soc, component):
                 found.extend(fallback())
+
+
+def _rest_of_node(
+    found: Found, node: Found, components: Sequence[Component], accelerators: int
+) -> None:
+    """The whole-node meter as ``other`` (rule 5), unless the run leaves out GPUs of the node.
+
+    Where GPUs are measured but fewer than the node's ``accelerators`` (a ``gpus`` selection, or
+    ``CUDA_VISIBLE_DEVICES`` giving this job some of the node's GPUs), the rest would hold the
+    others, which the jobs using them count too: then a ``Missing`` says why.
+    """
+    rest = [m for m in node.meters if m.info.component == "other"]
+    found.missing.extend(m for m in node.missing if m.component == "other")
+    gpus = {m.info.device for m in found.meters if m.info.component == "gpu"}
+    gpus |= {
+        m.device
+        for m in found.missing
+        if m.component == "gpu" and m.device != "gpu" and m not in node.missing
+    }
+    if "gpu" not in components or len(gpus) >= accelerators:
+        found.meters.extend(rest)
+        return
+    reason = (
+        f"this run measures {len(gpus)} of the node's {accelerators} accelerators: the node's "
+        "rest would hold the others, which the jobs using them count too"
+    )
+    fix = "measure every GPU of the node in one process (no gpus selection, every GPU visible)"
+    found.missing.extend(Missing("other", m.info.device, reason, fix) for m in rest)
 
 
 def _best(meters: Sequence[Meter]) -> list[Meter]:
