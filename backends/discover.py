@@ -79,7 +79,7 @@ def discover(
         found.extend(find_all_gpus(gpus))
         found.extend(find_intel_gpus())
         _take(found, soc, "gpu")
-        _node_gpus(found, node)
+        _node_gpus(found, node, gpus)
     if "cpu" in components or "dram" in components:
         _host_components(found, node, soc, components, rapl_reader)
     _within_modules(found)
@@ -180,8 +180,12 @@ def _ranks_before(candidate: Meter, held: Meter) -> bool:
     return METHOD_RANK[candidate.info.method] < METHOD_RANK[held.info.method]
 
 
-def _node_gpus(found: Found, node: Found) -> None:
-    """Put the node's GPU meters where they beat what the GPU backends found (rule 2)."""
+def _node_gpus(found: Found, node: Found, gpus: Sequence[int | str] | None) -> None:
+    """Put the node's GPU meters where they beat what the GPU backends found (rule 2).
+
+    Where no GPU backend works, the node's accelerators stand in for every GPU, or for those
+    ``gpus`` names by index (an entry naming none raises ``ValueError`` naming ``gpus``).
+    """
     node_gpus = [m for m in node.meters if m.info.component == "gpu"]
     shares = {m.info.device: m for m in _best(node_gpus)}
     for meter in list(found.meters):
@@ -201,10 +205,32 @@ def _node_gpus(found: Found, node: Found) -> None:
             continue
         stand_ins = [shares[gap.device]] if gap.device in shares else []
         if gap.device == "gpu" and not found.meters:  # no GPU backend at all: every accelerator
-            stand_ins = list(shares.values())
+            stand_ins = _chosen_accelerators(list(shares.values()), gpus)
         if stand_ins:
             found.missing.remove(gap)
             found.meters.extend(stand_ins)
+
+
+def _chosen_accelerators(shares: list[Meter], gpus: Sequence[int | str] | None) -> list[Meter]:
+    """The node's accelerator meters that ``gpus`` names by index (``1``: ``accel1``), or all.
+
+    A lone ``accel_energy`` is index 0. An entry naming none raises ``ValueError``.
+    """
+    if gpus is None or not shares:
+        return shares
+    by_name = {("gpu0" if m.info.device == "gpu" else m.info.device): m for m in shares}
+    chosen: list[Meter] = []
+    for item in gpus:
+        entry = str(item).strip()
+        meter = by_name.get(f"gpu{int(entry)}") if entry.isascii() and entry.isdigit() else None
+        if meter is None:
+            raise ValueError(
+                f"gpus: {item!r} names none of this node's accelerators; accepted without a GPU "
+                f"driver: the index of one of {', '.join(sorted(by_name))} (its accelN file)"
+            )
+        if meter not in chosen:
+            chosen.append(meter)
+    return chosen
 
 
 def _within_modules(found: Found) -> None:

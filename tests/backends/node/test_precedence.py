@@ -127,3 +127,14 @@ def test_other_is_left_out_with_a_reason_where_the_run_leaves_out_gpus_of_the_no
         (gap,) = gaps
         assert "measures 1 of the node's 2 accelerators" in gap.reason
         assert "every GPU" in gap.fix
+
+
+def test_without_nvml_gpus_picks_among_the_accelerator_files_and_refuses_what_names_none(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_no_nvml(monkeypatch)
+    FakePmCounters(root, CRAY)
+    assert methods(discover(("gpu",), gpus=[1])) == {"gpu1": "node-share"}
+    for wrong in ([7], ["GPU-abc"]):
+        with pytest.raises(ValueError, match=r"^gpus: .* names none of this node's accelerators"):
+            discover(("gpu",), gpus=wrong)
