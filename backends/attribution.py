@@ -75,6 +75,8 @@ _MIN_RATE_SPAN_S = 0.01  # reads closer than this (an edge just after a read) sa
 _FIRST_UID = 1000
 """The lowest user id of a person on Linux (``UID_MIN`` of login.defs); lower ones are system."""
 
+_CPU_RANGE = re.compile(r"(\d+)(?:-(\d+))?")  # one entry of a kernel cpu list: 3 or 0-7
+
 Share = Callable[[], float | None]
 """The job's share (0..1) of a device over the latest span; None where it cannot be said now."""
 
@@ -214,6 +216,7 @@ class SharedMeter(Meter):
         self._host_w: float | None = None  # the host's power over the previous interval
         self._host_j = 0.0
         self._job_j = 0.0
+        self._restart_j = 0.0  # the job's energy when the host counter last reset
 
     def totals(self) -> tuple[float, float]:
         """The job's and the host's energy in J over the same reads since the first."""
@@ -249,19 +252,25 @@ class SharedMeter(Meter):
         if reading.energy_j is None:
             return reading
         if last is not None and last.energy_j is not None and reading.t_s > last.t_s:
-            delta_j = self._host_delta_j(reading.energy_j - last.energy_j, reading.t_s - last.t_s)
-            self._host_j += delta_j
-            self._job_j += delta_j * self._share
-        value_j = self._job_j % self.wrap_j if self.wrap_j else self._job_j
-        return Reading(reading.t_s, energy_j=value_j)
+            delta_j = reading.energy_j - last.energy_j
+            if delta_j < 0 and not self.wrap_j:
+                # A reset (GPU reset, driver reload): nothing is known of the gap, so the job's
+                # counter restarts from 0 as the host's did, and the sampler bridges the gap from
+                # the preceding power and warns, as for an unshared counter; never a silent 0 J.
+                self._restart_j = self._job_j
+            else:
+                delta_j = self._host_delta_j(delta_j, reading.t_s - last.t_s)
+                self._host_j += delta_j
+                self._job_j += delta_j * self._share
+        value_j = self._job_j - self._restart_j
+        return Reading(reading.t_s, energy_j=value_j % self.wrap_j if self.wrap_j else value_j)
 
     def _host_delta_j(self, delta_j: float, dt: float) -> float:
         """The host counter's energy between two reads, unwrapped.
 
-        Below zero, a wrapping counter wrapped (more than once where the previous interval's
-        power says so: a starved sampler) and one that does not wrap was reset, which leaves
-        nothing known of the gap. The job's counter built on it is then unwrapped by the sampler
-        like any other.
+        Below zero, the counter wrapped (more than once where the previous interval's power says
+        so: a starved sampler). The job's counter built on it is unwrapped by the sampler like
+        any other.
         """
         if self.wrap_j:
             if delta_j < 0:
@@ -269,8 +278,6 @@ class SharedMeter(Meter):
             if self._host_w is not None:
                 missed = round((self._host_w * dt - delta_j) / self.wrap_j)
                 delta_j += max(missed, 0) * self.wrap_j
-        elif delta_j < 0:
-            delta_j = 0.0
         if dt >= _MIN_RATE_SPAN_S:
             self._host_w = delta_j / dt
         return delta_j
@@ -392,22 +399,31 @@ def _cgroup_dir() -> Path | None:
 def _cpu_quota(path: Path) -> float | None:
     """CPUs allowed by a ``cpu.max`` (``"200000 100000"``: 2), None for ``max`` or no file."""
     try:
-        quota, period = sysfs.read_attribute(path).split()[:2]
-        return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
-    except (OSError, ValueError):
+        quota, period = (int(part) for part in sysfs.read_attribute(path).split()[:2])
+    except (OSError, ValueError):  # "max ...", garbage, or a single field
         return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def _cpuset_size(path: Path) -> int | None:
-    """The number of CPUs in a cpuset list (``"0-3,8"``: 5), None where it cannot be read."""
+    """The number of CPUs in a cpuset list (``"0-3,8"``: 5), None where it cannot be read.
+
+    A list that is not ``N`` and ``N-M`` ranges (``M >= N``) is None: garbage says nothing.
+    """
     try:
         text = sysfs.read_attribute(path).strip()
-        count = 0
-        for part in filter(None, text.split(",")):
-            first, _, last = part.partition("-")
-            count += int(last or first) - int(first) + 1
-    except (OSError, ValueError):
+    except OSError:
         return None
+    ranges = []
+    for part in filter(None, text.split(",")):
+        match = _CPU_RANGE.fullmatch(part)
+        if match is None or int(match[2] or match[1]) < int(match[1]):
+            return None
+        ranges.append((int(match[1]), int(match[2] or match[1])))
+    count, next_cpu = 0, 0  # overlapping ranges count each CPU once
+    for first, last in sorted(ranges):
+        count += max(last + 1 - max(first, next_cpu), 0)
+        next_cpu = max(next_cpu, last + 1)
     return count or None
 
 

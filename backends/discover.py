@@ -29,6 +29,8 @@ each joule is counted once:
    socket figure contains its LPDDR5X, so DRAM is not metered nor estimated apart.
 4. A whole-node meter (Cray ``energy``) is ``other``: the node's energy less every component
    measured beside it, never below 0 (``tracker.measure.epochs``).
+5. ``other`` is left out where the run measures fewer GPUs than the node meters accelerators
+   (``gpus``, ``CUDA_VISIBLE_DEVICES``): the rest would hold the GPUs left out.
 """
 
 from __future__ import annotations
@@ -69,19 +71,20 @@ def discover(
     """Meters for the requested components, and what could not be measured with its fix."""
     node = find_pm_counters()
     node.extend(find_grace())
+    accelerators = len([m for m in node.meters if m.info.component == "gpu"])
+    accelerators += len([m for m in node.missing if m.component == "gpu"])
     soc = _soc()
     found = Found(notes=list(soc.notes))
     if "gpu" in components:
         found.extend(find_all_gpus(gpus))
         found.extend(find_intel_gpus())
         _take(found, soc, "gpu")
-        _node_gpus(found, node)
+        _node_gpus(found, node, gpus)
     if "cpu" in components or "dram" in components:
         _host_components(found, node, soc, components, rapl_reader)
     _within_modules(found)
     if "other" in components:
-        found.meters.extend(m for m in node.meters if m.info.component == "other")
-        found.missing.extend(m for m in node.missing if m.component == "other")
+        _rest_of_node(found, node, components, accelerators)
     for meter in node.meters:
         if meter not in found.meters:
             meter.close()
@@ -135,6 +138,34 @@ def _host_components(
                 found.extend(fallback())
 
 
+def _rest_of_node(
+    found: Found, node: Found, components: Sequence[Component], accelerators: int
+) -> None:
+    """The whole-node meter as ``other`` (rule 5), unless the run leaves out GPUs of the node.
+
+    Where GPUs are measured but fewer than the node's ``accelerators`` (a ``gpus`` selection, or
+    ``CUDA_VISIBLE_DEVICES`` giving this job some of the node's GPUs), the rest would hold the
+    others, which the jobs using them count too: then a ``Missing`` says why.
+    """
+    rest = [m for m in node.meters if m.info.component == "other"]
+    found.missing.extend(m for m in node.missing if m.component == "other")
+    gpus = {m.info.device for m in found.meters if m.info.component == "gpu"}
+    gpus |= {
+        m.device
+        for m in found.missing
+        if m.component == "gpu" and m.device != "gpu" and m not in node.missing
+    }
+    if "gpu" not in components or len(gpus) >= accelerators:
+        found.meters.extend(rest)
+        return
+    reason = (
+        f"this run measures {len(gpus)} of the node's {accelerators} accelerators: the node's "
+        "rest would hold the others, which the jobs using them count too"
+    )
+    fix = "measure every GPU of the node in one process (no gpus selection, every GPU visible)"
+    found.missing.extend(Missing("other", m.info.device, reason, fix) for m in rest)
+
+
 def _best(meters: Sequence[Meter]) -> list[Meter]:
     """One meter per device: the one whose method ranks first (``METHOD_RANK``)."""
     chosen: dict[str, Meter] = {}
@@ -149,8 +180,12 @@ def _ranks_before(candidate: Meter, held: Meter) -> bool:
     return METHOD_RANK[candidate.info.method] < METHOD_RANK[held.info.method]
 
 
-def _node_gpus(found: Found, node: Found) -> None:
-    """Put the node's GPU meters where they beat what the GPU backends found (rule 2)."""
+def _node_gpus(found: Found, node: Found, gpus: Sequence[int | str] | None) -> None:
+    """Put the node's GPU meters where they beat what the GPU backends found (rule 2).
+
+    Where no GPU backend works, the node's accelerators stand in for every GPU, or for those
+    ``gpus`` names by index (an entry naming none raises ``ValueError`` naming ``gpus``).
+    """
     node_gpus = [m for m in node.meters if m.info.component == "gpu"]
     shares = {m.info.device: m for m in _best(node_gpus)}
     for meter in list(found.meters):
@@ -170,10 +205,32 @@ def _node_gpus(found: Found, node: Found) -> None:
             continue
         stand_ins = [shares[gap.device]] if gap.device in shares else []
         if gap.device == "gpu" and not found.meters:  # no GPU backend at all: every accelerator
-            stand_ins = list(shares.values())
+            stand_ins = _chosen_accelerators(list(shares.values()), gpus)
         if stand_ins:
             found.missing.remove(gap)
             found.meters.extend(stand_ins)
+
+
+def _chosen_accelerators(shares: list[Meter], gpus: Sequence[int | str] | None) -> list[Meter]:
+    """The node's accelerator meters that ``gpus`` names by index (``1``: ``accel1``), or all.
+
+    A lone ``accel_energy`` is index 0. An entry naming none raises ``ValueError``.
+    """
+    if gpus is None or not shares:
+        return shares
+    by_name = {("gpu0" if m.info.device == "gpu" else m.info.device): m for m in shares}
+    chosen: list[Meter] = []
+    for item in gpus:
+        entry = str(item).strip()
+        meter = by_name.get(f"gpu{int(entry)}") if entry.isascii() and entry.isdigit() else None
+        if meter is None:
+            raise ValueError(
+                f"gpus: {item!r} names none of this node's accelerators; accepted without a GPU "
+                f"driver: the index of one of {', '.join(sorted(by_name))} (its accelN file)"
+            )
+        if meter not in chosen:
+            chosen.append(meter)
+    return chosen
 
 
 def _within_modules(found: Found) -> None:

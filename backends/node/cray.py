@@ -84,7 +84,8 @@ def find_pm_counters() -> Found:
 
     ``node`` (component ``other``) reads ``energy``; ``cpu``/``cpuN``, ``dram`` and ``gpuN``
     read ``cpu_energy``/``cpuN_energy``, ``memory_energy`` and ``accelN_energy`` (``gpu`` for a
-    lone ``accel_energy``). A file that exists but cannot be read is a ``Missing`` with the fix.
+    lone ``accel_energy``); where per-device files exist, the aggregate beside them is not read.
+    A file that exists but cannot be read is a ``Missing`` with the fix.
     """
     directory = pm_counters_dir()
     try:
@@ -95,10 +96,12 @@ def find_pm_counters() -> Found:
         reason = f"cannot list {directory}: {error}"
         return Found(missing=[Missing("other", "node", reason, _fix(error))])
     found = Found()
+    matches = [match for name in names if (match := _SHARE.fullmatch(name)) is not None]
+    numbered = {match[1] for match in matches if match[2]}
+    # A kind with per-device files (cpu0_energy, ...) is read from those alone: an aggregate
+    # beside them (cpu_energy) holds the same joules, and both would count them twice.
     shares = sorted(
-        (name, *_share_role(match))
-        for name in names
-        if (match := _SHARE.fullmatch(name)) is not None
+        (match[0], *_share_role(match)) for match in matches if match[2] or match[1] not in numbered
     )
     files = [("energy", "other", "node"), *shares]
     for name, component, device in files:

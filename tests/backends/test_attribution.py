@@ -23,9 +23,21 @@ from backends.attribution import (
 )
 from backends.base import Meter
 from backends.cpu.rapl import find_rapl
+from backends.gpu.amd import find_amd_gpus
 from backends.gpu.nvidia import find_gpus
-from tests.fake_nvml import SimulatedGPU, SimulatedMigSlice, install_fake_nvml
+from tests.fake_amdsmi import SimulatedAmdGpu, install_fake_amdsmi
+from tests.fake_nvml import (
+    SimulatedGPU,
+    SimulatedMigSlice,
+    constant_power,
+    install_fake_nvml,
+)
 from tests.fake_powercap import build_powercap
+from tests.measure.test_invariants import simulated
+from tracker.measure.sampler import Sampler
+from tracker.notices import Notices
+
+AMD_BDF = "0000:c1:00.0"
 
 
 def close_all(meters: list[Meter]) -> None:
@@ -208,6 +220,15 @@ def test_auto_under_a_slurm_allocation_smaller_than_the_node_takes_the_process_s
         ("cpu.max", "max 100000\n", "host", ""),
         ("cpuset.cpus.effective", "0-3,8\n", "process", "cpuset holds 5 of the host's 64"),
         ("cpuset.cpus.effective", "0-63\n", "host", ""),
+        # garbage is no evidence of a part: the host, not a nonsense reason
+        ("cpu.max", "-1 100000\n", "host", ""),
+        ("cpu.max", "max\n", "host", ""),
+        ("cpu.max", "banana\n", "host", ""),
+        ("cpuset.cpus.effective", "3-1\n", "host", ""),
+        ("cpuset.cpus.effective", "0-\n", "host", ""),
+        ("cpuset.cpus.effective", "0-3,2-5,1\n", "process", "cpuset holds 6 of the host's 64"),
+        ("cpuset.cpus.effective", "0-999999999999\n", "host", ""),
+        ("cpuset.cpus.effective", "garbage\n", "host", ""),
     ],
 )
 def test_auto_in_a_cgroup_smaller_than_the_host_takes_the_process_share(
@@ -255,3 +276,28 @@ def test_a_host_counter_that_wrapped_twice_between_reads_is_unwrapped_from_its_p
     assert added_j > 2 * 10.0 + 5.0
     assert host_j == pytest.approx(added_j, rel=1e-3)
     assert job_j == pytest.approx(host_j / 2)
+
+
+def test_a_reset_of_a_shared_counter_is_bridged_and_warned_never_a_silent_zero(
+    tmp_path: Path,
+) -> None:
+    """A GPU reset under attribution: the job's share of the gap is estimated, and said so."""
+    with simulated(tmp_path / "none") as (patch, clock):
+        patch.setattr(time, "sleep", lambda s: setattr(clock, "now_s", clock.now_s + s))
+        gpu = SimulatedAmdGpu(AMD_BDF, 0, power_w=constant_power(200.0), counter_origin_s=0.0)
+        install_fake_amdsmi(patch, [gpu])
+        (board,) = find_amd_gpus().meters
+        notices = Notices(quiet=True)
+        meter = SharedMeter(board, FixedShare(0.25), "attributed")
+        sampler = Sampler([meter], lambda j, a, b: 0.0, notices, 0.5, 1.0, lambda p: None)
+        sampler.poll()
+        start = sampler.snapshot()
+        gpu.reset_at_s = clock.now_s + 10.2
+        for _ in range(40):
+            clock.now_s += 0.5
+            sampler.poll()
+        end = sampler.snapshot()
+        sampler.stop()
+    used_j = end[1]["gpu0"].energy_j - start[1]["gpu0"].energy_j
+    assert used_j == pytest.approx(0.25 * 200.0 * (end[0] - start[0]), rel=1e-3)
+    assert any("went backwards" in w for w in notices.messages())

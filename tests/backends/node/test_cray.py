@@ -176,3 +176,27 @@ def test_a_fifo_in_place_of_a_counter_never_blocks(node: FakePmCounters) -> None
     found = find_pm_counters()  # would hang forever on a blocking open
     assert "dram" not in by_device(found.meters)
     assert any(m.device == "dram" for m in found.missing)
+
+
+def test_an_aggregate_beside_per_device_files_is_not_read_so_no_joule_counts_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATTPRINT_SYSFS_ROOT", str(tmp_path))
+    FakePmCounters(
+        tmp_path,
+        {
+            "energy": 900_000,
+            "cpu_energy": 300_000,
+            "cpu0_energy": 140_000,
+            "cpu1_energy": 160_000,
+            "accel_energy": 200_000,
+            "accel0_energy": 200_000,
+            "memory_energy": 50_000,
+        },
+    )
+    found = find_pm_counters()
+    try:
+        assert sorted(by_device(found.meters)) == ["cpu0", "cpu1", "dram", "gpu0", "node"]
+    finally:
+        for meter in found.meters:
+            meter.close()

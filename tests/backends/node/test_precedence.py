@@ -103,3 +103,38 @@ def test_gh200_module_holds_the_cpu_when_the_grace_socket_is_not_tracked(
     meters = {m.info.device: m.info for m in found.meters}
     assert set(meters) == {"gpu0"} and meters["gpu0"].minus == ()  # nothing to take out
     methods(found)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "visible", "kept"), [(None, None, True), ([1], None, False), (None, "0", False)]
+)
+def test_other_is_left_out_with_a_reason_where_the_run_leaves_out_gpus_of_the_node(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gpus: list[int] | None,
+    visible: str | None,
+    kept: bool,
+) -> None:
+    """The rest of a node less gpu1 alone would hold gpu0, which its own job counts too."""
+    install_fake_nvml(monkeypatch, [SimulatedGPU(), SimulatedGPU()])
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    FakePmCounters(root, CRAY)
+    found = discover(("gpu", "cpu", "other"), gpus=gpus)
+    gaps = [m for m in found.missing if m.component == "other"]
+    assert ("node" in methods(found)) is kept
+    if not kept:
+        (gap,) = gaps
+        assert "measures 1 of the node's 2 accelerators" in gap.reason
+        assert "every GPU" in gap.fix
+
+
+def test_without_nvml_gpus_picks_among_the_accelerator_files_and_refuses_what_names_none(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_no_nvml(monkeypatch)
+    FakePmCounters(root, CRAY)
+    assert methods(discover(("gpu",), gpus=[1])) == {"gpu1": "node-share"}
+    for wrong in ([7], ["GPU-abc"]):
+        with pytest.raises(ValueError, match=r"^gpus: .* names none of this node's accelerators"):
+            discover(("gpu",), gpus=wrong)
