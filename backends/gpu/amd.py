@@ -68,7 +68,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -89,6 +88,7 @@ from backends.base import (
     Missing,
     Reading,
 )
+from backends.session import CountedSession, SessionMeter
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,8 @@ def find_amd_gpus(
     denied = False
     if smi is not None:
         try:
-            _session.acquire(smi)
+            _session.prepare(smi)
+            _session.acquire()
         except _SMI_FAILURES as error:
             why_not = f"amdsmi could not start: {_describe_error(smi, error)}"
             denied = _status_name(smi, error) == NO_PERM
@@ -243,33 +244,27 @@ def _import_from(package: Path) -> ModuleType:
     return module
 
 
-class _Session:
-    """One process-wide AMD SMI session and lock, counted so that every meter shares it."""
+class _Session(CountedSession):
+    """AMD SMI's process-wide session; ``smi`` is the library module in use while it is held."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self._users = 0
-        self._smi: ModuleType | None = None
+        super().__init__(self._init_smi, self._shut_down_smi)
+        self.smi: ModuleType | None = None
 
-    def acquire(self, smi: ModuleType) -> None:
+    def prepare(self, smi: ModuleType) -> None:
+        """Use ``smi`` (the module discovery loaded) for the next session, unless one is held."""
         with self.lock:
-            if self._users == 0:
-                smi.amdsmi_init(smi.AmdSmiInitFlags.INIT_AMD_GPUS)
-                self._smi = smi
-            self._users += 1
+            if not self.held:
+                self.smi = smi
 
-    def release(self) -> None:
-        with self.lock:
-            if self._users == 0:
-                return
-            self._users -= 1
-            if self._users > 0 or self._smi is None:
-                return
-            smi, self._smi = self._smi, None
-            try:
-                smi.amdsmi_shut_down()
-            except _SMI_FAILURES as error:
-                logger.debug("amdsmi_shut_down failed: %r", error)
+    def _init_smi(self) -> None:
+        assert self.smi is not None
+        self.smi.amdsmi_init(self.smi.AmdSmiInitFlags.INIT_AMD_GPUS)
+
+    def _shut_down_smi(self) -> None:
+        smi, self.smi = self.smi, None
+        if smi is not None:
+            smi.amdsmi_shut_down()
 
     def call(self, smi: ModuleType, function: str, *args: Any) -> Any:
         """One AMD SMI call, holding the lock (the library was not thread-safe before 7.2).
@@ -534,33 +529,23 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class AmdSmiMeter(Meter):
+class AmdSmiMeter(SessionMeter):
     """One GPU read through amdsmi; holds a share of the process-wide session until closed."""
 
     method: ClassVar[Method]
     fast = True  # one locked library call reading the driver's metrics table
 
     def __init__(self, info: MeterInfo, smi: ModuleType, handle: Any, power_key: str | None):
-        _session.acquire(smi)
+        _session.prepare(smi)
+        super().__init__(_session)
         self.info = info
         self._smi = smi
         self._handle = handle
         self._power_key = power_key
-        self._closed = False
-        self._close_lock = threading.Lock()
-
-    def close(self) -> None:
-        """Give back this meter's share of amdsmi; the last one to close shuts it down."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        _session.release()
 
     def _call(self, function: str) -> tuple[Any, float]:
         """One amdsmi query on this GPU, with the monotonic time it returned."""
-        if self._closed:
-            raise MeterUnavailable(f"{self.info.device}: read after close(), amdsmi given back")
+        self._check_open()
         try:
             value = _session.call(self._smi, function, self._handle)
         except _SMI_FAILURES as error:

@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from backends.base import (
     Missing,
     Reading,
 )
+from backends.session import CountedSession, SessionMeter
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = N
         _session.release()
 
 
-class NvmlMeter(Meter):
+class NvmlMeter(SessionMeter):
     """One GPU read through NVML; holds a share of the process-wide NVML session until closed.
 
     ``nvml_index`` is the device's NVML index (PCI bus order), whatever CUDA calls it.
@@ -99,25 +99,14 @@ class NvmlMeter(Meter):
     method: ClassVar[Method]
 
     def __init__(self, info: MeterInfo, handle: Any, nvml_index: int) -> None:
-        _session.acquire()
+        super().__init__(_session)
         self.info = info
         self.nvml_index = nvml_index
         self._handle = handle
-        self._closed = False
-        self._close_lock = threading.Lock()
-
-    def close(self) -> None:
-        """Give back this meter's share of NVML; the last one to close shuts NVML down."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        _session.release()
 
     def _call(self, function: str) -> tuple[int, float]:
         """Run one NVML device query and return its value with the monotonic time it returned."""
-        if self._closed:
-            raise MeterUnavailable(f"{self.info.device}: read after close(), NVML given back")
+        self._check_open()
         try:
             value = int(getattr(pynvml, function)(self._handle))
         except pynvml.NVMLError as err:
@@ -288,37 +277,9 @@ class _PhysicalGpu:
     detail: str = ""
 
 
-class _NvmlSession:
-    """Process-wide NVML init/shutdown, counted so that meters and trackers share one session.
-
-    NVML keeps its own count too (the API reference: shutdown only occurs when the count of
-    ``nvmlInit`` calls reaches zero), so other NVML users in the process are not disturbed.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-
-    def acquire(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                pynvml.nvmlInit()
-            self._users += 1
-
-    def release(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                return
-            self._users -= 1
-            if self._users > 0:
-                return
-            try:
-                pynvml.nvmlShutdown()
-            except pynvml.NVMLError as err:
-                logger.debug("nvmlShutdown failed: %s", err)
-
-
-_session = _NvmlSession()
+_session = CountedSession(lambda: pynvml.nvmlInit(), lambda: pynvml.nvmlShutdown())
+"""The process's NVML session. NVML keeps its own count too (the API reference: shutdown only
+occurs when the count of ``nvmlInit`` calls reaches zero), so other NVML users are not disturbed."""
 
 
 def _list_physical_gpus() -> list[_PhysicalGpu]:
