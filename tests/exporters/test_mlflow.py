@@ -90,3 +90,19 @@ def test_a_start_that_fails_half_way_leaves_no_mlflow_run_open(
     assert mlflow.get_run(exporter.mlflow_run_id).info.status == "FINISHED"
     (warning,) = tracker.summary.warnings
     assert "refused the tags" in warning and "left out of this run" in warning
+
+
+def test_the_default_local_store_works_with_the_extra_s_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No tracking URI set: MLflow's own default (an SQLite file in the working directory)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(None)  # forget the fixture's store: back to the default
+    exporter = MLflow()
+    with make_tracker(tmp_path, [exporter], run_id="default") as tracker:
+        run_epochs(tracker, 2)
+    assert not [w for w in tracker.summary.warnings if "MLflow" in w]
+    history = MlflowClient().get_metric_history(exporter.mlflow_run_id, "wattprint/co2_g")
+    assert [m.step for m in history] == [1, 2]
