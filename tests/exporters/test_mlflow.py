@@ -99,7 +99,6 @@ def test_the_default_local_store_works_with_the_extra_s_packages(
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
     monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(None)  # forget the fixture's store: back to the default
     exporter = MLflow()
     with make_tracker(tmp_path, [exporter], run_id="default") as tracker:
         run_epochs(tracker, 2)
