@@ -306,7 +306,8 @@ def attribute(meters: Sequence[Meter], decision: Decision, tree: ProcessTree | N
     a GPU meter whose ``process_share`` finds other processes on it takes their SM-utilisation
     share. Meters already shared (a MIG slice) and everything under ``host`` stay as they are.
     A whole-node meter (``other``: the node less every component) is left out with a ``Missing``:
-    less the job's shares it would hold the other jobs' CPU and memory energy.
+    less the job's shares it would hold the other jobs' CPU and memory energy. A GPU meter with
+    no per-process view (AMD, Intel, a SoC's rails) stays whole, with a note saying so.
     """
     if decision.mode == "host" or tree is None:
         return Found(meters=list(meters))
@@ -321,10 +322,20 @@ def attribute(meters: Sequence[Meter], decision: Decision, tree: ProcessTree | N
         share = None if isinstance(meter, SharedMeter) else _share_of(meter, tree)
         if share is None:
             found.meters.append(meter)
+            if meter.info.component == "gpu" and not _has_process_view(meter):
+                found.notes.append(
+                    f"{meter.info.device} ({meter.info.model}) gives no per-process figures: "
+                    "attribution='process' counts it whole, other processes' use of it included"
+                )
         else:
             label = "process" if meter.info.host_level else "attributed"
             found.meters.append(SharedMeter(meter, share, label))
     return found
+
+
+def _has_process_view(meter: Meter) -> bool:
+    """Whether the meter can tell this job's use of its device from others' (NVML can)."""
+    return type(meter).process_share is not Meter.process_share
 
 
 def _share_of(meter: Meter, tree: ProcessTree) -> Share | None:

@@ -402,6 +402,8 @@ class Tracker(lifecycle.SignalledRun):
             tree = ProcessTree() if self._decision.mode == "process" else None
             found = attribute(meters, self._decision, tree)
             self._missing = [*self._missing, *found.missing]
+            for note in found.notes:
+                self._notices.warn(f"note:{note}", note)
             return found.meters
         except (OSError, MeterError, psutil.Error) as error:
             reason = f"the job's share cannot be measured here ({error}); the host is reported"

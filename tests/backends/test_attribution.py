@@ -134,8 +134,24 @@ def test_a_gpu_used_by_this_job_alone_stays_whole(monkeypatch: pytest.MonkeyPatc
     try:
         assert meters == found
         assert meters[0].info.attribution == ""
+        assert not attribute(found, Decision("process", "process", "asked"), ProcessTree()).notes
     finally:
         close_all(meters)
+
+
+def test_a_gpu_without_a_per_process_view_stays_whole_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An AMD GPU (amdsmi gives no per-process energy) under ``process``: whole, with a note."""
+    install_fake_amdsmi(monkeypatch, [SimulatedAmdGpu(AMD_BDF, 0)])
+    found = find_amd_gpus().meters
+    attributed = attribute(found, Decision("process", "process", "asked"), ProcessTree())
+    try:
+        assert attributed.meters == found
+        (note,) = attributed.notes
+        assert note.startswith("gpu0 (") and "counts it whole" in note
+    finally:
+        close_all(attributed.meters)
 
 
 def test_a_mig_slice_is_its_share_of_the_board_labelled_estimate(
