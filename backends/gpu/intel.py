@@ -82,8 +82,10 @@ class IntelGpuMeter(Meter):
 
     def read(self) -> Reading:
         """The card's energy since the driver loaded, in joules (the file holds µJ)."""
+        before_s = time.monotonic()
         energy_uj = sysfs.read_meter_uint(self.info.device, "GPU energy", self._energy_path)
-        return Reading(t_s=time.monotonic(), energy_j=energy_uj / 1e6)
+        # The driver takes the value during the read: stamp it halfway through.
+        return Reading(t_s=(before_s + time.monotonic()) / 2, energy_j=energy_uj / 1e6)
 
     def max_read_gap_s(self) -> float:
         """The hardware register's shortest wrap period: its range over the card's most power."""

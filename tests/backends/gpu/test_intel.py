@@ -127,13 +127,15 @@ def test_epochs_match_the_cards_energy_and_a_card_lost_mid_run_is_failed_and_war
     for hwmon, power in zip(hwmons, powers, strict=True):
         live.serve(hwmon / "energy1_input", IntelEnergy(power, t0))
     with Tracker("arc", tmp_path / "runs", components=["gpu"], intensity=300.0, verbose=0) as t:
-        for seconds in (0.25, 0.25):
+        # Epochs of a second: a thread switch between the driver's value and its time stamp
+        # (a few ms at most) stays well inside the 0.1 % asked of a counter.
+        for seconds in (1.0, 1.0):
             with t.epoch():
                 time.sleep(seconds)
         with t.epoch():
-            time.sleep(0.1)
+            time.sleep(0.5)
             shutil.rmtree(hwmons[1])  # the second card falls off the bus
-            time.sleep(0.1)
+            time.sleep(0.5)
     for record in t.epochs:
         truth_j = powers[0].energy_j(record.start_s, record.end_s)
         assert device(record, "xpu0").energy_j == pytest.approx(truth_j, rel=1e-3)
