@@ -45,7 +45,17 @@ from typing import Literal
 import psutil
 
 from backends import sysfs
-from backends.base import EVERY_OTHER_DEVICE, Found, Meter, MeterReadError, Missing, Reading
+from backends.base import (
+    EVERY_OTHER_DEVICE,
+    MIN_RATE_SPAN_S,
+    Found,
+    Meter,
+    MeterReadError,
+    Missing,
+    Reading,
+    expected_energy_j,
+    unwrapped_j,
+)
 from backends.cpu.estimate import busy_cpu_s
 
 __all__ = [
@@ -71,7 +81,6 @@ shorter span says little; reads closer together (an epoch edge just after a samp
 the latest share, and cost a lock instead of a walk of the process tree."""
 TREE_REFRESH_S = 1.0
 """How often the process tree is listed again, in s (a listing reads every process's stat)."""
-_MIN_RATE_SPAN_S = 0.01  # reads closer than this (an edge just after a read) say little of power
 _FIRST_UID = 1000
 """The lowest user id of a person on Linux (``UID_MIN`` of login.defs); lower ones are system."""
 
@@ -273,12 +282,9 @@ class SharedMeter(Meter):
         any other.
         """
         if self.wrap_j:
-            if delta_j < 0:
-                delta_j += self.wrap_j
-            if self._host_w is not None:
-                missed = round((self._host_w * dt - delta_j) / self.wrap_j)
-                delta_j += max(missed, 0) * self.wrap_j
-        if dt >= _MIN_RATE_SPAN_S:
+            expected_j = expected_energy_j(self._host_w, dt, self.max_power_w)
+            delta_j, _ = unwrapped_j(delta_j, self.wrap_j, expected_j)
+        if dt >= MIN_RATE_SPAN_S:
             self._host_w = delta_j / dt
         return delta_j
 

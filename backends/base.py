@@ -55,6 +55,39 @@ _ERRNO_ERRORS: dict[int, type[MeterError]] = {
 }
 
 
+MIN_RATE_SPAN_S = 0.01
+"""Counter reads closer together than this, in s (an epoch edge just after a sampler read), say
+too little of power to be taken as a rate."""
+
+
+def expected_energy_j(
+    preceding_w: float | None, dt: float, max_power_w: float | None
+) -> float | None:
+    """The energy ``dt`` seconds at the preceding power would spend, at most the device's maximum.
+
+    The preceding power is itself a counter difference (noisy over short reads, and raised by any
+    wrap inferred before it): capped at ``max_power_w``, inferred wraps cannot feed on each other.
+    None where no power is known.
+    """
+    if preceding_w is None:
+        return None
+    expected_j = preceding_w * dt
+    return min(expected_j, max_power_w * dt) if max_power_w is not None else expected_j
+
+
+def unwrapped_j(delta_j: float, wrap_j: float, expected_j: float | None) -> tuple[float, int]:
+    """The energy between two reads of a counter that wraps at ``wrap_j``, and the wraps inferred.
+
+    Below zero the counter wrapped once at least; beyond that, as many more wraps are inferred as
+    bring the difference nearest ``expected_j`` (``expected_energy_j``), the trace of a reader
+    starved for longer than a wrap period. Returns (energy in J, extra wraps inferred).
+    """
+    if delta_j < 0:
+        delta_j += wrap_j
+    extra = max(round((expected_j - delta_j) / wrap_j), 0) if expected_j is not None else 0
+    return delta_j + extra * wrap_j, extra
+
+
 def os_meter_error(device: str, doing: str, error: OSError) -> MeterError:
     """The ``MeterError`` for an ``OSError`` that ``device``'s meter met while ``doing`` a read.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from backends.base import Meter
+from backends.base import Meter, expected_energy_j, unwrapped_j
 from tracker.arguments import MIN_INTERVAL_S
 from tracker.measure.follower import GridFollower
 from tracker.measure.grid import ceiling_w
@@ -106,27 +106,17 @@ def counter_delta(state: MeterState, raw_j: float, dt: float, notices: Notices) 
     delta_j = raw_j - state.raw_j
     wrap_j = state.meter.wrap_j
     device = state.meter.info.device
-    expected_j = state.power_w * dt if state.power_w is not None else None
-    max_w = state.meter.max_power_w
-    if expected_j is not None and max_w is not None:
-        # The preceding power is itself a counter difference (noisy over short reads, and raised
-        # by any wrap inferred before): never expect more than the device can draw, or inferred
-        # wraps would feed on each other.
-        expected_j = min(expected_j, max_w * dt)
+    expected_j = expected_energy_j(state.power_w, dt, state.meter.max_power_w)
     if wrap_j:
-        if delta_j < 0:
-            delta_j += wrap_j
-        if expected_j is not None:
-            extra = round((expected_j - delta_j) / wrap_j)
-            if extra >= 1:
-                delta_j += extra * wrap_j
-                state.bound_j += wrap_j  # one wrap more or fewer would fit the power as well
-                notices.warn(
-                    f"multiwrap:{device}",
-                    f"{device}: the counter wrapped {extra + 1} times between two reads "
-                    f"{dt:.1f} s apart (sampler starved?); the extra wraps were inferred from "
-                    "the preceding power and may be inexact",
-                )
+        delta_j, extra = unwrapped_j(delta_j, wrap_j, expected_j)
+        if extra >= 1:
+            state.bound_j += wrap_j  # one wrap more or fewer would fit the power as well
+            notices.warn(
+                f"multiwrap:{device}",
+                f"{device}: the counter wrapped {extra + 1} times between two reads "
+                f"{dt:.1f} s apart (sampler starved?); the extra wraps were inferred from "
+                "the preceding power and may be inexact",
+            )
     elif delta_j < 0:
         delta_j = expected_j if expected_j is not None else 0.0
         state.bound_j += max(delta_j, ceiling_w(state.meter, state.power_w) * dt - delta_j)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from backends.base import Meter, MeterError, Reading
+from backends.base import MIN_RATE_SPAN_S, Meter, MeterError, Reading
 from tracker.measure import grid
 from tracker.measure.follower import GridFollower, safe_hint, safe_instant
 from tracker.measure.grid import FollowBudget, ceiling_w
@@ -51,7 +51,6 @@ TimelinePoint = tuple[float, str, float]
 
 _TIMELINE_FLUSH_ROWS = 512
 _TIMELINE_FLUSH_S = 1.0  # samples.csv at most this far behind, for a live view of a long epoch
-_MIN_RATE_SPAN_S = 0.01
 # A meter unread for this many intervals (and at least _STALE_MIN_S) was starved of the CPU/GIL.
 _STALE_INTERVALS = 3
 _STALE_MIN_S = 1.0
@@ -336,7 +335,7 @@ class Sampler:
             delta_j = counter_delta(state, reading.energy_j, dt, self._notices)
             state.raw_j = reading.energy_j
             # Back-to-back boundary reads span microseconds: too short to say anything of power.
-            if dt < _MIN_RATE_SPAN_S and state.power_w is not None:
+            if dt < MIN_RATE_SPAN_S and state.power_w is not None:
                 rate_w = state.power_w
             else:
                 rate_w = delta_j / dt
