@@ -162,6 +162,13 @@ class Found:
     missing: list[Missing] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def add(self, opened: Meter | Missing) -> None:
+        """Keep what opening one device gave: a working meter, or why it cannot be measured."""
+        if isinstance(opened, Missing):
+            self.missing.append(opened)
+        else:
+            self.meters.append(opened)
+
     def extend(self, other: Found) -> None:
         """Add another backend's findings to these."""
         self.meters.extend(other.meters)

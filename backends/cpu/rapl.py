@@ -99,10 +99,7 @@ def find_rapl(root: str | os.PathLike[str] | None = None) -> Found:
     model = cpu_info().model
     for entry in surveyed:
         opened = entry if isinstance(entry, Missing) else _open_zone(entry, zones_dir, model)
-        if isinstance(opened, Missing):
-            found.missing.append(opened)
-        else:
-            found.meters.append(opened)
+        found.add(opened)
     return found
 
 

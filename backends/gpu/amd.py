@@ -784,12 +784,10 @@ def _open_all(plan: _Plan, pairs: dict[int, tuple[_Gpu, _Gpu]], opener: _Opener)
                 f"including the other GCD ({partner.label()}), which this process does not use"
             )
     for opened in opener(to_open):
-        if isinstance(opened, Meter):
-            found.meters.append(opened)
-        elif isinstance(opened, Missing):
-            found.missing.append(opened)
-        else:
+        if isinstance(opened, str):
             found.notes.append(opened)
+        else:
+            found.add(opened)
     return found
 
 

@@ -63,10 +63,7 @@ def find_intel_gpus() -> Found:
     found = Found()
     for index, card in enumerate(located):
         opened = _open(f"xpu{index}", card)
-        if isinstance(opened, Missing):
-            found.missing.append(opened)
-        else:
-            found.meters.append(opened)
+        found.add(opened)
     return found
 
 

@@ -81,10 +81,7 @@ def find_gpus(wanted: Sequence[int | str] | None = None, visible: str | None = N
         for index in _select(wanted, slots, visible):
             slot = slots[index]
             opened = _open(f"gpu{index}", slot) if isinstance(slot, _PhysicalGpu) else slot
-            if isinstance(opened, Missing):
-                found.missing.append(opened)
-            else:
-                found.meters.append(opened)
+            found.add(opened)
         return found
     finally:
         _session.release()

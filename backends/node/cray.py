@@ -108,10 +108,7 @@ def find_pm_counters() -> Found:
         if name not in names:
             continue
         opened = _open(directory, name, component, device, names)
-        if isinstance(opened, Missing):
-            found.missing.append(opened)
-        else:
-            found.meters.append(opened)
+        found.add(opened)
     return found
 
 

@@ -104,10 +104,7 @@ def find_grace() -> Found:
             if chosen is None:
                 continue
             opened = _open(component, device, chosen)
-            if isinstance(opened, Missing):
-                found.missing.append(opened)
-            else:
-                found.meters.append(opened)
+            found.add(opened)
     return found
 
 

@@ -149,10 +149,7 @@ def find_jetson() -> Found:
         component: Component = "gpu" if kind == "combined" else kind
         device = _next_device(counts, component)
         opened = _open(device, component, rail, feeds)
-        if isinstance(opened, Missing):
-            found.missing.append(opened)
-        else:
-            found.meters.append(opened)
+        found.add(opened)
         if kind == "combined":
             cpu = _next_device(counts, "cpu")
             reason = (
